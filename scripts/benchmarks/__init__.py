@@ -1,0 +1,1 @@
+"""Benchmark groups for scripts/bench.py; each module defines run() -> list[dict]."""

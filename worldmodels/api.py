@@ -1,0 +1,202 @@
+"""The world-model API every model implements and every agent uses (DESIGN §3).
+
+Conventions (DESIGN §2):
+
+* ``obs``: float in [0, 1], images ``[B, T, C, H, W]`` or vectors ``[B, T, D]``.
+* ``action``: float ``[B, T, A]``; ``action[:, t]`` is the action that *led to* ``obs[:, t]``
+  (the thesis's ``a_t`` in ``s_t = s_{t-1} + M a_t``, eq. (7.2), and ``u_t`` in eq. (6.1)).
+  It is zero where ``is_first`` is true. Discrete actions arrive one-hot encoded
+  (:func:`one_hot_actions`); models never see integers.
+* ``mask``: bool ``[B, T]``; ``False`` means frame ``t`` is missing (eq. (6.12)-(6.13)).
+* ``is_first``: bool ``[B, T]``; ``True`` where a new episode starts inside the window.
+
+Example:
+    >>> import torch
+    >>> batch = Batch(obs=torch.rand(2, 5, 1, 32, 32), action=torch.zeros(2, 5, 3))
+    >>> batch.mask.shape, batch.is_first[:, 0].tolist()
+    (torch.Size([2, 5]), [True, True])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Batch",
+    "Belief",
+    "Imagination",
+    "LossOutput",
+    "WorldModel",
+    "one_hot_actions",
+    "check_shape",
+]
+
+
+def check_shape(name: str, x: Tensor, expected: tuple[int | None, ...]) -> None:
+    """Raise ``ValueError`` naming the expected and received shape of ``x``.
+
+    ``None`` in ``expected`` matches any size.
+
+    Example:
+        >>> check_shape("obs", torch.zeros(2, 3), (2, None))
+        >>> check_shape("obs", torch.zeros(2, 3), (2, 4))
+        Traceback (most recent call last):
+        ...
+        ValueError: obs: expected shape (2, 4), received (2, 3)
+    """
+    ok = x.dim() == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape))
+    if not ok:
+        exp = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(f"{name}: expected shape {exp}, received {tuple(x.shape)}")
+
+
+def one_hot_actions(action: Tensor, n: int) -> Tensor:
+    """Integer actions ``[...]`` -> float one-hot ``[..., n]``.
+
+    Example:
+        >>> one_hot_actions(torch.tensor([0, 2]), 3).tolist()
+        [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    if action.dtype.is_floating_point:
+        raise TypeError(f"one_hot_actions: expected integer actions, received dtype {action.dtype}")
+    if action.numel() and (int(action.min()) < 0 or int(action.max()) >= n):
+        raise ValueError(
+            f"one_hot_actions: expected actions in [0, {n - 1}], received range "
+            f"[{int(action.min())}, {int(action.max())}]"
+        )
+    return torch.nn.functional.one_hot(action.long(), n).float()
+
+
+@dataclass
+class Batch:
+    """A window of rollout steps, the input of every model.
+
+    Attributes:
+        obs: ``[B, T, C, H, W]`` or ``[B, T, D]`` float in [0, 1].
+        action: ``[B, T, A]`` float; ``action[:, t]`` led to ``obs[:, t]``.
+        mask: ``[B, T]`` bool, ``False`` = frame missing. Defaults to all observed.
+        is_first: ``[B, T]`` bool, ``True`` = episode starts here. Defaults to ``t == 0``.
+        state: optional ground truth ``[B, T, S]`` (e.g. ``info["pose"]``), never used for
+            training unless a model asks for it explicitly (GTM-SM displacement loss).
+    """
+
+    obs: Tensor
+    action: Tensor
+    mask: Tensor = None  # type: ignore[assignment]
+    is_first: Tensor = None  # type: ignore[assignment]
+    state: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.obs.dim() < 3:
+            raise ValueError(f"Batch.obs: expected [B, T, ...], received shape {tuple(self.obs.shape)}")
+        B, T = self.obs.shape[:2]
+        check_shape("Batch.action", self.action, (B, T, None))
+        if self.mask is None:
+            self.mask = torch.ones(B, T, dtype=torch.bool, device=self.obs.device)
+        if self.is_first is None:
+            self.is_first = torch.zeros(B, T, dtype=torch.bool, device=self.obs.device)
+            self.is_first[:, 0] = True
+        check_shape("Batch.mask", self.mask, (B, T))
+        check_shape("Batch.is_first", self.is_first, (B, T))
+        if self.state is not None:
+            check_shape("Batch.state", self.state, (B, T, None))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(B, T)``."""
+        return int(self.obs.shape[0]), int(self.obs.shape[1])
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Move every tensor to ``device``."""
+        return replace(
+            self,
+            **{f.name: getattr(self, f.name).to(device) for f in fields(self) if getattr(self, f.name) is not None},
+        )
+
+    def check_finite(self) -> None:
+        """Raise ``ValueError`` when ``obs`` or ``action`` holds NaN or inf, naming the rows."""
+        for name in ("obs", "action"):
+            x = getattr(self, name)
+            bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+            if bad.any():
+                rows = bad.nonzero().flatten().tolist()
+                raise ValueError(f"Batch.{name}: expected finite values, received NaN/inf in rows {rows}")
+
+
+@dataclass
+class Belief:
+    """What a model knows after observing a context; the start of imagination.
+
+    Attributes:
+        features: ``[B, F]`` a flat summary of the filtered state (for model-free agents,
+            :class:`agents.wrappers.BeliefObservation`).
+        state: model-specific tensors (hidden states, Kalman mean/covariance, memory, ...),
+            each with batch dimension ``B`` first.
+    """
+
+    features: Tensor
+    state: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass
+class Imagination:
+    """An open-loop rollout of a model under candidate action sequences.
+
+    Attributes:
+        obs: ``[N, H, C, H, W]`` or ``[N, H, D]`` predicted observation means in [0, 1].
+        latent: ``[N, H, F]`` latent features per step (what latent-space objectives compare).
+        uncertainty: ``[N, H]`` a per-step uncertainty (e.g. predictive variance), >= 0.
+        samples: optional ``[N, H, ...]`` sampled observations.
+        extras: model-specific ``[N, H, ...]`` tensors (GTM-SM ``"s"``, KVAE ``"alpha"``).
+    """
+
+    obs: Tensor
+    latent: Tensor
+    uncertainty: Tensor
+    samples: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def horizon(self) -> int:
+        return int(self.obs.shape[1])
+
+
+@dataclass
+class LossOutput:
+    """Result of :meth:`WorldModel.loss`.
+
+    Attributes:
+        loss: scalar to minimise (the negative ELBO per time step, with training weights such
+            as the KL annealing factor ``beta`` applied).
+        metrics: named floats for logging; ``"elbo"`` is the unweighted ELBO per time step.
+    """
+
+    loss: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class WorldModel(Protocol):
+    """The protocol of DESIGN §3. Implementations subclass ``torch.nn.Module`` too.
+
+    ``imagine`` takes candidate actions ``[N, H, A]``; the belief's batch must be 1 (it is
+    shared by all N candidates) or N.
+    """
+
+    def loss(self, batch: Batch, beta: float = 1.0) -> LossOutput: ...
+
+    def observe(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Belief: ...
+
+    def imagine(self, belief: Belief, actions: Tensor) -> Imagination: ...
+
+    def predict(self, obs: Tensor, action: Tensor, future_actions: Tensor) -> Imagination: ...
+
+    def impute(self, obs: Tensor, action: Tensor, mask: Tensor) -> Tensor: ...
