@@ -408,7 +408,7 @@ def _filter_loop(inp: _Inputs, step_fn: StepFn | None) -> FilterResult:
         mean=torch.stack(out_mu, 1)[..., 0],
         cov=torch.stack(out_P, 1),
         pred_mean=torch.stack(out_mp, 1)[..., 0],
-        pred_cov=torch.stack(out_Pp, 1),
+        pred_cov=_sym(torch.stack(out_Pp, 1)),  # the loop uses A P A^T + Q as computed
         log_likelihood=_gauss_loglik(r, L, mask),
         A=A_full,
         C=C_full,
@@ -448,7 +448,7 @@ def _filter_shared(inp: _Inputs) -> FilterResult:
     P = inp.Sigma0  # [1, z, z]
     out_Pp, out_P, out_L, out_K, out_info = [], [], [], [], []
     for t in range(T):
-        Pp = As[t] @ P @ ATs[t] + Qs[t] if t > 0 else P
+        Pp = _sym(As[t] @ P @ ATs[t] + Qs[t]) if t > 0 else P  # batch 1: symmetrising is cheap
         CP = Cs[t] @ Pp
         L, info = torch.linalg.cholesky_ex(CP @ CTs[t] + Rs[t])
         if m_row[t]:
