@@ -1,0 +1,291 @@
+"""Shared machinery of the 2-D envs: one batched numpy core, a single env and a VectorEnv over it.
+
+Every 2-D env is written once as a *core* that steps ``N`` copies in one numpy call. The single
+``gymnasium.Env`` runs a core with ``N = 1``; the ``gymnasium.vector.VectorEnv`` (registered as the id's
+``vector_entry_point`` so ``gymnasium.make_vec(id, n)`` returns it) runs a core with ``N = n``. Each copy
+draws its random start from its own generator, seeded exactly as ``SyncVectorEnv`` seeds its sub-envs
+(``seed + i``), so the batched env yields the same frames as ``n`` single envs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+
+class InvalidKwargError(TypeError, ValueError):
+    """An unknown keyword argument; the message lists the valid ones."""
+
+
+def build_config(cls: type, kwargs: dict[str, Any], env_name: str) -> Any:
+    """``cls(**kwargs)`` for a config dataclass, naming the valid fields when a key is unknown."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in kwargs:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=2)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise InvalidKwargError(
+                f"{env_name} got an unknown keyword argument {key!r}; valid ones are "
+                f"{names + ['render_mode']}.{hint}"
+            )
+    return cls(**kwargs)
+
+
+def check_choice(name: str, value: Any, valid: tuple[Any, ...]) -> None:
+    """Raise ``ValueError`` naming the valid values when ``value`` is not one of them."""
+    if value not in valid:
+        close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}.{hint}")
+
+
+def validate_action(space: spaces.Space, action: Any) -> np.ndarray:
+    """Return ``action`` as an array if it lies in ``space`` (single env), else raise ``ValueError``.
+
+    Box actions are accepted in any float dtype (cast to the space's dtype) but must have the space's
+    shape, be finite and lie within the bounds.
+    """
+    if isinstance(space, spaces.Discrete):
+        a = np.asarray(action)
+        ok = a.shape == () and a.dtype.kind in "iu" and space.start <= int(a) < space.start + space.n
+        if not ok and a.shape == () and a.dtype.kind == "f" and float(a).is_integer():
+            a = a.astype(np.int64)
+            ok = space.start <= int(a) < space.start + space.n
+        if not ok:
+            raise ValueError(f"action {action!r} is not in the action space {space} (integers "
+                             f"{space.start}..{space.start + space.n - 1})")
+        return a.astype(np.int64)
+    assert isinstance(space, spaces.Box)
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"action {action!r} is not in the action space {space}") from e
+    if a.shape != space.shape or not np.all(np.isfinite(a)) or np.any(a < space.low) or np.any(a > space.high):
+        raise ValueError(f"action {action!r} (shape {a.shape}) is not in the action space {space}")
+    return a
+
+
+def validate_batch_action(space: spaces.Space, actions: Any, n: int) -> np.ndarray:
+    """Vectorised :func:`validate_action` for ``n`` actions stacked on axis 0."""
+    a = np.asarray(actions)
+    if isinstance(space, spaces.Discrete):
+        if a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):
+            a = a.astype(np.int64)
+        if a.shape != (n,) or a.dtype.kind not in "iu" or np.any(a < space.start) or np.any(
+            a >= space.start + space.n
+        ):
+            raise ValueError(f"actions {actions!r} (shape {a.shape}, dtype {a.dtype}) are not in the "
+                             f"batched action space: expected shape ({n},) of integers in {space}")
+        return a.astype(np.int64)
+    assert isinstance(space, spaces.Box)
+    a = np.asarray(a, dtype=np.float64)
+    if a.shape != (n, *space.shape) or not np.all(np.isfinite(a)) or np.any(a < space.low) or np.any(
+        a > space.high
+    ):
+        raise ValueError(f"actions of shape {a.shape} are not in the batched action space: expected "
+                         f"shape {(n, *space.shape)} within {space}")
+    return a
+
+
+class Core:
+    """A batch of ``num`` environment copies stepped together (subclasses implement the physics).
+
+    Subclasses set ``observation_space`` / ``action_space`` (single-copy spaces) and implement
+    :meth:`reset_rows`, :meth:`step`, :meth:`observe`, :meth:`info` and :meth:`render_rgb`.
+    ``step`` must be deterministic: all randomness is drawn in ``reset_rows`` from the given generators.
+    """
+
+    observation_space: spaces.Space
+    action_space: spaces.Space
+
+    def __init__(self, num: int) -> None:
+        self.num = num
+
+    def reset_rows(self, rows: np.ndarray, rngs: list[np.random.Generator], options: dict | None) -> None:
+        raise NotImplementedError
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Advance all copies; returns ``(reward [N] float64, terminated [N] bool)``."""
+        raise NotImplementedError
+
+    def observe(self) -> np.ndarray:
+        """Observations ``[N, *obs_shape]`` uint8 (a fresh array)."""
+        raise NotImplementedError
+
+    def info(self) -> dict[str, np.ndarray]:
+        """Ground truth, each value ``[N, ...]`` (fresh arrays)."""
+        raise NotImplementedError
+
+    def render_rgb(self, i: int) -> np.ndarray:
+        """An RGB frame ``[H, W, 3]`` uint8 of copy ``i`` for videos and the human window."""
+        raise NotImplementedError
+
+
+class HumanWindow:
+    """A pygame window showing RGB frames (works headless with ``SDL_VIDEODRIVER=dummy``)."""
+
+    def __init__(self, title: str, fps: int) -> None:
+        self.title, self.fps = title, fps
+        self._screen: Any = None
+        self._clock: Any = None
+
+    def show(self, frame: np.ndarray) -> None:
+        import pygame
+
+        if self._screen is None:
+            pygame.init()
+            pygame.display.init()
+            pygame.display.set_caption(self.title)
+            self._screen = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
+            self._clock = pygame.time.Clock()
+        surf = pygame.surfarray.make_surface(np.ascontiguousarray(frame.transpose(1, 0, 2)))
+        self._screen.blit(surf, (0, 0))
+        pygame.event.pump()
+        pygame.display.flip()
+        self._clock.tick(self.fps)
+
+    def close(self) -> None:
+        if self._screen is not None:
+            import pygame
+
+            pygame.display.quit()
+            self._screen = None
+
+
+def upscale(frame: np.ndarray, min_size: int = 256) -> np.ndarray:
+    """Nearest-neighbour upscale ``[H, W, C]`` by an integer factor so the short side is >= ``min_size``."""
+    k = max(1, -(-min_size // min(frame.shape[:2])))
+    return np.repeat(np.repeat(frame, k, axis=0), k, axis=1)
+
+
+class CoreEnv(gym.Env):
+    """A single env over a core with ``N = 1`` (subclasses build the core in ``__init__``)."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 10}
+    core: Core
+
+    def _setup(self, core: Core, render_mode: str | None) -> None:
+        check_choice("render_mode", render_mode, (None, "human", "rgb_array"))
+        self.core = core
+        self.observation_space = core.observation_space
+        self.action_space = core.action_space
+        self.render_mode = render_mode
+        self._window: HumanWindow | None = None
+
+    def _info0(self) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.core.info().items()}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.core.reset_rows(np.zeros(1, dtype=np.int64), [self.np_random], options)
+        if self.render_mode == "human":
+            self.render()
+        return self.core.observe()[0], self._info0()
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        a = validate_action(self.action_space, action)
+        reward, terminated = self.core.step(a[None])
+        if self.render_mode == "human":
+            self.render()
+        return self.core.observe()[0], float(reward[0]), bool(terminated[0]), False, self._info0()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
+            return None
+        frame = self.core.render_rgb(0)
+        if self.render_mode == "rgb_array":
+            return frame
+        if self._window is None:
+            self._window = HumanWindow(type(self).__name__, self.metadata["render_fps"])
+        self._window.show(frame)
+        return None
+
+    def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+
+
+class CoreVectorEnv(VectorEnv):
+    """``num_envs`` copies in one numpy core with next-step autoreset, like ``SyncVectorEnv``.
+
+    Episodes are truncated after ``max_episode_steps`` (the registered value unless overridden), as the
+    ``TimeLimit`` wrapper does for the single env. After an episode ends, the next ``step`` resets that copy
+    (ignoring its action) and returns the first observation with reward 0 (``AutoresetMode.NEXT_STEP``).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 10,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def _setup(self, core: Core, max_episode_steps: int | None, render_mode: str | None) -> None:
+        check_choice("render_mode", render_mode, (None, "rgb_array"))
+        self.core = core
+        self.num_envs = core.num
+        self.single_observation_space = core.observation_space
+        self.single_action_space = core.action_space
+        self.observation_space = batch_space(core.observation_space, core.num)
+        self.action_space = batch_space(core.action_space, core.num)
+        self.render_mode = render_mode
+        self.max_episode_steps = max_episode_steps
+        self._rngs: list[np.random.Generator] | None = None
+        self._t = np.zeros(core.num, dtype=np.int64)
+        self._autoreset = np.zeros(core.num, dtype=bool)
+
+    def _vector_info(self) -> dict[str, np.ndarray]:
+        info = self.core.info()
+        for k in list(info):
+            info["_" + k] = np.ones(self.num_envs, dtype=bool)
+        return info
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"expected {self.num_envs} seeds, got {len(seeds)}")
+        if self._rngs is None:
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        else:
+            self._rngs = [seeding.np_random(s)[0] if s is not None else r for s, r in zip(seeds, self._rngs)]
+        self.core.reset_rows(np.arange(self.num_envs), self._rngs, options)
+        self._t[:] = 0
+        self._autoreset[:] = False
+        return self.core.observe(), self._vector_info()
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        if self._rngs is None:
+            raise RuntimeError("call reset() before step()")
+        a = validate_batch_action(self.single_action_space, actions, self.num_envs)
+        reward, terminated = self.core.step(a)
+        self._t += 1
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps is not None:
+            truncated = self._t >= self.max_episode_steps
+        rows = np.flatnonzero(self._autoreset)
+        if rows.size:
+            self.core.reset_rows(rows, [self._rngs[i] for i in rows], None)
+            reward[rows], terminated[rows], truncated[rows], self._t[rows] = 0.0, False, False, 0
+        self._autoreset = terminated | truncated
+        return self.core.observe(), reward, terminated, truncated, self._vector_info()
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode != "rgb_array":
+            return None
+        return tuple(self.core.render_rgb(i) for i in range(self.num_envs))

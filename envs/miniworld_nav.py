@@ -1,0 +1,187 @@
+"""MiniWorld 3-D rooms and mazes for the GTM-SM walking and rotating agents (thesis §7.4.2, Labyrinth).
+
+A thin env around a ``miniworld`` env (the optional ``miniworld`` extra): small square observations,
+headless rendering, and the ground truth the GTM-SM needs — ``info["pose"] = (x, z, heading)`` and the
+per-step ``info["displacement"]`` (§7.4.2.2 "the agent feels its movement"). ``actions="rotate"`` keeps
+only the two turn actions with the rotational period of §7.4.2.1 (about 41 steps per turn).
+
+Ids are ``WM-MiniWorld-<Name>-v0`` so they never clash with MiniWorld's own ``MiniWorld-<Name>-v0``.
+``PYGLET_HEADLESS=1`` is set (unless already set) before pyglet is first imported, so no display is
+needed; ``render_mode="human"`` needs a display and ``PYGLET_HEADLESS`` unset.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs._core import build_config, check_choice, validate_action
+
+# MiniWorld env names wrapped by ``envs`` (the part after ``MiniWorld-`` and before ``-v0``).
+MINIWORLD_NAMES: tuple[str, ...] = (
+    "Maze", "MazeS2", "MazeS3", "MazeS3Fast", "FourRooms", "OneRoom", "OneRoomS6", "TMaze", "YMaze",
+    "ThreeRooms", "Hallway", "RoomObjects", "WallGap", "Sidewalk",
+)
+ROTATION_PERIOD = 41  # steps per full turn of the rotating agent (§7.4.2.1)
+
+
+def import_miniworld(render_mode: str | None = None) -> Any:
+    """Import ``miniworld`` headless; a clear ``ImportError`` if the extra is missing."""
+    if "pyglet" not in sys.modules and render_mode != "human":
+        os.environ.setdefault("PYGLET_HEADLESS", "1")
+    try:
+        import miniworld
+    except ImportError as e:
+        raise ImportError(
+            "the MiniWorld envs need the optional 'miniworld' extra: pip install 'worldmodels[miniworld]' "
+            f"(miniworld>=2.1, pyglet<2); import failed with: {e}"
+        ) from e
+    return miniworld
+
+
+def wrap_angle(a: np.ndarray | float) -> np.ndarray:
+    """Angles to [-π, π)."""
+    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+
+@dataclass
+class MiniWorldNavConfig:
+    """Parameters of :class:`MiniWorldNavEnv`.
+
+    Attributes:
+        env_name: MiniWorld env name, one of :data:`MINIWORLD_NAMES` (e.g. ``"Maze"``).
+        obs_size: observation side in pixels (32 as in the thesis, or 64).
+        actions: ``"default"`` (the MiniWorld env's own action space) or ``"rotate"`` (turn left/right only).
+        turn_step: degrees per turn action (``None``: MiniWorld's 15, or 360/41 in ``rotate`` mode).
+        forward_step: metres per forward step (``None``: MiniWorld's 0.15).
+        max_episode_steps: truncate after this many steps (``None``: only the MiniWorld env's own limit).
+        domain_rand: MiniWorld's domain randomisation.
+        env_kwargs: extra keyword arguments for the MiniWorld env (e.g. ``{"num_rows": 4}``).
+    """
+
+    env_name: str = "Maze"
+    obs_size: int = 32
+    actions: str = "default"
+    turn_step: float | None = None
+    forward_step: float | None = None
+    max_episode_steps: int | None = None
+    domain_rand: bool = False
+    env_kwargs: dict | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("env_name", self.env_name, MINIWORLD_NAMES)
+        check_choice("actions", self.actions, ("default", "rotate"))
+        if self.obs_size < 8:
+            raise ValueError(f"obs_size must be >= 8 pixels, got {self.obs_size}")
+
+
+class MiniWorldNavEnv(gym.Env):
+    """A MiniWorld room or maze seen through ``obs_size`` square frames, with the agent's pose in ``info``.
+
+    ## Description
+    A first-person agent walks in a 3-D world generated anew each episode (§7.4.2 uses DeepMind Lab;
+    MiniWorld is the open substitute). Rendering is off-screen (EGL) and needs no display.
+
+    ## Action Space
+    The MiniWorld env's own (``Discrete(3)`` for the mazes: 0 turn left, 1 turn right, 2 forward;
+    more for rooms with objects); ``actions="rotate"``: ``Discrete(2)`` (0 turn left, 1 turn right).
+
+    ## Observation Space
+    ``Box(0, 255, (obs_size, obs_size, 3), uint8)``, the agent's camera.
+
+    ## Rewards
+    MiniWorld's (e.g. reaching the goal box in the mazes).
+
+    ## Starting State
+    MiniWorld's random world and agent placement for the seed.
+
+    ## Episode End
+    MiniWorld's (goal reached, or its ``max_episode_steps``).
+
+    ## Info
+    ``info["pose"]``: float64 ``(x, z, heading)`` (metres, radians in [-π, π)); ``info["displacement"]``:
+    float64 ``(dx, dz, dheading)`` of the last step in world coordinates (zeros after reset).
+
+    ## Arguments
+    See :class:`MiniWorldNavConfig`; e.g. ``gymnasium.make("WM-MiniWorld-Maze-v0", obs_size=64)``.
+
+    Example:
+        >>> import gymnasium as gym, envs
+        >>> env = gym.make("WM-MiniWorld-OneRoom-v0")
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape, info["pose"].shape
+        ((32, 32, 3), (3,))
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 30}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        self.config = cfg = build_config(MiniWorldNavConfig, kwargs, "MiniWorldNav")
+        check_choice("render_mode", render_mode, (None, "human", "rgb_array"))
+        import_miniworld(render_mode)
+        from miniworld.params import DEFAULT_PARAMS
+
+        params = DEFAULT_PARAMS.copy()
+        turn = cfg.turn_step if cfg.turn_step is not None else (
+            360.0 / ROTATION_PERIOD if cfg.actions == "rotate" else None
+        )
+        if turn is not None:
+            params.set("turn_step", turn, turn, turn)
+        if cfg.forward_step is not None:
+            params.set("forward_step", cfg.forward_step, cfg.forward_step, cfg.forward_step)
+        spec = gym.spec(f"MiniWorld-{cfg.env_name}-v0")
+        creator = gym.envs.registration.load_env_creator(spec.entry_point)
+        inner_kwargs = dict(spec.kwargs)
+        inner_kwargs.update(cfg.env_kwargs or {})
+        inner_kwargs.update(
+            obs_width=cfg.obs_size, obs_height=cfg.obs_size, params=params, domain_rand=cfg.domain_rand,
+            render_mode=render_mode,
+        )
+        self.inner = creator(**inner_kwargs)
+        self.render_mode = render_mode
+        self.observation_space = self.inner.observation_space
+        self.action_space = spaces.Discrete(2) if cfg.actions == "rotate" else self.inner.action_space
+        self._pose = np.zeros(3)
+        self._steps = 0
+
+    def _read_pose(self) -> np.ndarray:
+        agent = self.inner.agent
+        return np.array([agent.pos[0], agent.pos[2], float(wrap_angle(agent.dir))], dtype=np.float64)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        if seed is None and self.inner._np_random is None:
+            seed = int(self.np_random.integers(2**31))  # derive the world's seed from ours
+        obs, info = self.inner.reset(seed=seed, options=options)
+        self._pose = self._read_pose()
+        self._steps = 0
+        info = dict(info)
+        info["pose"], info["displacement"] = self._pose.copy(), np.zeros(3)
+        return obs, info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        a = int(validate_action(self.action_space, action))
+        obs, reward, terminated, truncated, info = self.inner.step(a)
+        pose = self._read_pose()
+        disp = pose - self._pose
+        disp[2] = wrap_angle(disp[2])
+        self._pose = pose
+        self._steps += 1
+        if self.config.max_episode_steps is not None and self._steps >= self.config.max_episode_steps:
+            truncated = True
+        info = copy.deepcopy(info)  # MiniWorld may return live objects (e.g. TMaze's goal_pos)
+        info["pose"], info["displacement"] = pose, disp
+        return obs, float(reward), bool(terminated), bool(truncated), info
+
+    def render(self) -> np.ndarray | None:
+        return self.inner.render()
+
+    def close(self) -> None:
+        self.inner.close()
