@@ -39,8 +39,10 @@ Design:
   - ``"auto"``: ``"torch"`` for memories up to ``auto_threshold`` entries (or on CUDA), else
     ``"faiss-flat"``.
 
-* **Replacement.** With ``capacity=None`` the memory grows. With a capacity, a write that needs more slots
-  than are free evicts the least recently used entries (reads and writes both count as use, as in NEC).
+* **Replacement.** With ``capacity=None`` the memory grows: pair n of the first write lands in slot n
+  (so a read's ``index`` is the memorisation time step), masked pairs leave empty slots. With a
+  capacity, a write that needs more slots than are free evicts the least recently used entries (reads
+  and writes both count as use, as in NEC).
   Writing a key exactly equal to a stored key of the same memory replaces that entry (NEC); within one
   write, the last of equal keys wins. Disable with ``update_existing=False``.
 
@@ -417,7 +419,8 @@ class DND:
                              f"call reset() to change it), got {B}")
         assert self.values is not None and self.valid is not None and self.last_used is not None
         keys, values = keys.to(self.keys.dtype), values.to(self.values.dtype)
-        if self.capacity is None:  # grow by N empty slots; they are filled first
+        C_old = self.keys.shape[1]
+        if self.capacity is None:  # grow by N slots: pair n of this write goes to slot C_old + n
             self.keys = torch.cat([self.keys, keys.new_zeros(B, N, self.key_dim)], 1)
             self.values = torch.cat([self.values, values.new_zeros(B, N, self.value_dim)], 1)
             self.valid = torch.cat([self.valid, self.valid.new_zeros(B, N)], 1)
@@ -439,7 +442,10 @@ class DND:
         rank = fresh.long().cumsum(1) - 1  # [B, N]
         rank = rank - (fresh.sum(1, keepdim=True) - room).clamp(min=0)  # drop the oldest on overflow
         fresh = fresh & (rank >= 0)
-        slot_fresh = order.gather(1, rank.clamp(0, C - 1)) if C > 0 else target
+        if self.capacity is None:
+            slot_fresh = C_old + torch.arange(N, device=dev).expand(B, N)
+        else:
+            slot_fresh = order.gather(1, rank.clamp(0, C - 1))
         slot = torch.where(upd, target, torch.where(fresh, slot_fresh, torch.full_like(target, -1)))
 
         bi, ni = (slot >= 0).nonzero(as_tuple=True)
@@ -519,6 +525,7 @@ class DND:
                       for t in (r.weights, r.keys, r.values, r.sq_dist, r.index, r.valid)))
         B = index.shape[0]
         flat = index.reshape(B, -1)
+        self._clock += 1
         self.last_used.scatter_reduce_(
             1, flat.clamp(min=0), torch.where(flat >= 0, self._clock, -1), "amax"
         )  # reads count as use (LRU)

@@ -1,0 +1,246 @@
+"""DND tests: every backend against an exhaustive numpy search (float64 oracle), gradients by gradcheck."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodels.memory import DND, kernel_read, knn_search
+
+EXACT = ["torch", "faiss-flat"]
+
+
+def oracle(keys: np.ndarray, valid: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exhaustive kNN: lexicographic (distance, slot) order over the valid entries of each memory."""
+    B, Q = queries.shape[:2]
+    d_out = np.full((B, Q, k), np.inf)
+    i_out = np.full((B, Q, k), -1, dtype=np.int64)
+    for b in range(B):
+        for q in range(Q):
+            d = ((queries[b, q][None] - keys[b]) ** 2).sum(-1)
+            slots = np.flatnonzero(valid[b])
+            order = np.lexsort((slots, d[slots]))[:k]
+            d_out[b, q, : len(order)] = d[slots[order]]
+            i_out[b, q, : len(order)] = slots[order]
+    return d_out, i_out
+
+
+def filled(B: int, M: int, k_dim: int, v_dim: int, grid: int | None, mask_p: float = 0.0, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    if grid is None:
+        keys = torch.randn(B, M, k_dim, generator=g, dtype=torch.float64)
+    else:  # small integers: exact in float32 too, and many exact distance ties
+        keys = torch.randint(0, grid, (B, M, k_dim), generator=g).double()
+    values = torch.randn(B, M, v_dim, generator=g, dtype=torch.float64)
+    mask = torch.rand(B, M, generator=g) >= mask_p
+    return keys, values, mask
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize(
+    "backend,grid",  # FAISS searches in float32: its index-exactness is asserted on grid data
+    [("torch", None), ("torch", 4), ("faiss-flat", 4)],
+)
+def test_exact_backends_equal_exhaustive_search(backend: str, B: int, grid: int | None) -> None:
+    keys, values, mask = filled(B, 300, 3, 2, grid, mask_p=0.2)
+    dnd = DND(3, 2, backend=backend, update_existing=False)
+    dnd.write(keys, values, mask)
+    queries = torch.randint(0, 4, (B, 40, 3)).double() if grid else torch.randn(B, 40, 3, dtype=torch.float64)
+    r = dnd.read(queries, k=7)
+    d_ref, i_ref = oracle(keys.numpy(), mask.numpy(), queries.numpy(), 7)
+    np.testing.assert_array_equal(r.index.numpy(), i_ref)
+    np.testing.assert_array_equal(r.sq_dist.detach().numpy(), d_ref)
+    np.testing.assert_array_equal(r.values.detach().numpy(), np.take_along_axis(
+        values.numpy()[:, None], i_ref[..., None], axis=2))
+    if grid:  # the grid data must actually contain ties at the k-th neighbour for this test to mean much
+        d_all = ((queries.numpy()[:, :, None] - keys.numpy()[:, None]) ** 2).sum(-1)
+        assert ((d_all == d_ref[..., -1:]).sum(-1) > 1).mean() > 0.5
+
+
+@pytest.mark.parametrize("backend", EXACT)
+def test_memory_smaller_than_k_and_empty_memory(backend: str) -> None:
+    keys = torch.tensor([[[0.0], [1.0], [5.0]], [[2.0], [3.0], [4.0]]])
+    mask = torch.tensor([[True, False, True], [False, False, False]])
+    dnd = DND(1, 1, backend=backend)
+    dnd.write(keys, keys, mask)
+    r = dnd.read(torch.tensor([[[0.9]], [[0.0]]]), k=3)
+    assert r.index.tolist() == [[[0, 2, -1]], [[-1, -1, -1]]]
+    assert r.valid.tolist() == [[[True, True, False]], [[False, False, False]]]
+    assert torch.isinf(r.sq_dist[0, 0, 2]) and r.weights[0, 0, 2] == 0 and r.weights[1].abs().sum() == 0
+    np.testing.assert_allclose(r.weights[0, 0].sum().item(), 1.0, rtol=1e-6)
+    assert dnd.size().tolist() == [2, 0]
+
+
+def test_batched_memories_are_independent() -> None:
+    """Row b of a batched read equals a read of memory b alone (faiss lists vs a single flat index)."""
+    keys, values, mask = filled(3, 200, 2, 2, grid=None, mask_p=0.1, seed=1)
+    q = torch.randn(3, 10, 2, dtype=torch.float64)
+    batched = DND(2, 2, backend="faiss-flat")
+    batched.write(keys, values, mask)
+    r = batched.read(q, 4)
+    for b in range(3):
+        single = DND(2, 2, backend="faiss-flat")
+        single.write(keys[b : b + 1], values[b : b + 1], mask[b : b + 1])
+        assert torch.equal(single.read(q[b : b + 1], 4).index[0], r.index[b])
+
+
+@pytest.mark.parametrize("backend", ["faiss-hnsw", "faiss-ivf"])
+def test_approximate_recall(backend: str) -> None:
+    keys, values, _ = filled(2, 4000, 4, 1, grid=None, seed=2)
+    q = torch.randn(2, 200, 4, dtype=torch.float64)
+    dnd = DND(4, 1, backend=backend, update_existing=False)
+    dnd.write(keys, values)
+    got = dnd.read(q, 5).index.numpy()
+    _, ref = oracle(keys.numpy(), np.ones((2, 4000), bool), q.numpy(), 5)
+    recall = np.mean([len(set(got[b, i]) & set(ref[b, i])) / 5 for b in range(2) for i in range(200)])
+    print(f"{backend} recall@5 = {recall:.4f}")
+    assert recall >= 0.95
+
+
+def test_kernel_weights_and_lookup_match_formula() -> None:
+    keys, values, _ = filled(2, 50, 3, 4, grid=None, seed=3)
+    q = torch.randn(2, 6, 3, dtype=torch.float64)
+    dnd = DND(3, 4, backend="torch", delta=1e-3)
+    dnd.write(keys, values)
+    r = dnd.read(q, 5)
+    d_ref, i_ref = oracle(keys.numpy(), np.ones((2, 50), bool), q.numpy(), 5)
+    w = 1.0 / (d_ref + 1e-3)
+    w /= w.sum(-1, keepdims=True)
+    np.testing.assert_allclose(r.weights.detach().numpy(), w, rtol=1e-12)
+    v = np.take_along_axis(values.numpy()[:, None], i_ref[..., None], axis=2)  # [B, Q, K, v]
+    np.testing.assert_allclose(dnd.lookup(q, 5).detach().numpy(), (w[..., None] * v).sum(2), rtol=1e-12)
+
+
+def test_gradcheck_kernel_read() -> None:
+    keys, values, _ = filled(2, 20, 2, 3, grid=None, seed=4)
+    q = torch.randn(2, 4, 2, dtype=torch.float64)
+    _, index = knn_search(keys, q, 5)
+    index[0, 0, 4] = -1  # a missing neighbour must not break the gradients
+    args = (keys.requires_grad_(), values.requires_grad_(), q.requires_grad_())
+    assert torch.autograd.gradcheck(lambda k, v, x: kernel_read(k, v, x, index, 1e-2).lookup(), args)
+    assert torch.autograd.gradcheck(lambda k, v, x: kernel_read(k, v, x, index, 1e-2).weights, args)
+
+
+def test_gradcheck_through_write_then_read() -> None:
+    """Memorisation-phase writes carry the graph: reads backpropagate into written keys and values."""
+    keys, values, _ = filled(2, 12, 2, 2, grid=None, seed=5)
+    q = torch.randn(2, 3, 2, dtype=torch.float64)
+    dnd = DND(2, 2, capacity=16, backend="torch", delta=1e-2)
+
+    def f(k: torch.Tensor, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        dnd.reset()
+        dnd.write(k, v)
+        return dnd.read(x, 4).lookup()
+
+    assert torch.autograd.gradcheck(f, (keys.requires_grad_(), values.requires_grad_(), q.requires_grad_()))
+    # and the value gradient of sum(lookup) is the total weight each entry received
+    out = f(keys, values, q)
+    out.sum().backward()
+    r = dnd.read(q, 4)
+    expect = torch.zeros(2, 12, dtype=torch.float64).scatter_add_(1, r.index.reshape(2, -1),
+                                                                  r.weights.detach().reshape(2, -1))
+    torch.testing.assert_close(values.grad, expect[..., None].expand(2, 12, 2))
+
+
+def test_lru_replacement() -> None:
+    dnd = DND(1, 1, capacity=3, backend="torch")
+    x = torch.tensor([[[0.0], [10.0], [20.0]]])
+    dnd.write(x, x)
+    dnd.read(torch.tensor([[[0.1]]]), k=1)  # touch key 0: key 10 is now the least recently used
+    slot = dnd.write(torch.tensor([[[30.0]]]), torch.tensor([[[30.0]]]))
+    assert slot.tolist() == [[1]]
+    assert sorted(dnd.keys[0, :, 0].tolist()) == [0.0, 20.0, 30.0]
+    # one write larger than the capacity keeps its newest entries
+    slot = dnd.write(torch.arange(5.0).view(1, 5, 1) + 100, torch.zeros(1, 5, 1))
+    assert (slot[0, :2] == -1).all() and (slot[0, 2:] >= 0).all()
+    assert sorted(dnd.keys[0, :, 0].tolist()) == [102.0, 103.0, 104.0]
+
+
+def test_writing_existing_key_updates_it() -> None:
+    dnd = DND(2, 1, capacity=4, backend="torch")
+    dnd.write(torch.tensor([[[0.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [2.0, 2.0]]]), torch.zeros(2, 2, 1))
+    # memory 0: key (1, 1) exists -> updated; memory 1: key (1, 1) is new. Duplicate in-write: last wins.
+    slot = dnd.write(torch.tensor([[[1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [5.0, 5.0]]]),
+                     torch.tensor([[[7.0], [8.0]], [[3.0], [4.0]]]))
+    assert slot.tolist() == [[-1, 1], [2, 3]]
+    assert dnd.size().tolist() == [2, 4]
+    assert dnd.lookup(torch.tensor([[[1.0, 1.0]], [[1.0, 1.0]]]), k=1).flatten().tolist() == [8.0, 3.0]
+    no_update = DND(2, 1, backend="torch", update_existing=False)
+    no_update.write(torch.zeros(1, 3, 2), torch.zeros(1, 3, 1))
+    assert no_update.size().tolist() == [3]
+
+
+def test_unbounded_memory_grows_and_masked_pairs_are_never_read() -> None:
+    dnd = DND(1, 1, backend="torch")
+    for t in range(3):
+        x = torch.tensor([[[float(t)], [100.0 + t]]])
+        dnd.write(x, x, mask=torch.tensor([[True, False]]))
+    assert dnd.size().tolist() == [3]
+    r = dnd.read(torch.tensor([[[100.0]]]), k=3)
+    assert sorted(r.keys[0, 0, :, 0].tolist()) == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("backend", EXACT)
+def test_reverse_read_searches_values_and_returns_keys(backend: str) -> None:
+    keys, values, _ = filled(2, 80, 2, 3, grid=None, seed=6)
+    zq = torch.randn(2, 5, 3, dtype=torch.float64)
+    dnd = DND(2, 3, backend=backend)
+    dnd.write(keys, values)
+    r = dnd.reverse_read(zq, k=4)
+    _, i_ref = oracle(values.numpy(), np.ones((2, 80), bool), zq.numpy(), 4)
+    np.testing.assert_array_equal(r.index.numpy(), i_ref)
+    np.testing.assert_array_equal(r.values.detach().numpy(),
+                                  np.take_along_axis(keys.numpy()[:, None], i_ref[..., None], axis=2))
+    assert r.lookup().shape == (2, 5, 2)
+
+
+def test_auto_switches_to_faiss_for_large_memories() -> None:
+    keys, values, _ = filled(1, 600, 2, 1, grid=None, seed=7)
+    q = torch.randn(1, 20, 2, dtype=torch.float64)
+    small, large = DND(2, 1, auto_threshold=10_000), DND(2, 1, auto_threshold=100)
+    for d in (small, large):
+        d.write(keys, values)
+    assert torch.equal(small.read(q, 5).index, large.read(q, 5).index)
+    assert set(large._cache) == {"keys"} and not small._cache
+
+
+def test_bad_input_errors() -> None:
+    with pytest.raises(ValueError, match="did you mean 'faiss-hnsw'"):
+        DND(2, 1, backend="faiss_hnsw")
+    dnd = DND(2, 1)
+    with pytest.raises(RuntimeError, match="empty DND"):
+        dnd.read(torch.zeros(1, 1, 2), 1)
+    with pytest.raises(ValueError, match=r"expected shape \[B, N, 2\], got \(1, 4, 3\)"):
+        dnd.write(torch.zeros(1, 4, 3), torch.zeros(1, 4, 1))
+    with pytest.raises(ValueError, match="NaN"):
+        dnd.write(torch.full((1, 4, 2), float("nan")), torch.zeros(1, 4, 1))
+    with pytest.raises(ValueError, match="mask"):
+        dnd.write(torch.zeros(1, 4, 2), torch.zeros(1, 4, 1), mask=torch.ones(1, 4))
+    dnd.write(torch.zeros(1, 4, 2), torch.zeros(1, 4, 1))
+    with pytest.raises(ValueError, match="batch size 1"):
+        dnd.read(torch.zeros(2, 1, 2), 1)
+    with pytest.raises(ValueError, match="positive int"):
+        dnd.read(torch.zeros(1, 1, 2), 0)
+
+
+@pytest.mark.parametrize("first,second", [("torch", "faiss"), ("faiss", "torch")])
+def test_torch_faiss_import_order(first: str, second: str) -> None:
+    """FAISS and torch in one process can crash depending on import order / OpenMP (NOTES.md)."""
+    code = textwrap.dedent(f"""
+        import {first}, {second}
+        import numpy as np
+        x = np.random.default_rng(0).standard_normal((2000, 8)).astype("float32")
+        index = faiss.IndexFlatL2(8); index.add(x)
+        _, i = index.search(x[:50], 3)
+        t = torch.from_numpy(x)
+        d = torch.cdist(t[:50], t).topk(3, largest=False).indices.numpy()
+        assert (i[:, 0] == np.arange(50)).all() and (d[:, 0] == i[:, 0]).all()
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
