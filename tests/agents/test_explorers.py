@@ -1,0 +1,151 @@
+"""Explorers: run-length and frequency statistics against scipy, seeding, actions inside the space."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from scipy import stats
+
+from agents.explorers import (
+    EXPLORERS,
+    PoissonRepeat,
+    RandomWalkMomentum,
+    RotateInPlace,
+    UniformRandom,
+    explorer_factory,
+    make_explorer,
+)
+
+BOX = spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 4.0], np.float32))
+
+
+def _runs(actions: list[np.ndarray]) -> np.ndarray:
+    """Lengths of maximal runs of identical consecutive actions."""
+    lengths, n = [], 1
+    for prev, cur in zip(actions[:-1], actions[1:]):
+        if np.array_equal(prev, cur):
+            n += 1
+        else:
+            lengths.append(n)
+            n = 1
+    return np.array(lengths)  # the last (possibly cut) run is dropped
+
+
+@pytest.mark.parametrize("lam", [0.5, 2.0, 5.0])
+def test_poisson_run_lengths_match_one_plus_poisson(lam: float) -> None:
+    # Box actions: two runs never draw the same action, so runs are exactly the repeats.
+    p = PoissonRepeat(BOX, lam=lam)
+    p.reset(seed=1)
+    runs = _runs([p.act(None) for _ in range(60_000)])
+    k = runs - 1  # ~ Poisson(lam)
+    n = k.size
+    assert abs(runs.mean() - (lam + 1)) < 4 * np.sqrt(lam / n)
+    # chi-square goodness of fit of k against the Poisson pmf, tail pooled
+    kmax = int(stats.poisson.ppf(0.999, lam))
+    observed = np.bincount(np.minimum(k, kmax), minlength=kmax + 1)
+    expected = stats.poisson.pmf(np.arange(kmax + 1), lam) * n
+    expected[-1] = stats.poisson.sf(kmax - 1, lam) * n
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_poisson_discrete_marginal_is_uniform() -> None:
+    p = PoissonRepeat(spaces.Discrete(5, start=2), lam=2.0)
+    actions = []
+    for ep in range(400):
+        p.reset(seed=ep)
+        actions += [int(p.act(None)) for _ in range(60)]
+    counts = np.bincount(np.array(actions) - 2, minlength=5)
+    assert counts.sum() == 24_000 and stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_uniform_frequencies() -> None:
+    d = UniformRandom(spaces.Discrete(7))
+    d.reset(seed=0)
+    counts = np.bincount([int(d.act(None)) for _ in range(21_000)], minlength=7)
+    assert stats.chisquare(counts).pvalue > 1e-3
+    b = UniformRandom(BOX)
+    b.reset(seed=0)
+    x = np.array([b.act(None) for _ in range(5000)])
+    assert stats.kstest(x[:, 0], stats.uniform(-1, 2).cdf).pvalue > 1e-3
+    assert stats.kstest(x[:, 1], stats.uniform(0, 4).cdf).pvalue > 1e-3
+
+
+SPACES = [spaces.Discrete(5), BOX, spaces.MultiDiscrete([3, 4])]
+
+
+@pytest.mark.parametrize("name", sorted(EXPLORERS))
+@pytest.mark.parametrize("space", SPACES, ids=["discrete", "box", "multidiscrete"])
+def test_seeding_and_actions_in_space(name: str, space: spaces.Space) -> None:
+    kwargs = {}
+    if name == "rotate":
+        if not isinstance(space, spaces.Discrete):
+            with pytest.raises(TypeError, match="Discrete"):
+                make_explorer(name, space)
+            return
+        kwargs = {"action": 0, "opposite": 1, "random_direction": True}
+    p = make_explorer(name, space, **kwargs)
+
+    def episode(seed: int) -> list:
+        p.reset(seed=seed)
+        return [np.asarray(p.act(None)).copy() for _ in range(50)]
+
+    a, b = episode(3), episode(3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(space.contains(np.asarray(x, dtype=space.dtype).reshape(space.shape)) for x in a)
+    if name != "rotate":
+        c = episode(4)
+        assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_rotate_in_place_directions() -> None:
+    p = RotateInPlace(spaces.Discrete(3), action=0, opposite=1, random_direction=True)
+    firsts = []
+    for seed in range(2000):
+        p.reset(seed=seed)
+        acts = {int(p.act(None)) for _ in range(5)}
+        assert len(acts) == 1  # one direction for the whole episode
+        firsts.append(acts.pop())
+    assert set(firsts) == {0, 1}
+    assert stats.binomtest(firsts.count(0), 2000, 0.5).pvalue > 1e-3
+    fixed = RotateInPlace(spaces.Discrete(3), action=2)
+    fixed.reset(seed=0)
+    assert {int(fixed.act(None)) for _ in range(10)} == {2}
+    with pytest.raises(ValueError, match="opposite"):
+        RotateInPlace(spaces.Discrete(3), action=0, random_direction=True)
+    with pytest.raises(ValueError, match="action"):
+        RotateInPlace(spaces.Discrete(3), action=5)
+
+
+def test_momentum_discrete_keep_probability() -> None:
+    n, p_keep = 4, 0.7
+    p = RandomWalkMomentum(spaces.Discrete(n), p_keep=p_keep)
+    p.reset(seed=0)
+    a = np.array([int(p.act(None)) for _ in range(40_000)])
+    same = np.mean(a[1:] == a[:-1])
+    expected = p_keep + (1 - p_keep) / n
+    assert abs(same - expected) < 4 * np.sqrt(expected * (1 - expected) / a.size)
+    assert stats.chisquare(np.bincount(a, minlength=n)).pvalue > 1e-4  # marginal stays uniform
+
+
+def test_momentum_box_autocorrelation() -> None:
+    m = 0.9
+    p = RandomWalkMomentum(spaces.Box(-2.0, 2.0, (1,)), momentum=m, sigma=0.2)  # clipping at 5 sigma
+    p.reset(seed=0)
+    x = np.array([p.act(None)[0] for _ in range(50_000)])[100:]
+    assert abs(np.corrcoef(x[:-1], x[1:])[0, 1] - m) < 0.01
+    assert abs(x.std() - 0.2 * 2.0) < 0.03  # stationary std sigma * half_width
+    assert np.all(np.abs(x) <= 2.0)
+
+
+def test_registry_errors() -> None:
+    with pytest.raises(ValueError, match=r"expected one of \['momentum', 'poisson', 'rotate', 'uniform'\]"):
+        make_explorer("poison", spaces.Discrete(2))
+    with pytest.raises(ValueError, match="lam"):
+        explorer_factory("poisson", lambda_=3)
+    with pytest.raises(ValueError, match="lam >= 0"):
+        PoissonRepeat(spaces.Discrete(2), lam=-1)
+    with pytest.raises(ValueError, match="bounded Box"):
+        UniformRandom(spaces.Box(-np.inf, np.inf, (2,)))
+    make = explorer_factory("poisson", lam=3.0)
+    assert isinstance(make(spaces.Discrete(2)), PoissonRepeat) and make(spaces.Discrete(2)).lam == 3.0
