@@ -136,29 +136,35 @@ class BouncingBallCore(Core):
             return bool(np.all(self.normals @ p >= self.offsets + self.cfg.radius))
         return bool(np.all(p >= self.lo) and np.all(p <= self.hi))
 
-    def reset_rows(self, rows: np.ndarray, rngs: list[np.random.Generator], options: dict | None) -> None:
+    def _draw(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start positions and velocities ``[M, 2]`` from uniforms ``u [M, 4]`` (Box-Muller for the noise)."""
         cfg = self.cfg
+        rad = np.sqrt(-2.0 * np.log1p(-u[:, 0]))  # 1 - u in (0, 1]
+        z = rad[:, None] * np.stack([np.cos(2 * np.pi * u[:, 1]), np.sin(2 * np.pi * u[:, 1])], axis=1)
+        p = np.clip(cfg.size / 2 + cfg.start_std * z, *cfg.start_clip)
+        p = np.clip(p, self.lo, self.hi)
+        speed = cfg.speed_range[0] + (cfg.speed_range[1] - cfg.speed_range[0]) * u[:, 2]
+        angle = 2 * np.pi * u[:, 3]
+        v = speed[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+        return p, v
+
+    def reset_rows(self, rows: np.ndarray, rngs: list[np.random.Generator], options: dict | None) -> None:
         state = None if options is None else options.get("state")
-        c = cfg.size / 2
-        for i, rng in zip(rows, rngs):
-            if state is not None:
-                st = np.asarray(state, dtype=np.float64)
-                if st.shape != (4,) or not np.all(np.isfinite(st)) or not self._inside(st[:2]):
-                    raise ValueError(f"options['state'] must be a finite (x, y, vx, vy) with the ball inside "
-                                     f"the walls, got {state!r}")
-                p, v = st[:2], st[2:]
-            else:
-                for _ in range(1000):
-                    p = np.clip(c + cfg.start_std * rng.standard_normal(2), *cfg.start_clip)
-                    p = np.clip(p, self.lo, self.hi)
-                    if self._inside(p):
-                        break
-                else:  # pragma: no cover - only for odd user polygons
-                    p = np.array(cfg.polygon).mean(axis=0)
-                speed = rng.uniform(*cfg.speed_range)
-                angle = rng.uniform(0.0, 2 * np.pi)
-                v = speed * np.array([np.cos(angle), np.sin(angle)])
-            self.pos[i], self.vel[i] = p, v
+        if state is not None:
+            st = np.asarray(state, dtype=np.float64)
+            if st.shape != (4,) or not np.all(np.isfinite(st)) or not self._inside(st[:2]):
+                raise ValueError(f"options['state'] must be a finite (x, y, vx, vy) with the ball inside "
+                                 f"the walls, got {state!r}")
+            self.pos[rows], self.vel[rows] = st[:2], st[2:]
+        else:
+            # one generator call per copy; everything else is vectorised over the rows
+            p, v = self._draw(np.stack([rng.random(4) for rng in rngs]))
+            for j, rng in enumerate(rngs):  # rejection sampling (only the polygon can reject)
+                tries = 0
+                while not self._inside(p[j]) and tries < 1000:
+                    p[j], v[j] = (a[0] for a in self._draw(rng.random((1, 4))))
+                    tries += 1
+            self.pos[rows], self.vel[rows] = p, v
         self._update_paddles()
 
     # -- dynamics -----------------------------------------------------------------------------------
@@ -219,19 +225,31 @@ class BouncingBallCore(Core):
 
     # -- observation --------------------------------------------------------------------------------
     def observe(self) -> np.ndarray:
-        g = self._grid
-        r2 = self.cfg.radius**2
-        dx2 = (g[None, :] - self.pos[:, 0:1]) ** 2  # [N, W]
-        dy2 = (g[None, :] - self.pos[:, 1:2]) ** 2  # [N, H]
-        frame = (dy2[:, :, None] + dx2[:, None, :]) <= r2  # [N, H, W]
-        if self.cfg.variant == "pong":
-            cfg = self.cfg
+        cfg = self.cfg
+        n, s = self.num, cfg.size
+        frame = np.zeros((n, s, s), dtype=np.uint8)  # [N, H, W]
+        # the ball covers at most a k x k block: evaluate the disc there only, then scatter
+        k = int(np.ceil(2 * cfg.radius)) + 2
+        corner = np.clip(np.floor(self.pos - cfg.radius).astype(np.int64), 0, s - k)  # [N, 2] (x0, y0)
+        offs = np.arange(k)
+        cx = corner[:, 0:1] + offs  # [N, k] columns
+        cy = corner[:, 1:2] + offs  # [N, k] rows
+        dx2 = (cx + 0.5 - self.pos[:, 0:1]) ** 2  # [N, k]
+        dy2 = (cy + 0.5 - self.pos[:, 1:2]) ** 2  # [N, k]
+        disc = (dy2[:, :, None] + dx2[:, None, :]) <= cfg.radius**2  # [N, k, k]
+        frame[np.arange(n)[:, None, None], cy[:, :, None], cx[:, None, :]] = disc.view(np.uint8) * np.uint8(255)
+        if cfg.variant == "pong":  # pixel centres within the paddle rectangles, again on a small block
+            g = self._grid
             lo, hi = cfg.walls
-            near = np.abs(g[None, :] - self.paddle_y[:, None]) <= cfg.paddle_height / 2  # [N, H]
-            cols_l = (g >= lo) & (g < lo + cfg.paddle_width)
-            cols_r = (g > hi - cfg.paddle_width) & (g <= hi)
-            frame |= near[:, :, None] & (cols_l | cols_r)[None, None, :]
-        return (frame.astype(np.uint8) * 255)[..., None]
+            cols = np.flatnonzero((g >= lo) & (g < lo + cfg.paddle_width) | (g > hi - cfg.paddle_width) & (g <= hi))
+            kp = min(s, int(np.ceil(cfg.paddle_height)) + 2)
+            top = np.clip(np.floor(self.paddle_y - cfg.paddle_height / 2).astype(np.int64), 0, s - kp)  # [N]
+            prow = top[:, None] + np.arange(kp)  # [N, kp]
+            on = np.abs(prow + 0.5 - self.paddle_y[:, None]) <= cfg.paddle_height / 2  # [N, kp]
+            blk = frame[np.arange(n)[:, None, None], prow[:, :, None], cols[None, None, :]]  # [N, kp, ncols]
+            blk |= (on.view(np.uint8) * np.uint8(255))[:, :, None]
+            frame[np.arange(n)[:, None, None], prow[:, :, None], cols[None, None, :]] = blk
+        return frame[..., None]
 
     def info(self) -> dict[str, np.ndarray]:
         return {"state": np.concatenate([self.pos, self.vel], axis=1)}  # [N, 4] (x, y, vx, vy)
