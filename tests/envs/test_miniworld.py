@@ -1,0 +1,50 @@
+"""MiniWorld wrapper, headless: pose and displacement against MiniWorld's own agent."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+import envs  # noqa: F401
+
+
+def test_pose_and_displacement_track_the_agent() -> None:
+    env = gym.make("WM-MiniWorld-OneRoom-v0", obs_size=64)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    agent = env.unwrapped.inner.agent
+    np.testing.assert_allclose(info["pose"][:2], [agent.pos[0], agent.pos[2]])
+    pose0 = info["pose"]
+    _, _, _, _, info = env.step(2)  # forward
+    d = info["displacement"]
+    np.testing.assert_allclose(info["pose"], pose0 + d, atol=1e-12)
+    heading = pose0[2]
+    if np.linalg.norm(d[:2]) > 0:  # MiniWorld walks along (cos θ, -sin θ) in (x, z)
+        np.testing.assert_allclose(d[:2], 0.15 * np.array([np.cos(heading), -np.sin(heading)]), atol=1e-9)
+    _, _, _, _, info = env.step(0)  # turn left 15°
+    np.testing.assert_allclose(info["displacement"], [0, 0, np.deg2rad(15)], atol=1e-9)
+
+
+def test_rotating_agent_period() -> None:
+    env = gym.make("WM-MiniWorld-Rotate-v0")
+    _, info = env.reset(seed=0)
+    assert env.action_space == gym.spaces.Discrete(2)
+    start = info["pose"].copy()
+    total = 0.0
+    for _ in range(41):
+        info = env.step(0)[4]
+        total += info["displacement"][2]
+        np.testing.assert_allclose(info["pose"][:2], start[:2])  # in place
+    np.testing.assert_allclose(total, 2 * np.pi, atol=1e-9)  # one full turn in 41 steps
+
+
+def test_rgb_render_and_truncation() -> None:
+    env = gym.make("WM-MiniWorld-Rotate-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.ndim == 3 and frame.shape[-1] == 3 and frame.dtype == np.uint8
+    truncated, steps = False, 0
+    while not truncated:
+        truncated = env.step(1)[3]
+        steps += 1
+    assert steps == 80
