@@ -253,10 +253,12 @@ def _control(inp: _Inputs) -> Tensor | None:
     return torch.cat([torch.zeros_like(bu[:, :1]), bu[:, 1:]], dim=1)
 
 
-def _gauss_loglik(r: Tensor, L: Tensor, mask: Tensor | None) -> Tensor:
-    """Sum over t of log N(r_t; 0, L_t L_t^T) for r ``[B, T, x]``, L ``[B|1, T, x, x]`` -> ``[B]``."""
+def _gauss_loglik(r: Tensor, S: Tensor, mask: Tensor | None) -> Tensor:
+    """Sum over t of log N(r_t; 0, S_t) for r ``[B, T, x]``, S ``[B|1, T, x, x]`` -> ``[B]``, eq. (3.12)."""
+    L = _chol(S)
+    _not_finite("innovation covariance C Sigma_{t|t-1} C^T + R at [b, t]", L)
     x = r.shape[-1]
-    w = torch.linalg.solve_triangular(L, r[..., None], upper=False)[..., 0]  # [B, T, x]
+    w = _tri_solve(L, r[..., None])[..., 0]  # [B, T, x]
     logdet = torch.diagonal(L, dim1=-2, dim2=-1).log().sum(-1)  # [B|1, T]
     ll = -0.5 * (w.square().sum(-1) + x * math.log(2 * math.pi)) - logdet  # [B, T]
     if mask is not None:
@@ -268,9 +270,82 @@ def _sym(P: Tensor) -> Tensor:
     return 0.5 * (P + P.mT)
 
 
-def _raise_not_pd(info: Tensor, what: str) -> None:
-    if bool((info > 0).any()):
-        idx = (info > 0).nonzero()[:5].tolist()
+# ---------------------------------------------------------------------------------------------
+# small dense linear algebra. Batched LAPACK calls on CPU loop over the batch (hundreds of us for
+# 256 2x2 matrices, slower still in backward); for the few-dimensional matrices of a Kalman
+# filter, unrolled Cholesky factorisations and substitutions in plain tensor ops are much faster
+# and have cheap gradients. Larger matrices use LAPACK.
+
+_SMALL = 8
+
+
+def _chol(S: Tensor) -> Tensor:
+    """Lower Cholesky factor of SPD ``S`` ``[..., n, n]``; NaN/inf entries flag a non-PD input."""
+    n = S.shape[-1]
+    if n > _SMALL:
+        L, info = torch.linalg.cholesky_ex(S)
+        return torch.where((info > 0)[..., None, None], torch.full_like(L, float("nan")), L)
+    below = torch.ones(n, n, dtype=S.dtype, device=S.device).tril()  # column j keeps rows >= j
+    cols: list[Tensor] = []
+    Scols = S.mT.unbind(-2)  # n x [..., n]: columns of S
+    for j in range(n):
+        v = Scols[j]
+        for k in range(j):
+            v = v - cols[k] * cols[k][..., j : j + 1]
+        v = v * torch.rsqrt(v[..., j : j + 1])
+        cols.append(v * below[:, j] if j > 0 else v)
+    return torch.stack(cols, -1)
+
+
+def _tri_solve(L: Tensor, b: Tensor) -> Tensor:
+    """Solve ``L w = b`` for lower-triangular ``L`` ``[..., n, n]``, ``b`` ``[..., n, m]``."""
+    n = L.shape[-1]
+    if n > _SMALL:
+        return torch.linalg.solve_triangular(L, b, upper=False)
+    Lrows, brows = L.unbind(-2), b.unbind(-2)  # n x [..., n], n x [..., m]
+    w: list[Tensor] = []
+    for i in range(n):
+        acc = brows[i]
+        for k in range(i):
+            acc = acc - Lrows[i][..., k : k + 1] * w[k]
+        w.append(acc / Lrows[i][..., i : i + 1])
+    return torch.stack(w, -2)
+
+
+def _tri_solve_t(L: Tensor, b: Tensor) -> Tensor:
+    """Solve ``L^T w = b`` for lower-triangular ``L``."""
+    n = L.shape[-1]
+    if n > _SMALL:
+        return torch.linalg.solve_triangular(L.mT, b, upper=True)
+    Lcols, brows = L.unbind(-1), b.unbind(-2)  # column k of L = row k of L^T
+    w: list[Tensor | None] = [None] * n
+    for i in range(n - 1, -1, -1):
+        acc = brows[i]
+        for k in range(i + 1, n):
+            acc = acc - Lcols[i][..., k : k + 1] * w[k]
+        w[i] = acc / Lcols[i][..., i : i + 1]
+    return torch.stack(w, -2)  # type: ignore[arg-type]
+
+
+def _spd_solve(S: Tensor, b: Tensor) -> Tensor:
+    """``S^{-1} b`` for SPD ``S`` ``[..., n, n]``: closed form for n <= 2, else Cholesky solves."""
+    n = S.shape[-1]
+    if n == 1:
+        return b / S
+    if n == 2:  # adjugate: S^{-1} = [[c, -b], [-b, a]] / (a c - b^2)
+        a, off, _, c = S.flatten(-2).unbind(-1)
+        det = a * c - off * off
+        b0, b1 = b.unbind(-2)
+        return torch.stack([c[..., None] * b0 - off[..., None] * b1, a[..., None] * b1 - off[..., None] * b0],
+                           -2) / det[..., None, None]
+    L = _chol(S)
+    return _tri_solve_t(L, _tri_solve(L, b))
+
+
+def _not_finite(what: str, M: Tensor) -> None:
+    bad = ~torch.isfinite(M.flatten(-2)).all(-1)
+    if bool(bad.any()):
+        idx = bad.nonzero()[:5].tolist()
         raise ValueError(
             f"{what}: expected a positive definite matrix, received a singular/indefinite one at "
             f"indices {idx}; check that Q, R, Sigma0 are positive definite and finite"
@@ -351,7 +426,7 @@ def _filter_loop(inp: _Inputs, step_fn: StepFn | None) -> FilterResult:
 
     mu = inp.mu0.expand(B, z)[..., None]  # [B, z, 1]
     P = inp.Sigma0.expand(B, z, z)  # [B, z, z]
-    out_mp, out_Pp, out_mu, out_P, out_L, out_r, out_info = [], [], [], [], [], [], []
+    out_mp, out_Pp, out_mu, out_P, out_S, out_r = [], [], [], [], [], []
     for t in range(T):
         if step_fn is None:
             A_t, AT_t, C_t, CT_t = As[t], ATs[t], Cs[t], CTs[t]
@@ -377,8 +452,7 @@ def _filter_loop(inp: _Inputs, step_fn: StepFn | None) -> FilterResult:
         # measurement step with Cholesky solves
         CP = C_t @ Pp  # [B, x, z]
         S = CP @ CT_t + Rs[t]  # [B, x, x]
-        L, info = torch.linalg.cholesky_ex(S)
-        KT = torch.cholesky_solve(CP, L)  # K_t^T = S^{-1} C Pp  [B, x, z]
+        KT = _spd_solve(S, CP)  # K_t^T = S^{-1} C Pp  [B, x, z]
         if ms is not None:
             KT = KT * ms[t]  # K_t = 0 at missing steps
         K = KT.mT  # [B, z, x]
@@ -390,15 +464,14 @@ def _filter_loop(inp: _Inputs, step_fn: StepFn | None) -> FilterResult:
         out_Pp.append(Pp)
         out_mu.append(mu)
         out_P.append(P)
-        out_L.append(L)
+        out_S.append(S)
         out_r.append(r)
-        out_info.append(info)
         if step_fn is not None:
             est = (C_t @ mu)[..., 0]
             y_prev = est if ms is None else torch.where(mask[:, t, None], ys[t][..., 0], est)
-    _raise_not_pd(torch.stack(out_info, 1), "innovation covariance C Sigma_{t|t-1} C^T + R at [b, t]")
-    L = torch.stack(out_L, 1)
-    r = torch.stack(out_r, 1)[..., 0]
+    S = torch.stack(out_S, 1)  # [B, T, x, x]
+    r = torch.stack(out_r, 1)[..., 0]  # [B, T, x]
+    ll = _gauss_loglik(r, S, mask)  # checks S is PD
     if step_fn is None:
         A_full = inp.A.expand(B, T, z, z)
         C_full = inp.C.expand(B, T, x, z)
@@ -409,7 +482,7 @@ def _filter_loop(inp: _Inputs, step_fn: StepFn | None) -> FilterResult:
         cov=torch.stack(out_P, 1),
         pred_mean=torch.stack(out_mp, 1)[..., 0],
         pred_cov=_sym(torch.stack(out_Pp, 1)),  # the loop uses A P A^T + Q as computed
-        log_likelihood=_gauss_loglik(r, L, mask),
+        log_likelihood=ll,
         A=A_full,
         C=C_full,
     )
@@ -446,13 +519,13 @@ def _filter_shared(inp: _Inputs) -> FilterResult:
     Qs, Rs = _steps(inp.Q, T), _steps(inp.R + jit, T)
     m_row = inp.mask[0].tolist() if inp.mask is not None else [True] * T
     P = inp.Sigma0  # [1, z, z]
-    out_Pp, out_P, out_L, out_K, out_info = [], [], [], [], []
+    out_Pp, out_P, out_S, out_K = [], [], [], []
     for t in range(T):
         Pp = _sym(As[t] @ P @ ATs[t] + Qs[t]) if t > 0 else P  # batch 1: symmetrising is cheap
         CP = Cs[t] @ Pp
-        L, info = torch.linalg.cholesky_ex(CP @ CTs[t] + Rs[t])
+        S = CP @ CTs[t] + Rs[t]
         if m_row[t]:
-            KT = torch.cholesky_solve(CP, L)
+            KT = _spd_solve(S, CP)
             K = KT.mT
             IKC = I_z - K @ Cs[t]
             P = _sym(IKC @ Pp @ IKC.mT + K @ Rs[t] @ KT)  # Joseph form
@@ -461,13 +534,11 @@ def _filter_shared(inp: _Inputs) -> FilterResult:
             P = Pp
         out_Pp.append(Pp)
         out_P.append(P)
-        out_L.append(L)
+        out_S.append(S)
         out_K.append(K)
-        out_info.append(info)
-    _raise_not_pd(torch.stack(out_info, 1), "innovation covariance C Sigma_{t|t-1} C^T + R at [b, t]")
     Pp_all = torch.cat(out_Pp, 0)  # [T, z, z]
     P_all = torch.cat(out_P, 0)
-    L_all = torch.cat(out_L, 0)  # [T, x, x]
+    S_all = torch.cat(out_S, 0)  # [T, x, x]
     K_all = torch.cat(out_K, 0)  # [T, z, x]
     F = I_z - K_all @ C1  # [T, z, z]
     G = F @ A1  # [T, z, z]
@@ -494,7 +565,7 @@ def _filter_shared(inp: _Inputs) -> FilterResult:
         cov=P_all[None].expand(B, T, z, z),
         pred_mean=pred_mean,
         pred_cov=Pp_all[None].expand(B, T, z, z),
-        log_likelihood=_gauss_loglik(r, L_all[None], inp.mask),
+        log_likelihood=_gauss_loglik(r, S_all[None], inp.mask),
         A=inp.A.expand(B, T, z, z),
         C=inp.C.expand(B, T, x, z),
         shared=True,
@@ -563,9 +634,9 @@ def rts_smooth(filtered: FilterResult, *, jitter: float | None = None) -> Smooth
     P = f.cov[:Bc, :-1]  # Sigma_t [Bc, T-1, z, z]
     Pp_next = f.pred_cov[:Bc, 1:]  # Sigma_{t+1|t}
     A_next = f.A[:Bc, 1:]
-    Lp, info = torch.linalg.cholesky_ex(Pp_next + eps * I_z)
-    _raise_not_pd(info, "predicted covariance Sigma_{t+1|t} at [b, t]")
-    J = torch.cholesky_solve(A_next @ P, Lp).mT  # (Sigma_{t+1|t}^{-1} A_{t+1} Sigma_t)^T  [Bc, T-1, z, z]
+    Lp = _chol(Pp_next + eps * I_z)
+    _not_finite("predicted covariance Sigma_{t+1|t} at [b, t]", Lp)
+    J = _tri_solve_t(Lp, _tri_solve(Lp, A_next @ P)).mT  # (Sigma_{t+1|t}^{-1} A_{t+1} Sigma_t)^T
     D = _sym(P - J @ Pp_next @ J.mT)  # [Bc, T-1, z, z]
     c = f.mean[:, :-1] - (J @ f.pred_mean[:, 1:, :, None])[..., 0]  # [B, T-1, z]
     Js, JTs, Ds, cs = J.unbind(1), J.mT.unbind(1), D.unbind(1), c.unbind(1)
@@ -594,8 +665,8 @@ def rts_smooth(filtered: FilterResult, *, jitter: float | None = None) -> Smooth
 def _psd_sqrt(M: Tensor, eps: float) -> Tensor:
     """A square root S with S S^T = M for PSD ``M`` (Cholesky with jitter, eigh fallback)."""
     I = torch.eye(M.shape[-1], dtype=M.dtype, device=M.device)
-    L, info = torch.linalg.cholesky_ex(M + eps * I)
-    if not bool((info > 0).any()):
+    L = _chol(M + eps * I)
+    if bool(torch.isfinite(L).all()):
         return L
     evals, evecs = torch.linalg.eigh(_sym(M))
     return evecs * evals.clamp_min(0).sqrt()[..., None, :]

@@ -147,6 +147,19 @@ def test_filter_and_smoother_equal_joint_gaussian(varying, use_mask):
     _close(log_likelihood(y, params, u, mask), f.log_likelihood, 1e-12)
 
 
+@pytest.mark.parametrize("z,x", [(2, 1), (2, 3), (9, 1), (3, 9)])
+def test_other_dimensions_equal_joint_gaussian(z, x):
+    """Closed-form (x <= 2), unrolled-Cholesky (<= 8) and LAPACK (> 8) solves all exact."""
+    y, params, u, mask = _problem(B=2, T=4, z=z, x=x, varying=True, seed=z + x)
+    sm = kalman_smooth(y, params, u, mask)
+    for b in range(2):
+        o = _oracle(y, params, u, mask, b)
+        _close(sm.filtered.mean[b], o["fm"])
+        _close(sm.mean[b], o["sm"])
+        _close(sm.cov[b], o["sP"])
+        _close(sm.filtered.log_likelihood[b], o["ll"])
+
+
 def test_shared_fast_path_equals_general_path():
     y, params, u, mask = _problem(varying=False, T=9)
     mask = mask[:1].expand_as(mask).clone()
