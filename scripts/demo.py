@@ -1,0 +1,111 @@
+"""`make demo`: a tour of worldmodels in a few steps, each a function of a shared context.
+
+Step 1 collects small rollout datasets from the 2-D pixel environments (ImageNav-v0: GTM-SM image
+navigation with Poisson action repeats; BouncingBall-v0: the KVAE ball), prints their summaries,
+and writes a GIF of a few episodes and a PNG contact sheet per env under ``runs/demo/``.
+Later issues append their steps (train, imagine, plan) to ``STEPS``.
+
+Usage: ``python scripts/demo.py`` (re-running resumes/reuses the collected data).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("PYGLET_HEADLESS", "1")
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+import imageio.v3 as iio  # noqa: E402
+import numpy as np  # noqa: E402
+
+import envs  # noqa: E402,F401
+from agents.explorers import explorer_factory  # noqa: E402
+from worldmodels.data import RolloutDataset, collect  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "demo"
+SEED = 0
+# env id -> (episodes, steps, explorer, explorer kwargs, pixel upscale for viewing)
+DATASETS = {
+    "ImageNav-v0": (32, 64, "poisson", {"lam": 2.0}, 12),
+    "BouncingBall-v0": (32, 20, "uniform", {}, 4),
+}
+
+
+def _upscale(frames: np.ndarray, k: int) -> np.ndarray:
+    """[..., H, W, C] -> [..., kH, kW, 3] nearest neighbour, grey to RGB."""
+    frames = frames.repeat(k, axis=-3).repeat(k, axis=-2)
+    return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
+
+
+def _tile(images: list[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Images [H, W, 3] side by side with a white gap."""
+    h = images[0].shape[0]
+    gap = np.full((h, pad, 3), 255, np.uint8)
+    return np.concatenate([x for img in images for x in (img, gap)][:-1], axis=1)
+
+
+def step_collect(ctx: dict) -> None:
+    """Collect one dataset per env (resumes if present) and print its summary."""
+    for env_id, (episodes, steps, policy, kwargs, _) in DATASETS.items():
+        policy_factory = explorer_factory(policy, **kwargs)
+        out = OUT / "data" / env_id
+        collect(env_id, out, episodes, steps, policy=policy_factory, num_envs=8, seed=SEED)
+        data = RolloutDataset(out, verify="open")
+        print(data.summary())
+        ctx.setdefault("datasets", {})[env_id] = data
+
+
+def step_gif(ctx: dict, n_episodes: int = 4) -> None:
+    """A GIF per env: ``n_episodes`` episodes side by side, frame by frame."""
+    for env_id, data in ctx["datasets"].items():
+        k = DATASETS[env_id][4]
+        eps = [data[i] for i in range(n_episodes)]
+        T = max(ep.obs.shape[0] for ep in eps)
+        frames = []
+        for t in range(T):  # an episode that ended early holds its last frame
+            frames.append(_tile([_upscale(ep.obs[min(t, ep.obs.shape[0] - 1)], k) for ep in eps]))
+        path = OUT / f"{env_id}_episodes.gif"
+        iio.imwrite(path, np.stack(frames), duration=80, loop=0)
+        print(f"wrote {path.relative_to(ROOT)} ({n_episodes} episodes, {T} frames)")
+
+
+def step_contact_sheet(ctx: dict, n_episodes: int = 6, n_frames: int = 12) -> None:
+    """A PNG per env: one row per episode, ``n_frames`` evenly spaced frames."""
+    for env_id, data in ctx["datasets"].items():
+        k = DATASETS[env_id][4]
+        rows = []
+        for i in range(n_episodes):
+            ep = data[i]
+            ts = np.linspace(0, ep.obs.shape[0] - 1, n_frames).round().astype(int)
+            rows.append(_tile([_upscale(ep.obs[t], k) for t in ts]))
+        gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
+        sheet = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
+        path = OUT / f"{env_id}_contact_sheet.png"
+        iio.imwrite(path, sheet)
+        print(f"wrote {path.relative_to(ROOT)} ({n_episodes} episodes x {n_frames} frames)")
+
+
+STEPS: list[Callable[[dict], None]] = [step_collect, step_gif, step_contact_sheet]
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    ctx: dict = {}
+    start = time.perf_counter()
+    for step in STEPS:
+        print(f"== {step.__name__}: {(step.__doc__ or '').splitlines()[0]}", flush=True)
+        t = time.perf_counter()
+        step(ctx)
+        print(f"   ({time.perf_counter() - t:.1f} s)", flush=True)
+    print(f"demo done in {time.perf_counter() - start:.1f} s; outputs in {OUT.relative_to(ROOT)}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
