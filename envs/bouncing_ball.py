@@ -208,20 +208,16 @@ class BouncingBallCore(Core):
 
     def _collide_polygon(self) -> None:
         r = self.cfg.radius
-        for _ in range(4):
-            depth = self.pos @ self.normals.T - self.offsets - r  # [N, E], < 0 means penetrating edge e
-            if not (depth < 0).any():
+        for _ in range(4):  # deepest penetrated edge first; repeat for corners
+            depth = self.pos @ self.normals.T - self.offsets - r  # [N, E], < 0: penetrating edge e
+            rows = np.flatnonzero(depth.min(axis=1) < 0)
+            if rows.size == 0:
                 break
-            for e in range(len(self.offsets)):
-                d = depth[:, e]
-                hit = d < 0
-                if not hit.any():
-                    continue
-                n = self.normals[e]
-                self.pos[hit] -= 2 * d[hit, None] * n  # mirror the centre across the shifted edge
-                vn = self.vel[hit] @ n
-                self.vel[hit] -= 2 * np.minimum(vn, 0.0)[:, None] * n  # reflect the approaching component
-                depth = self.pos @ self.normals.T - self.offsets - r
+            e = depth[rows].argmin(axis=1)  # [M]
+            d, n = depth[rows, e], self.normals[e]  # [M], [M, 2]
+            self.pos[rows] -= 2 * d[:, None] * n  # mirror the centre across the shifted edge
+            vn = np.einsum("ij,ij->i", self.vel[rows], n)
+            self.vel[rows] -= 2 * np.minimum(vn, 0.0)[:, None] * n  # reflect the approaching component
 
     # -- observation --------------------------------------------------------------------------------
     def observe(self) -> np.ndarray:
