@@ -120,7 +120,9 @@ class Planner:
             self.discrete = True
         elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
             if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
-                raise ValueError(f"{type(self).__name__}: expected a bounded Box action space, received {space}")
+                raise ValueError(
+                    f"{type(self).__name__}: expected a bounded Box action space, received {space}"
+                )
             self.action_dim = int(space.shape[0])
             self.discrete = False
             self.low = torch.as_tensor(space.low, dtype=torch.float32)
@@ -146,7 +148,9 @@ class Planner:
         )
 
     # -- shared pieces -------------------------------------------------------------------------
-    def _score(self, model: _Imaginer, belief: Belief, objective: Objective, actions: Tensor) -> tuple[Tensor, Imagination]:
+    def _score(
+        self, model: _Imaginer, belief: Belief, objective: Objective, actions: Tensor
+    ) -> tuple[Tensor, Imagination]:
         with torch.no_grad():
             imagination = model.imagine(belief, actions)
             score = objective(imagination).float()
@@ -169,7 +173,9 @@ class Planner:
             )
         return init
 
-    def optimize(self, model: _Imaginer, belief: Belief, objective: Objective, init: Tensor | None = None) -> Plan:
+    def optimize(
+        self, model: _Imaginer, belief: Belief, objective: Objective, init: Tensor | None = None
+    ) -> Plan:
         """Search for the action sequence with the highest score.
 
         Args:
@@ -179,7 +185,9 @@ class Planner:
             init: optional ``[H, A]`` warm start (e.g. the previous plan shifted by one step).
         """
         if belief.batch_size != 1:
-            raise ValueError(f"{type(self).__name__}.optimize: expected a belief of batch 1, received {belief.batch_size}")
+            raise ValueError(
+                f"{type(self).__name__}.optimize: expected a belief of batch 1, received {belief.batch_size}"
+            )
         best_actions, best_score = None, -math.inf
         for actions, scores in self._search(model, belief, objective, self._check_init(init)):
             i = int(scores.argmax())
@@ -239,11 +247,20 @@ class CEM(Planner):
         super().__init__(space, horizon, num_candidates, iterations, **kw)  # type: ignore[arg-type]
         if not 1 <= num_elites <= num_candidates:
             raise ValueError(f"CEM: expected 1 <= num_elites <= {num_candidates}, received {num_elites}")
-        self.num_elites, self.init_std, self.smoothing, self.min_std = num_elites, init_std, smoothing, min_std
+        self.num_elites, self.init_std, self.smoothing, self.min_std = (
+            num_elites,
+            init_std,
+            smoothing,
+            min_std,
+        )
 
     def _search(self, model, belief, objective, init):  # type: ignore[no-untyped-def]
         span = self.high - self.low  # [A]
-        mean = init.clone() if init is not None else ((self.low + self.high) / 2).expand(self.horizon, -1).clone()
+        mean = (
+            init.clone()
+            if init is not None
+            else ((self.low + self.high) / 2).expand(self.horizon, -1).clone()
+        )
         std = (self.init_std * span).expand(self.horizon, -1).clone()  # [H, A]
         for _ in range(self.iterations):
             noise = torch.randn(self.num_candidates, self.horizon, self.action_dim, generator=self.generator)
@@ -281,7 +298,9 @@ class CategoricalCEM(Planner):
     ) -> None:
         super().__init__(space, horizon, num_candidates, iterations, **kw)  # type: ignore[arg-type]
         if not 1 <= num_elites <= num_candidates:
-            raise ValueError(f"CategoricalCEM: expected 1 <= num_elites <= {num_candidates}, received {num_elites}")
+            raise ValueError(
+                f"CategoricalCEM: expected 1 <= num_elites <= {num_candidates}, received {num_elites}"
+            )
         self.num_elites, self.smoothing, self.min_prob = num_elites, smoothing, min_prob
 
     def _search(self, model, belief, objective, init):  # type: ignore[no-untyped-def]
@@ -290,7 +309,9 @@ class CategoricalCEM(Planner):
         if init is not None:  # lean towards the previous plan without committing to it
             probs = 0.5 * probs + 0.5 * init
         for _ in range(self.iterations):
-            index = torch.multinomial(probs, self.num_candidates, replacement=True, generator=self.generator).T
+            index = torch.multinomial(
+                probs, self.num_candidates, replacement=True, generator=self.generator
+            ).T
             actions = self._one_hot(index)  # [N, H, A]
             actions[0] = self._one_hot(probs.argmax(-1))
             scores, _ = self._score(model, belief, objective, actions)
@@ -331,7 +352,11 @@ class MPPI(Planner):
 
     def _search(self, model, belief, objective, init):  # type: ignore[no-untyped-def]
         span = self.high - self.low
-        mean = init.clone() if init is not None else ((self.low + self.high) / 2).expand(self.horizon, -1).clone()
+        mean = (
+            init.clone()
+            if init is not None
+            else ((self.low + self.high) / 2).expand(self.horizon, -1).clone()
+        )
         for _ in range(self.iterations):
             noise = torch.randn(self.num_candidates, self.horizon, self.action_dim, generator=self.generator)
             actions = torch.maximum(torch.minimum(mean + self.noise_std * span * noise, self.high), self.low)

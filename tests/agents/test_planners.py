@@ -38,7 +38,9 @@ def test_continuous_planners_find_unique_optimum(cls) -> None:
     H = 6
     target = 0.5 * torch.arange(1, H + 1)
     kw = {"num_elites": 50} if cls is CEM else {"temperature": 0.01, "noise_std": 0.05}
-    plan = cls(BOX, H, num_candidates=500, iterations=8, seed=1, **kw).optimize(PointMass(), START, track(target))
+    plan = cls(BOX, H, num_candidates=500, iterations=8, seed=1, **kw).optimize(
+        PointMass(), START, track(target)
+    )
     torch.testing.assert_close(plan.imagination.obs[0, :, 0], target, atol=0.05, rtol=0)
     assert plan.score > -0.01 and (plan.actions[:, 0] - 0.5).abs().max() < 0.1
     assert plan.imagination.obs.shape == (1, H, 1)
@@ -46,8 +48,12 @@ def test_continuous_planners_find_unique_optimum(cls) -> None:
 
 def test_cem_beats_random_shooting_on_same_budget() -> None:
     H, target = 8, 0.3 * torch.arange(1, 9)
-    cem = CEM(BOX, H, num_candidates=200, iterations=5, num_elites=20, seed=0).optimize(PointMass(), START, track(target))
-    rs = RandomShooting(BOX, H, num_candidates=200, iterations=5, seed=0).optimize(PointMass(), START, track(target))
+    cem = CEM(BOX, H, num_candidates=200, iterations=5, num_elites=20, seed=0).optimize(
+        PointMass(), START, track(target)
+    )
+    rs = RandomShooting(BOX, H, num_candidates=200, iterations=5, seed=0).optimize(
+        PointMass(), START, track(target)
+    )
     assert cem.score > rs.score
 
 
@@ -60,9 +66,9 @@ def test_categorical_cem_matches_brute_force() -> None:
     best = all_seq[brute.argmax()]
     assert (brute == brute.max()).sum() == 1  # the optimum is unique
     model.calls = 0
-    plan = CategoricalCEM(gym.spaces.Discrete(3), H, num_candidates=100, iterations=6, num_elites=10, seed=0).optimize(
-        model, START, objective
-    )
+    plan = CategoricalCEM(
+        gym.spaces.Discrete(3), H, num_candidates=100, iterations=6, num_elites=10, seed=0
+    ).optimize(model, START, objective)
     assert plan.actions.argmax(-1).tolist() == best.tolist() == [2, 2, 2, 1, 1, 1]
     assert plan.score == pytest.approx(float(brute.max()))
     assert model.calls == 6 + 1  # one batched imagine per iteration (+1 to imagine the winner)
@@ -81,7 +87,9 @@ def test_uncertainty_weight_changes_the_choice() -> None:
 def test_warm_start_is_a_candidate() -> None:
     H, target = 5, 0.5 * torch.arange(1, 6)
     init = torch.full((H, 1), 0.5)  # already optimal: one iteration of random shooting keeps it
-    plan = RandomShooting(BOX, H, num_candidates=10, seed=0).optimize(PointMass(), START, track(target), init=init)
+    plan = RandomShooting(BOX, H, num_candidates=10, seed=0).optimize(
+        PointMass(), START, track(target), init=init
+    )
     torch.testing.assert_close(plan.actions, init)
 
 
@@ -93,7 +101,9 @@ def test_bad_input_errors() -> None:
     with pytest.raises(ValueError, match="bounded Box"):
         CEM(gym.spaces.Box(-float("inf"), float("inf"), (1,)), 4)
     with pytest.raises(ValueError, match=r"expected init of shape \(4, 1\), received \(3, 1\)"):
-        CEM(BOX, 4, num_candidates=10, num_elites=2).optimize(PointMass(), START, track(torch.zeros(4)), init=torch.zeros(3, 1))
+        CEM(BOX, 4, num_candidates=10, num_elites=2).optimize(
+            PointMass(), START, track(torch.zeros(4)), init=torch.zeros(3, 1)
+        )
     with pytest.raises(ValueError, match=r"expected scores of shape \(10,\)"):
         RandomShooting(BOX, 4, num_candidates=10).optimize(PointMass(), START, lambda im: torch.zeros(3))
     with pytest.raises(ValueError, match="unknown planner 'cme'"):
