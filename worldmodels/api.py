@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Protocol, runtime_checkable
 
+import gymnasium as gym
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,6 +35,8 @@ __all__ = [
     "WorldModel",
     "one_hot_actions",
     "check_shape",
+    "frames_to_tensor",
+    "encode_actions",
 ]
 
 
@@ -69,6 +73,41 @@ def one_hot_actions(action: Tensor, n: int) -> Tensor:
             f"[{int(action.min())}, {int(action.max())}]"
         )
     return torch.nn.functional.one_hot(action.long(), n).float()
+
+
+def frames_to_tensor(frames: np.ndarray | Tensor) -> Tensor:
+    """Gymnasium image observations -> model input: uint8 ``[..., H, W(, C)]`` -> float ``[..., C, H, W]``.
+
+    Example:
+        >>> frames_to_tensor(np.full((2, 4, 4, 3), 255, np.uint8)).shape
+        torch.Size([2, 3, 4, 4])
+    """
+    x = torch.as_tensor(np.asarray(frames))
+    if x.dtype != torch.uint8:
+        raise TypeError(f"frames_to_tensor: expected uint8 frames, received dtype {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"frames_to_tensor: expected [..., H, W(, C)], received shape {tuple(x.shape)}")
+    if x.dim() == 2 or x.shape[-1] not in (1, 3, 4):  # no channel axis: grayscale
+        x = x.unsqueeze(-1)
+    return x.movedim(-1, -3).float().div_(255.0)
+
+
+def encode_actions(action: np.ndarray | Tensor | int | float, space: gym.Space) -> Tensor:
+    """Env actions -> model actions ``[..., A]`` (one-hot for ``Discrete``, float for ``Box``).
+
+    Example:
+        >>> encode_actions(np.array([1, 0]), gym.spaces.Discrete(3)).tolist()
+        [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    """
+    a = torch.as_tensor(np.asarray(action))
+    if isinstance(space, gym.spaces.Discrete):
+        return one_hot_actions(a.long() - int(space.start), int(space.n))
+    if isinstance(space, gym.spaces.Box):
+        size = int(np.prod(space.shape))
+        if a.dim() < len(space.shape) or tuple(a.shape[a.dim() - len(space.shape) :]) != space.shape:
+            raise ValueError(f"encode_actions: expected actions [..., {space.shape}], received {tuple(a.shape)}")
+        return a.float().reshape(*a.shape[: a.dim() - len(space.shape)], size)
+    raise TypeError(f"encode_actions: expected a Discrete or Box space, received {space}")
 
 
 @dataclass
@@ -156,6 +195,9 @@ class Imagination:
         uncertainty: ``[N, H]`` a per-step uncertainty (e.g. predictive variance), >= 0.
         samples: optional ``[N, H, ...]`` sampled observations.
         extras: model-specific ``[N, H, ...]`` tensors (GTM-SM ``"s"``, KVAE ``"alpha"``).
+        belief: the belief (batch ``N``) after the last imagined step, so that imagination can be
+            continued step by step (:class:`agents.imagination_env.ImaginationEnv`); ``None`` when the
+            model cannot continue.
     """
 
     obs: Tensor
@@ -163,6 +205,7 @@ class Imagination:
     uncertainty: Tensor
     samples: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    belief: Belief | None = None
 
     @property
     def horizon(self) -> int:
