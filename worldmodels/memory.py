@@ -138,7 +138,7 @@ def _check_backend(backend: str) -> str:
 
 
 def knn_search(
-    keys: Tensor, queries: Tensor, k: int, valid: Tensor | None = None, chunk: int = 4096
+    keys: Tensor, queries: Tensor, k: int, valid: Tensor | None = None, chunk: int = 16384
 ) -> tuple[Tensor, Tensor]:
     """Exact batched kNN by exhaustive search in torch (no gradients).
 
@@ -170,18 +170,22 @@ def knn_search(
         for start in range(0, M, chunk):  # loop over memory chunks, not over B
             x = keys[:, start : start + chunk]  # [B, c, d]
             c = x.shape[1]
-            d = (queries.unsqueeze(2) - x.unsqueeze(1)).square_().sum(-1)  # [B, Q, c]
+            d = torch.zeros(B, Q, c, dtype=keys.dtype, device=keys.device)  # [B, Q, c]
+            for j in range(x.shape[-1]):  # Σ_j (q_j − x_j)², summed in coordinate order like numpy
+                d += (queries[:, :, j, None] - x[:, None, :, j]).square_()
             if valid is not None:
                 d.masked_fill_(~valid[:, None, start : start + c], math.inf)
             kk = min(k, c)
-            kth = d.topk(kk, dim=-1, largest=False).values[..., -1:]  # [B, Q, 1] k-th smallest
-            less = d < kth
-            eq = d == kth
-            need = kk - less.sum(-1, keepdim=True)
-            take = less | (eq & (eq.cumsum(-1) <= need))  # exactly kk per row, lowest index among ties
-            pos = torch.arange(c, device=d.device).expand_as(d)
-            pos = torch.where(take, pos, torch.full_like(pos, c))
-            sel = pos.topk(kk, dim=-1, largest=False).values  # [B, Q, kk] ascending slot order
+            val, sel = d.topk(kk, dim=-1, largest=False)  # [B, Q, kk]
+            kth = val[..., -1:]  # k-th smallest distance
+            tie = (d <= kth).sum(-1) > kk  # [B, Q] rows where topk had to choose among equal distances
+            if tie.any():  # rare for continuous data: re-select those rows with lowest-index tie-breaking
+                dt, kt = d[tie], kth[tie]  # [n, c], [n, 1]
+                less, eq = dt < kt, dt == kt
+                take = less | (eq & (eq.cumsum(-1) <= kk - less.sum(-1, keepdim=True)))
+                pos = torch.arange(c, device=d.device).expand_as(dt)
+                sel[tie] = torch.where(take, pos, torch.full_like(pos, c)).topk(kk, dim=-1, largest=False)[0]
+            sel = sel.sort(-1).values  # ascending slot order, so a stable sort by distance breaks ties
             cand_d = torch.cat([best_d, d.gather(-1, sel)], -1)
             cand_i = torch.cat([best_i, sel + start], -1)  # earlier chunks first: ascending index
             order = torch.sort(cand_d, dim=-1, stable=True).indices[..., :k]
