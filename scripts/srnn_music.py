@@ -1,0 +1,166 @@
+"""Experiment 1 of the SRNN results (thesis §5.4, Table 5.2): polyphonic music on JSB-style chorales.
+
+Trains SRNN (smooth+Res_q, smooth, filt+Res_q, filt), VRNN, DMM and RNN on the music21 chorales
+(:mod:`worldmodels.music`) with the same budget (epochs of the same batches, Adam 1e-3, batch 16,
+chunks of <= 100 steps, KL weight 0.2 -> 1), keeps the checkpoint with the best validation ELBO and
+reports its test ELBO per time step. Every run lives in ``runs/srnn_music/<variant>/`` and resumes
+from its last checkpoint; ``--report`` only rebuilds ``docs/results/srnn_music.json`` + plots +
+``docs/results/srnn.md`` from the finished runs.
+
+Usage (what produced the numbers in docs/results/srnn.md):
+    python scripts/srnn_music.py --variants srnn_smooth_resq srnn_filt_resq dmm rnn &
+    python scripts/srnn_music.py --variants srnn_smooth srnn_filt vrnn &
+    python scripts/srnn_music.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from worldmodels import checkpoint  # noqa: E402
+from worldmodels.models import build_model  # noqa: E402
+from worldmodels.music import MusicBuckets, evaluate_elbo, load_chorales  # noqa: E402
+from worldmodels.train import TrainConfig, Trainer  # noqa: E402
+
+#: variant -> (registry name, preset). The RNN gets a constant zero action of size 1 (it needs one).
+VARIANTS: dict[str, tuple[str, str]] = {
+    "srnn_smooth_resq": ("srnn", "music"),
+    "srnn_smooth": ("srnn", "music_smooth"),
+    "srnn_filt_resq": ("srnn", "music_filt_resq"),
+    "srnn_filt": ("srnn", "music_filt"),
+    "vrnn": ("vrnn", "music"),
+    "dmm": ("dmm", "music"),
+    "rnn": ("rnn", "music"),
+}
+LABELS = {
+    "srnn_smooth_resq": "SRNN (smooth+Res_q)", "srnn_smooth": "SRNN (smooth)",
+    "srnn_filt_resq": "SRNN (filt+Res_q)", "srnn_filt": "SRNN (filt)",
+    "vrnn": "VRNN", "dmm": "DMM (smooth)", "rnn": "RNN (exact)",
+}
+
+
+@dataclass
+class Args:
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    epochs: int = 40  # same budget for every model
+    eval_every: int = 5  # epochs between validation ELBOs (best checkpoint kept)
+    batch_size: int = 16
+    chunk_len: int = 100
+    lr: float = 1e-3
+    beta0: float = 0.2
+    beta_anneal_steps: int = 400  # optimizer updates for the KL weight to reach 1
+    grad_clip: float = 100.0
+    eval_samples: int = 4  # ELBO samples averaged for the final valid/test numbers
+    seed: int = 0
+    threads: int = 1
+    out: str = "runs/srnn_music"
+    report: bool = False
+
+
+def parse() -> Args:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for f in fields(Args):
+        if f.name == "variants":
+            p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(Args.variants))
+        elif f.type in ("bool", bool):
+            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
+        else:
+            typ = {"int": int, "float": float, "str": str}[str(f.type)]
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=f.default)
+    ns = p.parse_args()
+    return Args(**{**vars(ns), "variants": tuple(ns.variants)})
+
+
+def _write_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def train_variant(variant: str, args: Args) -> dict:
+    """Train one model with best-validation checkpointing; resumable. Returns its result dict."""
+    name, preset = VARIANTS[variant]
+    run = ROOT / args.out / variant
+    result_path = run / "result.json"
+    if result_path.exists():
+        done = json.loads(result_path.read_text())
+        if done["epochs"] >= args.epochs:
+            return done
+        result_path.unlink()  # a larger budget: continue training from the last checkpoint
+    data = load_chorales()
+    train, valid, test = data.split("train"), data.split("valid"), data.split("test")
+    action_dim = 1 if name == "rnn" else 0
+    torch.manual_seed(args.seed)
+    model = build_model(name, preset, obs_shape=(88,), action_dim=action_dim)
+    buckets = MusicBuckets(train, args.batch_size, args.chunk_len, action_dim)
+    hist_path = run / "history.json"
+    hist = json.loads(hist_path.read_text()) if hist_path.exists() else {"evals": [], "wall_clock_s": 0.0}
+    epoch = hist["evals"][-1]["epoch"] if hist["evals"] else 0
+    if epoch:  # resume the model weights of the last evaluation
+        model = checkpoint.load(run / "last").train()
+    while epoch < args.epochs:
+        target = min(epoch + args.eval_every, args.epochs)
+        t0 = time.perf_counter()
+        cfg = TrainConfig(lr=args.lr, batch_size=1, beta0=args.beta0,
+                          beta_anneal_steps=args.beta_anneal_steps,
+                          grad_clip=args.grad_clip, epochs=target, seed=args.seed, out_dir=str(run),
+                          checkpoint_every=50, log_every=5, progress=False, tensorboard=False)
+        res = Trainer(model, buckets, cfg).fit()
+        if res.stopped == "signal":
+            hist["wall_clock_s"] += time.perf_counter() - t0
+            _write_json(hist_path, hist)
+            raise SystemExit(f"{variant}: interrupted at step {res.step}; rerun to resume")
+        v = evaluate_elbo(model, valid, n_samples=1, seed=args.seed)
+        hist["wall_clock_s"] += time.perf_counter() - t0
+        best = max([e["valid_elbo"] for e in hist["evals"]], default=-np.inf)
+        if v > best:
+            checkpoint.save(run / "best", model, metadata={"epoch": target, "valid_elbo": v})
+        hist["evals"].append({"epoch": target, "step": res.step, "valid_elbo": v,
+                              "train_elbo": res.metrics.get("elbo"), "wall_clock_s": hist["wall_clock_s"]})
+        _write_json(hist_path, hist)
+        epoch = target
+        print(f"[{variant}] epoch {target} step {res.step} valid ELBO/step {v:.4f} "
+              f"({hist['wall_clock_s']:.0f} s)", flush=True)
+    best_model = checkpoint.load(run / "best")
+    best_epoch = checkpoint.read_meta(run / "best")["metadata"]["epoch"]
+    result = {
+        "variant": variant, "model": name, "preset": preset, "label": LABELS[variant],
+        "params": sum(p.numel() for p in best_model.parameters()),
+        "epochs": args.epochs, "best_epoch": best_epoch, "steps": hist["evals"][-1]["step"],
+        "valid_elbo": evaluate_elbo(best_model, valid, args.eval_samples, seed=args.seed + 1),
+        "test_elbo": evaluate_elbo(best_model, test, args.eval_samples, seed=args.seed + 2),
+        "train_wall_clock_s": hist["wall_clock_s"],
+    }
+    _write_json(result_path, result)
+    print(f"[{variant}] done: test ELBO/step {result['test_elbo']:.4f} (best epoch {best_epoch})", flush=True)
+    return result
+
+
+def main() -> None:
+    args = parse()
+    torch.set_num_threads(args.threads)
+    if args.report:
+        from srnn_report import music_report
+
+        music_report(ROOT / args.out, args)
+        return
+    for variant in args.variants:
+        train_variant(variant, args)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "scripts"))
+    main()

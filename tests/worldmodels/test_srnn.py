@@ -1,0 +1,325 @@
+"""SRNN (thesis Ch. 5): the world-model contract, the ELBO of eq. (5.8) against a float64 per-sequence
+loop written from the equations, the smoothing/filtering and Res_q structure (Table 5.1 variants),
+imagination that feeds back its own frames, and imputation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import distributions as D
+
+from tests.worldmodels.contract import WorldModelContract, run_contract
+from worldmodels.api import Batch
+from worldmodels.models import build_model
+from worldmodels.models.srnn import SRNNConfig, gaussian_kl, run_gru
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_batch(obs_shape, A, B, T, seed=0, binary=True, dtype=torch.float32) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.rand(B, T, *obs_shape, generator=g, dtype=dtype)
+    if binary:
+        obs = obs.round()
+    if A:
+        action = F.one_hot(torch.randint(0, A, (B, T), generator=g), A).to(dtype)
+        action[:, 0] = 0
+    else:
+        action = torch.zeros(B, T, 0, dtype=dtype)
+    return Batch(obs=obs, action=action)
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+class TestSRNNContractVectors(WorldModelContract):
+    """smooth + Res_q, Bernoulli vectors, u_t = [action, x_{t-1}]."""
+
+    def make_model(self):
+        return build_model("srnn", "debug", obs_shape=(10,), action_dim=3)
+
+    def make_batch(self, B, T, seed=0):
+        return make_batch((10,), 3, B, T, seed)
+
+
+class TestSRNNContractImages(WorldModelContract):
+    """Action-conditioned video world model: conv encoder/decoder of worldmodels.nn, previous frame in u_t."""
+
+    T = 4
+    overfit_steps = 25
+
+    def make_model(self):
+        return build_model("srnn", "debug", obs_shape=(1, 16, 16), action_dim=2, input_prev_obs=True)
+
+    def make_batch(self, B, T, seed=0):
+        return make_batch((1, 16, 16), 2, B, T, seed)
+
+
+@pytest.mark.parametrize("inference,residual_q", [("filter", False), ("filter", True), ("smooth", False)])
+def test_contract_other_variants_gaussian(inference, residual_q):
+    """The other Table 5.1 variants with Gaussian vectors and actions only (no previous frame)."""
+    run_contract(
+        lambda: build_model("srnn", "debug", obs_shape=(5,), action_dim=2, obs_kind="gaussian",
+                            inference=inference, residual_q=residual_q, input_prev_obs=False),
+        lambda B, T, seed=0: make_batch((5,), 2, B, T, seed, binary=False),
+        obs_range=None,
+    )
+
+
+# ----------------------------------------------------------------------------- float64 oracle
+
+
+def _gru(gru, x, h):
+    """One GRU step written out (PyTorch's gate equations)."""
+    gi = x @ gru.weight_ih_l0.T + gru.bias_ih_l0
+    gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0
+    i_r, i_z, i_n = gi.chunk(3, -1)
+    h_r, h_z, h_n = gh.chunk(3, -1)
+    r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+    return (1 - z) * torch.tanh(i_n + r * h_n) + z * h
+
+
+def _act(x):  # leaky ReLU 1/3 clipped at +-3
+    return torch.clamp(torch.where(x > 0, x, x / 3), -3, 3)
+
+
+def _linear(lin, x):
+    return x @ lin.weight.T + (lin.bias if lin.bias is not None else 0)
+
+
+def _gauss(head, r, c):
+    """``NN(r, c)`` of a ConditionalGaussian: one hidden layer, then mean and softplus std + floor."""
+    h = 0
+    if head.lin_ctx is not None:
+        h = h + _linear(head.lin_ctx, c)
+    if head.lin_loop is not None:
+        h = h + _linear(head.lin_loop, r)
+    mean, raw = _linear(head.out, _act(h)).chunk(2, -1)
+    return mean, torch.log1p(torch.exp(raw)) + head.min_std
+
+
+def _mlp(seq, x):
+    """nn.Sequential of Linear / ReLU (the vector encoder and emission of worldmodels.nn)."""
+    for layer in seq:
+        x = _linear(layer, x) if isinstance(layer, torch.nn.Linear) else torch.relu(x)
+    return x
+
+
+def brute_elbo(model, batch: Batch, eps: torch.Tensor):
+    """Per-sequence loop over eq. (5.1)-(5.12) (or the DSSM of §4.3 for a DMM): returns
+    ``log_px [B, T]`` and ``kl [B, T]`` for the noise ``eps [B, T, z]`` (Bernoulli or Gaussian vectors)."""
+    c = model.config
+    B, T = batch.shape
+    log_px, kl = torch.zeros(B, T, dtype=torch.float64), torch.zeros(B, T, dtype=torch.float64)
+    for b in range(B):
+        x, act, m, first = batch.obs[b], batch.action[b], batch.mask[b].double(), batch.is_first[b]
+        phi = torch.stack([_act(_mlp(model.features.phi.net, x[t] * m[t])) * m[t] for t in range(T)])
+        xf = torch.cat([phi, m[:, None]], -1)  # [T, E+1]
+        d_prev = torch.zeros(c.d_dim, dtype=torch.float64)
+        ds = []
+        for t in range(T):
+            prev = xf[t - 1] if t > 0 and not first[t] else torch.zeros_like(xf[0])
+            u = torch.cat([act[t], prev]) if c.input_prev_obs else act[t]
+            if model.recurrent:
+                d_prev = _gru(model.rnn, u, torch.zeros_like(d_prev) if first[t] else d_prev)
+            else:
+                d_prev = _act(_linear(model.rnn[0], u))
+            ds.append(d_prev)
+        d = torch.stack(ds)  # [T, d]
+        inp = torch.cat([d, xf], -1)
+        if c.inference == "smooth":  # a_t = g(a_{t+1}, [d_t, x_t]), a_{T+1} = 0, reset at episode ends
+            a_next, as_ = torch.zeros(c.a_dim, dtype=torch.float64), [None] * T
+            for t in reversed(range(T)):
+                if t == T - 1 or first[t + 1]:
+                    a_next = torch.zeros_like(a_next)
+                a_next = _gru(model.inference_net, inp[t], a_next)
+                as_[t] = a_next
+            a = torch.stack(as_)
+        else:
+            a = _act(_linear(model.inference_net[0], inp))
+        z = torch.zeros(c.z_dim, dtype=torch.float64)
+        for t in range(T):
+            if first[t]:
+                z = torch.zeros_like(z)
+            mu_p, std_p = _gauss(model.prior, z, d[t])
+            mu_q, std_q = _gauss(model.posterior, z, a[t])
+            if c.residual_q:
+                mu_q = mu_p + mu_q
+            kl[b, t] = D.kl_divergence(D.Normal(mu_q, std_q), D.Normal(mu_p, std_p)).sum()
+            z = mu_q + std_q * eps[b, t]
+            h = torch.cat([z, d[t]]) if model.emission_uses_d else z
+            out = _mlp(model.emission.net, h)
+            if c.obs_kind == "bernoulli":
+                lp = D.Bernoulli(logits=out).log_prob(x[t]).sum()
+            else:
+                mean, raw = out.chunk(2)
+                lp = D.Normal(mean, F.softplus(raw) + c.obs_min_std).log_prob(x[t]).sum()
+            log_px[b, t] = lp * m[t]
+    return log_px, kl
+
+
+@pytest.mark.parametrize("preset", ["music", "music_smooth", "music_filt_resq", "music_filt"])
+def test_elbo_matches_float64_loop(preset):
+    """All four Table 5.1 variants, with a mid-window episode start and missing frames."""
+    sizes = dict(SRNNConfig.PRESETS["debug"])
+    torch.manual_seed(0)
+    model = build_model("srnn", preset, obs_shape=(6,), action_dim=2, **sizes).double()
+    batch = make_batch((6,), 2, 3, 7, dtype=torch.float64)
+    batch.is_first[1, 4] = True
+    batch.mask[0, 2] = batch.mask[2, 5] = False
+    torch.manual_seed(11)
+    terms = model.elbo_terms(batch)
+    torch.manual_seed(11)
+    eps = torch.randn(3, 7, model.config.z_dim, dtype=torch.float64)
+    log_px, kl = brute_elbo(model, batch, eps)
+    torch.testing.assert_close(terms["log_px"], log_px, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(terms["kl"], kl, rtol=1e-10, atol=1e-10)
+
+
+def test_loss_is_per_observed_frame_and_beta_weights_kl():
+    model = build_model("srnn", "debug", obs_shape=(6,), action_dim=2).double()
+    batch = make_batch((6,), 2, 3, 5, dtype=torch.float64)
+    batch.mask[0, 1:3] = False
+    torch.manual_seed(3)
+    t = model.elbo_terms(batch)
+    n = float(batch.mask.sum())
+    for beta in (0.2, 1.0):
+        torch.manual_seed(3)
+        out = model.loss(batch, beta=beta)
+        expect = -(t["log_px"].sum() - beta * t["kl"].sum()) / n
+        assert float(out.loss.detach()) == pytest.approx(float(expect.detach()), rel=1e-10)
+        assert out.metrics["elbo"] == pytest.approx(float((t["log_px"].sum() - t["kl"].sum()) / n), rel=1e-6)
+
+
+def test_gaussian_kl_against_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mq, mp = torch.randn(4, 5, generator=g, dtype=torch.float64), torch.randn(4, 5, generator=g, dtype=torch.float64)
+    sq, sp = torch.rand(4, 5, generator=g, dtype=torch.float64) + 0.1, torch.rand(4, 5, generator=g,
+                                                                                  dtype=torch.float64) + 0.1
+    expect = D.kl_divergence(D.Normal(mq, sq), D.Normal(mp, sp)).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mq, sq, mp, sp), expect)
+
+
+def test_run_gru_resets_match_separate_episodes():
+    """A reset inside the window equals running the two episodes separately, forward and backward."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(3, 4, batch_first=True).double()
+    x = torch.randn(1, 7, 3, dtype=torch.float64)
+    reset = torch.zeros(1, 7, dtype=torch.bool)
+    reset[0, 0] = reset[0, 3] = True
+    for reverse in (False, True):
+        got = run_gru(gru, x, reset, reverse=reverse)
+        parts = [run_gru(gru, x[:, :3], reverse=reverse), run_gru(gru, x[:, 3:], reverse=reverse)]
+        torch.testing.assert_close(got, torch.cat(parts, 1))
+    torch.testing.assert_close(run_gru(gru, x, reverse=True), gru(x.flip(1))[0].flip(1))
+
+
+# ----------------------------------------------------------------------------- structure of the variants
+
+
+def _posteriors(model, batch):
+    d, a = model.contexts(batch.obs, batch.action, batch.mask, batch.is_first)
+    return model.posterior_chain(d, a, batch.is_first, sample=False)
+
+
+@pytest.mark.parametrize("inference", ["smooth", "filter"])
+def test_smoothing_uses_the_future_and_filtering_does_not(inference):
+    """q(z_t | z_{t-1}, a_t): a_t sees x_{t:T} with the backward GRU (eq. (5.7)), only [d_t, x_t] when filtering."""
+    torch.manual_seed(0)
+    model = build_model("srnn", "debug", obs_shape=(6,), action_dim=0, inference=inference).double()
+    batch = make_batch((6,), 0, 2, 8, dtype=torch.float64)
+    changed = Batch(obs=batch.obs.clone(), action=batch.action)
+    changed.obs[:, 5:] = 1 - changed.obs[:, 5:]
+    p0, p1 = _posteriors(model, batch), _posteriors(model, changed)
+    d0, _ = model.contexts(batch.obs, batch.action, batch.mask, batch.is_first)
+    d1, _ = model.contexts(changed.obs, changed.action, changed.mask, changed.is_first)
+    torch.testing.assert_close(d0[:, :5], d1[:, :5])  # the deterministic path never looks ahead
+    diff = (p0["mu_q"][:, :5] - p1["mu_q"][:, :5]).abs().max()
+    if inference == "smooth":
+        assert diff > 1e-6
+    else:
+        assert diff == 0
+
+
+@pytest.mark.parametrize("residual_q", [True, False])
+def test_res_q_learns_the_residual_of_the_prior_mean(residual_q):
+    """eq. (5.12): with NN_1^(q) = 0 the posterior mean is the prior mean (Res_q) or zero (eq. (5.10))."""
+    torch.manual_seed(0)
+    model = build_model("srnn", "debug", obs_shape=(6,), action_dim=0, residual_q=residual_q).double()
+    with torch.no_grad():
+        z = model.config.z_dim
+        model.posterior.out.weight[:z] = 0
+        model.posterior.out.bias[:z] = 0
+    p = _posteriors(model, make_batch((6,), 0, 2, 5, dtype=torch.float64))
+    expect = p["mu_p"] if residual_q else torch.zeros_like(p["mu_q"])
+    torch.testing.assert_close(p["mu_q"], expect)
+    assert (p["std_q"] >= model.config.min_std).all() and (p["std_p"] >= model.config.min_std).all()
+
+
+def test_imagine_feeds_back_its_own_predictions():
+    """Imagination step by step from the belief: d_t = GRU(d_{t-1}, [a_t, phi(x_hat_{t-1}), 1]),
+    z_t = prior mean, x_hat_t = emission mean (float64 loop)."""
+    torch.manual_seed(0)
+    model = build_model("srnn", "debug", obs_shape=(6,), action_dim=2, input_prev_obs=True).double().eval()
+    batch = make_batch((6,), 2, 2, 5, dtype=torch.float64)
+    future = make_batch((6,), 2, 2, 3, seed=1, dtype=torch.float64).action
+    belief = model.observe(batch.obs, batch.action)
+    im = model.imagine(belief, future)
+    for b in range(2):
+        d, z, x = belief.state["d"][b], belief.state["z"][b], batch.obs[b, -1]
+        for t in range(3):
+            u = torch.cat([future[b, t], _act(_mlp(model.features.phi.net, x)), torch.ones(1, dtype=torch.float64)])
+            d = _gru(model.rnn, u, d)
+            z, _ = _gauss(model.prior, z, d)
+            x = torch.sigmoid(_mlp(model.emission.net, torch.cat([z, d])))
+            torch.testing.assert_close(im.obs[b, t], x)
+    # the belief is the last step of the posterior-mean path
+    p = _posteriors(model, batch)
+    torch.testing.assert_close(belief.state["z"], p["mu_q"][:, -1])
+
+
+def test_imagine_samples_are_stochastic_and_binary():
+    torch.manual_seed(0)
+    model = build_model("srnn", "debug", obs_shape=(6,), action_dim=0).eval()
+    batch = make_batch((6,), 0, 1, 4)
+    belief = model.observe(batch.obs, batch.action)
+    g = torch.Generator().manual_seed(0)
+    a = model.imagine(belief, torch.zeros(3, 10, 0), sample=True, generator=g)
+    assert a.samples is not None and set(a.samples.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(a.samples[0], a.samples[1])
+
+
+@pytest.mark.parametrize("inference", ["smooth", "filter"])
+def test_impute_keeps_observed_frames_and_smoothing_looks_ahead(inference):
+    torch.manual_seed(0)
+    model = build_model("srnn", "debug", obs_shape=(6,), action_dim=2, inference=inference,
+                        input_prev_obs=False).double().eval()
+    batch = make_batch((6,), 2, 2, 8, dtype=torch.float64)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[:, 3:5] = False
+    x = model.impute(batch.obs, batch.action, mask)
+    torch.testing.assert_close(x[mask], batch.obs[mask])
+    assert ((x[~mask] > 0) & (x[~mask] < 1)).all()
+    later = batch.obs.clone()
+    later[:, 6:] = 1 - later[:, 6:]
+    y = model.impute(later, batch.action, mask)
+    diff = (x[:, 3:5] - y[:, 3:5]).abs().max()
+    assert (diff > 1e-6) if inference == "smooth" else (diff == 0)
+
+
+def test_bad_config_values_raise():
+    with pytest.raises(ValueError, match="inference"):
+        build_model("srnn", "debug", obs_shape=(4,), action_dim=1, inference="smoothing")
+    with pytest.raises(ValueError, match="obs_kind"):
+        build_model("srnn", "debug", obs_shape=(4,), action_dim=1, obs_kind="poisson")
+    with pytest.raises(ValueError, match="no inputs"):
+        build_model("srnn", "debug", obs_shape=(4,), action_dim=0, input_prev_obs=False)
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_model("srnn", "musik", obs_shape=(4,), action_dim=1)

@@ -1,0 +1,330 @@
+"""JSB-chorales-style polyphonic music built from the Bach chorales that ``music21`` ships.
+
+The thesis's music experiment (§5.4, Table 5.2) uses the JSB chorales of Boulanger-Lewandowski et al.
+(2012): 88-key piano rolls sampled at quarter-note resolution, split 229/76/77. Those files are not
+redistributable here, so we rebuild a comparable set from the chorales in the ``music21`` corpus
+(``music21.corpus.chorales.Iterator()``: 371 Riemenschneider numbers, 350 unique files).
+
+Construction (fixed, documented):
+
+* one entry per unique file, numbered by its *first* Riemenschneider number ``n`` (1..371);
+* every note of every part is sounding at quarter-note sample time ``k`` (``k = 0, 1, ...,
+  ceil(highestTime) - 1`` in quarter lengths from the first beat) when ``onset <= k < onset + duration``;
+  rests are silent frames, grace notes (duration 0) are dropped;
+* keys are MIDI pitches 21 (A0) .. 108 (C8), column ``pitch - 21``;
+* split by number: ``n % 5 == 0`` -> test, ``n % 5 == 3`` -> valid, otherwise train (about 60/20/20).
+
+The built set is cached as ``jsb_chorales_music21_v1.npz`` under ``$WORLDMODELS_DATA`` (default
+``~/.cache/worldmodels``), written atomically; later calls load it in milliseconds.
+
+Example:
+    >>> from worldmodels.music import build_chorales
+    >>> data = build_chorales(numbers=[1, 2], progress=False)
+    >>> [r.shape[1] for r in data.rolls]
+    [88, 88]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldmodels.api import Batch
+
+__all__ = [
+    "N_KEYS",
+    "LOWEST_MIDI",
+    "FORMAT_VERSION",
+    "ChoraleSet",
+    "data_dir",
+    "split_of",
+    "piano_roll",
+    "build_chorales",
+    "load_chorales",
+    "MusicBuckets",
+    "evaluate_elbo",
+    "pad_batch",
+]
+
+N_KEYS = 88
+LOWEST_MIDI = 21
+FORMAT_VERSION = 1
+CACHE_NAME = f"jsb_chorales_music21_v{FORMAT_VERSION}.npz"
+SPLITS = ("train", "valid", "test")
+
+
+def data_dir() -> Path:
+    """The user data directory: ``$WORLDMODELS_DATA`` or ``~/.cache/worldmodels``."""
+    return Path(os.environ.get("WORLDMODELS_DATA", Path.home() / ".cache" / "worldmodels")).expanduser()
+
+
+def split_of(number: int) -> str:
+    """The split of Riemenschneider chorale ``number``: test if ``n % 5 == 0``, valid if ``n % 5 == 3``.
+
+    Example:
+        >>> [split_of(n) for n in (1, 3, 5, 8, 10)]
+        ['train', 'valid', 'test', 'valid', 'test']
+    """
+    if number < 1:
+        raise ValueError(f"split_of: expected a chorale number >= 1, received {number}")
+    return "test" if number % 5 == 0 else ("valid" if number % 5 == 3 else "train")
+
+
+@dataclass
+class ChoraleSet:
+    """Piano rolls of chorales with their numbers and corpus names.
+
+    Attributes:
+        rolls: list of ``[T_i, 88]`` uint8 binary piano rolls.
+        numbers: Riemenschneider number of each roll.
+        names: ``music21`` corpus name of each roll (e.g. ``"bach/bwv269"``).
+    """
+
+    rolls: list[np.ndarray]
+    numbers: list[int]
+    names: list[str]
+
+    def split(self, name: str) -> ChoraleSet:
+        """The subset of split ``name`` (``"train"``, ``"valid"`` or ``"test"``)."""
+        if name not in SPLITS:
+            raise ValueError(f"ChoraleSet.split: expected one of {SPLITS}, received {name!r}")
+        keep = [i for i, n in enumerate(self.numbers) if split_of(n) == name]
+        return ChoraleSet([self.rolls[i] for i in keep], [self.numbers[i] for i in keep],
+                          [self.names[i] for i in keep])
+
+    @property
+    def n_frames(self) -> int:
+        return int(sum(len(r) for r in self.rolls))
+
+    def __len__(self) -> int:
+        return len(self.rolls)
+
+
+def piano_roll(score: object, resolution: float = 1.0) -> np.ndarray:
+    """Sample a ``music21`` score into a binary ``[T, 88]`` piano roll, one row per ``resolution`` quarters.
+
+    A key is on at sample time ``k * resolution`` when a note (or a chord member) sounds then:
+    ``onset <= k * resolution < onset + duration``.
+
+    Example:
+        >>> from music21 import stream, note
+        >>> s = stream.Stream([note.Note("C4", quarterLength=2), note.Note("E4", quarterLength=1)])
+        >>> roll = piano_roll(s)
+        >>> roll.shape, roll[:, 60 - 21].tolist(), roll[:, 64 - 21].tolist()
+        ((3, 88), [1, 1, 0], [0, 0, 1])
+    """
+    if resolution <= 0:
+        raise ValueError(f"piano_roll: expected resolution > 0 quarter lengths, received {resolution}")
+    flat = score.flatten()  # type: ignore[attr-defined]
+    T = int(math.ceil(float(flat.highestTime) / resolution - 1e-9))
+    roll = np.zeros((T, N_KEYS), dtype=np.uint8)
+    for n in flat.notes:
+        onset, dur = float(n.offset), float(n.quarterLength)
+        if dur <= 0:  # grace notes
+            continue
+        k0 = int(math.ceil(onset / resolution - 1e-9))
+        k1 = int(math.ceil((onset + dur) / resolution - 1e-9))
+        for p in n.pitches:
+            key = int(p.midi) - LOWEST_MIDI
+            if not 0 <= key < N_KEYS:
+                raise ValueError(f"piano_roll: pitch {p} (MIDI {p.midi}) is outside the 88 piano keys")
+            roll[k0:min(k1, T), key] = 1
+    return roll
+
+
+def _corpus_entries() -> list[tuple[int, str]]:
+    """``(first Riemenschneider number, corpus name)`` of every unique chorale file."""
+    from music21 import corpus
+
+    names = list(corpus.chorales.Iterator(numberingSystem="riemenschneider", returnType="filename"))
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, start=1):
+        seen.setdefault(name, number)
+    return sorted((n, name) for name, n in seen.items())
+
+
+def build_chorales(numbers: Sequence[int] | None = None, progress: bool = True) -> ChoraleSet:
+    """Parse chorales from the ``music21`` corpus (all unique ones, or those with the given numbers).
+
+    Numbers that are duplicates of an earlier chorale (same file) are not available; asking for
+    one raises ``ValueError`` naming the number of the first occurrence.
+    """
+    try:
+        from music21 import corpus
+    except ImportError as e:  # pragma: no cover - music21 is in the `music` extra
+        raise ImportError("the chorales need music21: pip install 'worldmodels[music]'") from e
+    entries = _corpus_entries()
+    if numbers is not None:
+        by_number = dict(entries)
+        unknown = [n for n in numbers if n not in by_number]
+        if unknown:
+            from music21 import corpus as _c
+
+            all_names = list(_c.chorales.Iterator(returnType="filename"))
+            hints = []
+            for n in unknown:
+                if 1 <= n <= len(all_names):
+                    first = next(m for m, nm in entries if nm == all_names[n - 1])
+                    hints.append(f"{n} (duplicate of {first})")
+                else:
+                    hints.append(f"{n} (outside 1..{len(all_names)})")
+            raise ValueError(f"build_chorales: unavailable chorale numbers: {', '.join(hints)}")
+        entries = [(n, by_number[n]) for n in numbers]
+    from tqdm.auto import tqdm
+
+    rolls, nums, names = [], [], []
+    for n, name in tqdm(entries, desc="parsing chorales", disable=not progress):
+        rolls.append(piano_roll(corpus.parse(name)))
+        nums.append(n)
+        names.append(name)
+    return ChoraleSet(rolls, nums, names)
+
+
+def _save(path: Path, data: ChoraleSet) -> None:
+    import music21
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(
+            tmp,
+            format_version=np.int64(FORMAT_VERSION),
+            music21_version=np.str_(music21.__version__),
+            rolls=np.concatenate(data.rolls, axis=0),
+            lengths=np.array([len(r) for r in data.rolls], dtype=np.int64),
+            numbers=np.array(data.numbers, dtype=np.int64),
+            names=np.array(data.names, dtype=np.str_),
+        )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load(path: Path) -> ChoraleSet:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            version = int(f["format_version"])
+            if version != FORMAT_VERSION:
+                raise ValueError(
+                    f"{path}: expected chorale cache format {FORMAT_VERSION}, received {version}; "
+                    "delete the file or call load_chorales(rebuild=True)"
+                )
+            flat, lengths = f["rolls"], f["lengths"]
+            numbers, names = f["numbers"].tolist(), f["names"].tolist()
+    except (OSError, KeyError, EOFError, ValueError) as e:
+        if isinstance(e, ValueError) and "chorale cache format" in str(e):
+            raise
+        raise ValueError(
+            f"{path}: expected a chorale cache (.npz with rolls/lengths/numbers/names), could not read it "
+            f"({e}); delete it or call load_chorales(rebuild=True)"
+        ) from e
+    if flat.ndim != 2 or flat.shape[1] != N_KEYS or int(lengths.sum()) != flat.shape[0]:
+        raise ValueError(f"{path}: corrupt chorale cache: rolls {flat.shape}, "
+                         f"lengths sum {int(lengths.sum())}")
+    rolls = np.split(flat, np.cumsum(lengths)[:-1])
+    return ChoraleSet(list(rolls), [int(n) for n in numbers], [str(s) for s in names])
+
+
+def load_chorales(
+    cache_dir: str | Path | None = None, rebuild: bool = False, progress: bool = True
+) -> ChoraleSet:
+    """All unique chorales, built once (~25 s) and cached as ``.npz`` under ``cache_dir``/:func:`data_dir`.
+
+    Use ``.split("train" | "valid" | "test")`` for the fixed split of :func:`split_of`.
+    """
+    path = Path(cache_dir).expanduser() / CACHE_NAME if cache_dir is not None else data_dir() / CACHE_NAME
+    if path.exists() and not rebuild:
+        return _load(path)
+    data = build_chorales(progress=progress)
+    _save(path, data)
+    return data
+
+
+def pad_batch(rolls: Sequence[np.ndarray], action_dim: int = 0) -> tuple[Batch, torch.Tensor]:
+    """Right-pad rolls into a :class:`Batch` (``obs [B, T, 88]``) and return the lengths ``[B]``.
+
+    Padded steps are marked missing (``mask = False``). Music has no actions: ``action`` is
+    ``zeros [B, T, action_dim]`` (``action_dim = 1`` for models that need an action input).
+    """
+    lengths = torch.tensor([len(r) for r in rolls])
+    B, T = len(rolls), int(lengths.max())
+    obs = torch.zeros(B, T, N_KEYS)
+    for i, r in enumerate(rolls):
+        obs[i, : len(r)] = torch.from_numpy(np.asarray(r, dtype=np.float32))
+    mask = torch.arange(T)[None, :] < lengths[:, None]  # [B, T]
+    return Batch(obs=obs, action=torch.zeros(B, T, action_dim), mask=mask), lengths
+
+
+class MusicBuckets(torch.utils.data.Dataset):
+    """Training batches as a map-style dataset: chorales cut in chunks of ``<= chunk_len`` steps (§5.4),
+    sorted by length and grouped ``batch_size`` at a time, so a batch needs almost no padding (padded
+    steps have ``mask = False``). Item ``i`` is a whole :class:`Batch`: train with
+    ``TrainConfig(batch_size=1)``; the :class:`worldmodels.train.Trainer` shuffles the batch order every
+    epoch (and resumes exactly). Each chunk starts from the model's initial state (the thesis carries
+    the state across chunks; with a median chorale length of ~50 quarter notes few chorales are cut).
+
+    Example:
+        >>> data = ChoraleSet([np.ones((5, 88), np.uint8), np.ones((3, 88), np.uint8)], [1, 2], ["a", "b"])
+        >>> buckets = MusicBuckets(data, batch_size=2, chunk_len=4)
+        >>> len(buckets), buckets[0].obs.shape, buckets[0].mask.sum(1).tolist()
+        (2, torch.Size([2, 3, 88]), [1, 3])
+    """
+
+    def __init__(self, data: ChoraleSet, batch_size: int = 16, chunk_len: int = 100, action_dim: int = 0):
+        if chunk_len < 1 or batch_size < 1:
+            raise ValueError(f"MusicBuckets: expected chunk_len >= 1 and batch_size >= 1, "
+                             f"received {chunk_len}, {batch_size}")
+        chunks = [r[s: s + chunk_len] for r in data.rolls for s in range(0, len(r), chunk_len)]
+        chunks.sort(key=len)
+        self.batches = [pad_batch(chunks[i: i + batch_size], action_dim)[0]
+                        for i in range(0, len(chunks), batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.batches[i]
+
+    @staticmethod
+    def collate(items: list[Batch]) -> Batch:
+        if len(items) != 1:
+            raise ValueError(f"MusicBuckets: items are whole batches; expected batch_size=1, "
+                             f"received {len(items)}")
+        return items[0]
+
+
+@torch.no_grad()
+def evaluate_elbo(model: torch.nn.Module, data: ChoraleSet, n_samples: int = 1, seed: int = 0) -> float:
+    """Test ELBO per time step (nats): ``sum_sequences ELBO / #frames`` of whole chorales (no chunking).
+
+    Chorales of equal length are batched together, so no padding enters the bound; the ELBO of every
+    batch is averaged over ``n_samples`` passes (for the RNN it is the exact log-likelihood). Uses only
+    ``model.loss(batch).metrics["elbo"]`` (per observed step), so any world model can be scored.
+    """
+    was = model.training
+    model.eval()
+    action_dim = int(getattr(model.config, "action_dim", 0))
+    by_len: dict[int, list[np.ndarray]] = {}
+    for r in data.rolls:
+        by_len.setdefault(len(r), []).append(r)
+    total = 0.0
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for T, rolls in sorted(by_len.items()):
+                batch, _ = pad_batch(rolls, action_dim)
+                for _ in range(n_samples):
+                    total += model.loss(batch).metrics["elbo"] * len(rolls) * T / n_samples
+    finally:
+        model.train(was)
+    return total / data.n_frames
