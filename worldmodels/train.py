@@ -82,7 +82,7 @@ class TrainConfig:
     Attributes:
         lr: initial learning rate of Adam.
         lr_schedule: ``"constant"``; ``"linear"`` from ``lr`` to ``lr_final`` over ``lr_decay_steps``
-            steps (0 = over the whole run), constant afterwards; ``"step"``: ``lr x decay_rate`` every
+            steps (0 = over this run's epochs / max_steps), constant afterwards; ``"step"``: ``lr x decay_rate`` every
             ``decay_every`` epochs (KVAE: 0.85 every 20).
         lr_final, lr_decay_steps, decay_rate, decay_every: schedule parameters, see above.
         grad_clip: maximum global gradient norm (``None``: no clipping; the norm is still logged).
@@ -302,6 +302,7 @@ def iterate_batches(
             batch_sampler=index_batches,
             collate_fn=_collate_of(data, collate_fn),
             num_workers=num_workers,
+            generator=torch.Generator().manual_seed(0),
         )
     else:
         for b in data:
@@ -410,6 +411,8 @@ class Trainer:
         self._csv_writer: csv.DictWriter | None = None
         self._tb: Any = None
         self.val_metrics: dict[str, float] | None = None
+        self._sums: dict[str, float] = {}  # metrics summed since the last CSV row
+        self._count = 0
         self._total = self.total_steps()
 
     # --------------------------------------------------------------- data
@@ -451,6 +454,9 @@ class Trainer:
                 batch_sampler=index_batches,
                 collate_fn=_collate_of(self.train_data, self.collate_fn),
                 num_workers=cfg.num_workers,
+                # own generator: a DataLoader iterator otherwise draws its worker seed from the global
+                # RNG, which would make the global RNG depend on where in the epoch a run resumed
+                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 7),
             )
         else:
             k = 0
@@ -534,6 +540,8 @@ class Trainer:
             rng["torch_per_rank"] = [g.cpu() for g in gathered]
         return {
             "trainer": {
+                "log_sums": dict(self._sums),
+                "log_count": self._count,
                 "step": self.step,
                 "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch,
@@ -552,6 +560,7 @@ class Trainer:
                 f"{self.world_size}; the data position cannot be restored"
             )
         self.step, self.epoch, self.step_in_epoch = t["step"], t["epoch"], t["step_in_epoch"]
+        self._sums, self._count = dict(t.get("log_sums", {})), int(t.get("log_count", 0))
         self.optimizer.load_state_dict(state["optimizer"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch_per_rank"][self.rank] if "torch_per_rank" in rng else rng["torch"])
@@ -609,7 +618,10 @@ class Trainer:
                 with open(p, newline="") as f:  # drop rows logged after the checkpoint
                     rows = list(csv.DictReader(f))
                     fields = rows and list(rows[0].keys())
-                keep = [r for r in rows if int(r["step"]) <= self.step]
+                # rows after the last regular one are re-averaged from the restored accumulators
+                last_regular = self.step - self.step % self.config.log_every
+                keep = [r for r in rows if int(r["step"]) <= last_regular or name.startswith("val")]
+                keep = [r for r in keep if int(r["step"]) <= self.step]
                 tmp = p.with_suffix(".csv.tmp")
                 with open(tmp, "w", newline="") as f:
                     if fields:
@@ -710,8 +722,6 @@ class Trainer:
             desc="train",
         )
         stopped = "completed"
-        sums: dict[str, float] = {}
-        count = 0
         last: dict[str, float] = {}
         try:
             while self.epoch < cfg.epochs:
@@ -722,17 +732,17 @@ class Trainer:
                 for batch in self._epoch_batches(self.epoch, self.step_in_epoch):
                     row = self.train_step(batch)
                     for k, v in row.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
+                        self._sums[k] = self._sums.get(k, 0.0) + v
+                    self._count += 1
                     bar.update(1)
                     if self.step % cfg.log_every == 0:
-                        last = {k: v / count for k, v in sums.items()}
+                        last = {k: v / self._count for k, v in self._sums.items()}
                         self._log("metrics.csv", last)
                         bar.set_postfix(
                             {k: f"{last[k]:.4g}" for k in ("loss", "elbo", "lr", "beta") if k in last},
                             refresh=False,
                         )
-                        sums, count = {}, 0
+                        self._sums, self._count = {}, 0
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self.save_checkpoint()
                     if self._should_stop():
@@ -749,10 +759,9 @@ class Trainer:
                         self._log("val_metrics.csv", self.val_metrics)
                     continue
                 break
-            if count:
-                last = {k: v / count for k, v in sums.items()}
-                if self.step % cfg.log_every:
-                    self._log("metrics.csv", last)
+            if self._count:  # a partial interval: logged now, re-averaged if this run is resumed
+                last = {k: v / self._count for k, v in self._sums.items()}
+                self._log("metrics.csv", last)
             path = self.save_checkpoint()
         finally:
             bar.close()

@@ -1,0 +1,241 @@
+"""Trainer: schedules, KL annealing, clipping, freezing, bit-exact resume (max_steps and SIGTERM), NaN stop, CSV."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+import worldmodels
+from worldmodels.api import Batch, LossOutput
+from worldmodels.models import build_model, register_model
+from worldmodels.train import NonFiniteError, TrainConfig, Trainer, kl_beta, learning_rate
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@dataclass
+class NoisyConfig:
+    obs_shape: tuple[int, ...] = (4,)
+    action_dim: int = 1
+    PRESETS: ClassVar[dict[str, dict]] = {"debug": {}}
+
+
+@register_model("_test_noisy")
+class Noisy(nn.Module):
+    """A stochastic loss (global-RNG noise) with two parameter groups: tests RNG restore and freezing."""
+
+    def __init__(self, config: NoisyConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = nn.Linear(4, 4)
+        self.alpha_net = nn.Linear(4, 4)
+        self.betas: list[float] = []
+
+    def loss(self, batch: Batch, beta: float = 1.0) -> LossOutput:
+        self.betas.append(beta)
+        noise = 0.1 * torch.randn_like(batch.obs)
+        pred = self.alpha_net(torch.relu(self.encoder(batch.obs + noise)))
+        loss = ((pred - batch.obs) ** 2).mean()
+        return LossOutput(loss, {"elbo": -float(loss.detach()), "noise": float(noise.abs().mean())})
+
+
+class Items(torch.utils.data.Dataset):
+    """A map-style dataset of dict items with its own collate (like data.WindowDataset)."""
+
+    def __init__(self, n: int = 20, T: int = 3):
+        g = torch.Generator().manual_seed(1)
+        self.obs = torch.rand(n, T, 4, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"obs": self.obs[i], "action": torch.zeros(self.obs.shape[1], 1)}
+
+    def collate(self, items: list[dict]) -> Batch:
+        return Batch(
+            obs=torch.stack([it["obs"] for it in items]), action=torch.stack([it["action"] for it in items])
+        )
+
+
+def _noisy() -> Noisy:
+    torch.manual_seed(0)
+    return Noisy(NoisyConfig())
+
+
+def _cfg(tmp_path, name: str, **kw) -> TrainConfig:
+    base = dict(
+        lr=1e-2,
+        epochs=3,
+        batch_size=4,
+        out_dir=str(tmp_path / name),
+        progress=False,
+        log_every=2,
+        checkpoint_every=0,
+        lr_schedule="linear",
+        lr_final=1e-3,
+        lr_decay_steps=10,
+        beta0=0.2,
+        beta_anneal_steps=7,
+        grad_clip=1.0,
+        freeze_until={"alpha_net": 1},
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_schedules():
+    cfg = TrainConfig(lr=1.0, lr_schedule="linear", lr_final=0.0, lr_decay_steps=4)
+    assert [learning_rate(cfg, s, 0) for s in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    cfg = TrainConfig(lr=0.007, lr_schedule="step", decay_rate=0.85, decay_every=20)  # KVAE
+    assert learning_rate(cfg, 0, 19) == 0.007 and abs(learning_rate(cfg, 0, 45) - 0.007 * 0.85**2) < 1e-15
+    assert [round(kl_beta(s, 0.0, 10), 9) for s in (0, 5, 10, 20)] == [0.0, 0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="did you mean 'linear'"):
+        TrainConfig(lr_schedule="linar")
+
+
+def test_beta_annealing_freezing_and_clipping(tmp_path):
+    model = _noisy()
+    data = Items(n=8)
+    trainer = Trainer(model, data, _cfg(tmp_path, "a", epochs=2, grad_clip=1e-3))
+    frozen0 = model.alpha_net.weight.detach().clone()
+    enc0 = model.encoder.weight.detach().clone()
+    trainer._apply_freeze()
+    batch = data.collate([data[i] for i in range(4)])
+    trainer.train_step(batch)
+    assert torch.equal(model.alpha_net.weight, frozen0), "alpha_net trained in epoch 0 despite freeze_until"
+    assert not torch.equal(model.encoder.weight, enc0)
+    assert model.alpha_net.weight not in trainer.optimizer.state  # no Adam moments for a frozen group
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert (
+        abs(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) - 1e-3) < 1e-7
+    )  # clipped
+    model.betas.clear()
+    result = Trainer(model, data, _cfg(tmp_path, "b", epochs=2)).fit()  # 2 steps / epoch
+    assert result.step == 4 and result.epoch == 2 and result.stopped == "completed"
+    assert [round(b, 9) for b in model.betas] == [round(kl_beta(s, 0.2, 7), 9) for s in range(4)]
+    assert not torch.equal(model.alpha_net.weight, frozen0), "alpha_net must train from epoch 1 on"
+    with pytest.raises(ValueError, match="no parameter starts with 'alpah_net'.*did you mean 'alpha_net'"):
+        Trainer(model, data, _cfg(tmp_path, "c", freeze_until={"alpah_net": 3}))
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_is_bit_exact_map_dataset(tmp_path):
+    """3 epochs uninterrupted == 5 steps, a new process-like Trainer, then the rest (mid-epoch stop)."""
+    data = Items(n=18)  # 4 steps per epoch, 2 items dropped
+    full = _noisy()
+    r = Trainer(full, data, _cfg(tmp_path, "full")).fit()
+    assert r.step == 12
+
+    part = _noisy()
+    r1 = Trainer(part, data, _cfg(tmp_path, "part", max_steps=5)).fit()
+    assert (r1.step, r1.stopped) == (5, "max_steps")
+    torch.manual_seed(999)  # resume must not depend on the state of the global RNG
+    resumed = _noisy()
+    r2 = Trainer(resumed, data, _cfg(tmp_path, "part")).fit()
+    assert (r2.step, r2.epoch, r2.stopped) == (12, 3, "completed")
+    for k, v in _params(full).items():
+        assert torch.equal(v, resumed.state_dict()[k]), f"{k} differs after resume"
+    # the CSV of the resumed run equals the uninterrupted one (no duplicated or missing rows)
+    rows = lambda name: list(csv.DictReader(open(tmp_path / name / "metrics.csv")))  # noqa: E731
+    assert rows("full") == rows("part")
+    assert [int(r["step"]) for r in rows("full")] == [2, 4, 6, 8, 10, 12]
+    loaded = worldmodels.load(tmp_path / "part" / "last")
+    for k, v in _params(full).items():
+        assert torch.equal(v, loaded.state_dict()[k])
+
+
+class KillAt:
+    """An iterable of Batch that sends SIGTERM to this process while yielding item ``k`` once."""
+
+    def __init__(self, batches: list[Batch], k: int):
+        self.batches, self.k, self.fired = batches, k, False
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for i, b in enumerate(self.batches):
+            if i == self.k and not self.fired:
+                self.fired = True
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield b
+
+
+def test_sigterm_checkpoints_and_resume_is_bit_exact_rnn(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        Batch(obs=torch.rand(4, 5, 6, generator=g).round(), action=torch.zeros(4, 5, 2)) for _ in range(5)
+    ]
+
+    def rnn():
+        torch.manual_seed(0)
+        return build_model("rnn", "debug", obs_shape=(6,), action_dim=2)
+
+    cfg = dict(freeze_until={}, epochs=2, checkpoint_every=3)
+    full = rnn()
+    Trainer(full, batches, _cfg(tmp_path, "full", **cfg)).fit()
+    part = rnn()
+    r1 = Trainer(part, KillAt(batches, 3), _cfg(tmp_path, "part", **cfg)).fit()
+    assert r1.stopped == "signal" and r1.step == 4  # the step in flight finishes, then it saves and stops
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+    resumed = rnn()
+    r2 = Trainer(resumed, batches, _cfg(tmp_path, "part", **cfg)).fit()
+    assert r2.step == 10
+    for k, v in _params(full).items():
+        assert torch.equal(v, resumed.state_dict()[k]), f"{k} differs after SIGTERM + resume"
+
+
+def test_nan_batch_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    batches = [Batch(obs=torch.rand(4, 3, 4, generator=g), action=torch.zeros(4, 3, 1)) for _ in range(6)]
+    batches[4].obs[2, 1, 0] = float("nan")
+    model = _noisy()
+    with pytest.raises(NonFiniteError, match=r"step 5 .*Batch.obs.*rows \[2\].*last good checkpoint"):
+        Trainer(model, batches, _cfg(tmp_path, "nan", checkpoint_every=2, freeze_until={})).fit()
+    meta = worldmodels.checkpoint.read_meta(tmp_path / "nan" / "last")
+    assert meta["metadata"]["step"] == 4
+
+
+def test_nan_loss_stops(tmp_path):
+    model = _noisy()
+    with torch.no_grad():
+        model.encoder.weight.fill_(float("inf"))
+    batches = [Batch(obs=torch.rand(2, 3, 4), action=torch.zeros(2, 3, 1))]
+    with pytest.raises(NonFiniteError, match="step 1 .*loss is nan"):
+        Trainer(model, batches, _cfg(tmp_path, "nanloss", freeze_until={})).fit()
+
+
+def test_validation_metrics_and_csv(tmp_path):
+    model = _noisy()
+    val = [Batch(obs=torch.rand(2, 3, 4), action=torch.zeros(2, 3, 1)) for _ in range(2)]
+    r = Trainer(model, Items(n=8), _cfg(tmp_path, "val", epochs=2, freeze_until={}), val_data=val).fit()
+    rows = list(csv.DictReader(open(tmp_path / "val" / "val_metrics.csv")))
+    assert [int(x["epoch"]) for x in rows] == [1, 2]
+    assert r.val_metrics is not None and abs(r.val_metrics["loss"] + r.val_metrics["elbo"]) < 1e-6
+    header = next(csv.reader(open(tmp_path / "val" / "metrics.csv")))
+    assert {"step", "epoch", "loss", "elbo", "lr", "beta", "grad_norm", "noise"} <= set(header)
+
+
+def test_rejects_bad_data():
+    model = _noisy()
+    with pytest.raises(TypeError, match="iterable of Batch"):
+        Trainer(model, 3, TrainConfig(progress=False))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="iterable of Batch, received an item of type int"):
+        Trainer(model, [1, 2], TrainConfig(progress=False)).fit()
