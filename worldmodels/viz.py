@@ -1,0 +1,164 @@
+"""Pictures of what models do: labelled rollout GIFs, metric plots (PNG), contact sheets (PNG).
+
+Every panel says what it shows: ``"ground truth"``, ``"open-loop prediction"`` (imagined from a
+context, no frames seen) or ``"reconstruction"`` (teacher-forced / filtered, frames seen) — NOTES.md
+pitfall: users cannot tell these apart otherwise. Frames are float ``[T, C, H, W]`` in [0, 1].
+
+Example:
+    >>> import torch, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> true, pred = torch.rand(6, 1, 16, 16), torch.rand(6, 1, 16, 16)
+    >>> rollout_gif(d + "/r.gif", true, pred, context=2).suffix
+    '.gif'
+    >>> plot_metric(d + "/m.png", {"rnn": [0.1, 0.2, 0.3]}, ylabel="MSE").suffix
+    '.png'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+__all__ = ["rollout_gif", "plot_metric", "contact_sheet", "to_uint8"]
+
+LABELS = ("ground truth", "open-loop prediction", "reconstruction")
+
+
+def to_uint8(frames: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
+    """``[..., C, H, W]`` floats in [0, 1] -> ``[..., H*scale, W*scale, 3]`` uint8 (grey -> RGB)."""
+    x = torch.as_tensor(frames).detach().float().cpu().clamp(0, 1)
+    if x.shape[-3] == 1:
+        x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+    x = (x * 255).round().to(torch.uint8).movedim(-3, -1).numpy()
+    if scale > 1:
+        x = x.repeat(scale, axis=-3).repeat(scale, axis=-2)
+    return x
+
+
+def _atomic_save(path: Path, save) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def rollout_gif(
+    path: str | os.PathLike,
+    true: torch.Tensor,
+    pred: torch.Tensor,
+    context: int = 0,
+    pred_label: str = "open-loop prediction",
+    fps: int = 5,
+    scale: int | None = None,
+) -> Path:
+    """Side-by-side GIF: ground truth | model, each panel labelled, with a step counter.
+
+    Args:
+        true: ``[T, C, H, W]`` frames.
+        pred: ``[T, C, H, W]`` model frames (for steps ``< context`` the context the model saw is shown
+            and labelled ``"context (observed)"``).
+        pred_label: ``"open-loop prediction"`` or ``"reconstruction"``.
+    """
+    if true.shape != pred.shape or true.dim() != 4:
+        raise ValueError(
+            f"rollout_gif: expected true and pred [T, C, H, W] of one shape, received "
+            f"{tuple(true.shape)} and {tuple(pred.shape)}"
+        )
+    if pred_label not in LABELS:
+        raise ValueError(f"rollout_gif: expected pred_label in {LABELS}, received {pred_label!r}")
+    T, _, H, W = true.shape
+    scale = scale or max(1, 128 // max(H, W))
+    a, b = to_uint8(true, scale), to_uint8(pred, scale)
+    h, w = a.shape[1:3]
+    pad, top = 4, 24
+    frames = []
+    for t in range(T):
+        canvas = Image.new("RGB", (2 * w + 3 * pad, h + top + pad), (255, 255, 255))
+        canvas.paste(Image.fromarray(a[t]), (pad, top))
+        canvas.paste(Image.fromarray(b[t] if t >= context else a[t]), (2 * pad + w, top))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((pad, 2), "ground truth", fill=(0, 0, 0))
+        label = "context (observed)" if t < context else pred_label
+        draw.text((2 * pad + w, 2), label, fill=(0, 0, 160) if t < context else (160, 0, 0))
+        draw.text((pad, 12), f"t={t}", fill=(90, 90, 90))
+        frames.append(np.asarray(canvas))
+
+    def save(tmp: Path) -> None:
+        import imageio.v2 as imageio
+
+        imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
+
+    return _atomic_save(Path(path), save)
+
+
+def plot_metric(
+    path: str | os.PathLike,
+    curves: Mapping[str, Sequence[float] | np.ndarray],
+    xlabel: str = "prediction horizon (steps)",
+    ylabel: str = "error",
+    title: str = "open-loop prediction error",
+    x: Sequence[float] | None = None,
+) -> Path:
+    """A PNG line plot of one or more named curves (e.g. error vs horizon per model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for name, ys in curves.items():
+        ys = np.asarray(ys, dtype=float)
+        xs = np.asarray(x, dtype=float) if x is not None else np.arange(1, len(ys) + 1)
+        ax.plot(xs, ys, marker="o", markersize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend()
+    fig.tight_layout()
+
+    def save(tmp: Path) -> None:
+        fig.savefig(tmp, format="png")
+
+    try:
+        return _atomic_save(Path(path), save)
+    finally:
+        plt.close(fig)
+
+
+def contact_sheet(
+    path: str | os.PathLike,
+    rows: Mapping[str, torch.Tensor],
+    scale: int | None = None,
+) -> Path:
+    """A PNG grid: one labelled row per entry ``name -> [T, C, H, W]`` (same T, H, W for all rows).
+
+    Name rows by what they are, e.g. ``{"ground truth": x, "open-loop prediction": p}``.
+    """
+    arrays = list(rows.values())
+    if not arrays:
+        raise ValueError("contact_sheet: received no rows")
+    T, _, H, W = arrays[0].shape
+    for name, v in rows.items():
+        if v.dim() != 4 or (v.shape[0], v.shape[2], v.shape[3]) != (T, H, W):
+            raise ValueError(
+                f"contact_sheet: row {name!r}: expected [{T}, C, {H}, {W}], received {tuple(v.shape)}"
+            )
+    scale = scale or max(1, 64 // max(H, W))
+    h, w, pad, left = H * scale, W * scale, 2, 130
+    sheet = Image.new("RGB", (left + T * (w + pad), len(rows) * (h + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, (name, v) in enumerate(rows.items()):
+        img = to_uint8(v, scale)
+        y = pad + r * (h + pad)
+        draw.text((4, y + h // 2 - 5), name, fill=(0, 0, 0))
+        for t in range(T):
+            sheet.paste(Image.fromarray(img[t]), (left + t * (w + pad), y))
+    return _atomic_save(Path(path), lambda tmp: sheet.save(tmp, format="PNG"))
