@@ -1,0 +1,143 @@
+"""JSB-style chorales from music21: piano rolls against hand-written scores, the documented split,
+the atomic .npz cache and its error messages, training buckets and the per-step ELBO evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+music21 = pytest.importorskip("music21")
+from music21 import chord, note, stream  # noqa: E402
+
+from worldmodels.models import build_model  # noqa: E402
+from worldmodels.music import (  # noqa: E402
+    CACHE_NAME,
+    ChoraleSet,
+    MusicBuckets,
+    _load,
+    _save,
+    build_chorales,
+    evaluate_elbo,
+    load_chorales,
+    pad_batch,
+    piano_roll,
+    split_of,
+)
+
+
+def test_piano_roll_of_a_hand_written_score():
+    """Quarter-note sampling: a key is on at beat k when a note sounds at k (onset <= k < onset + dur)."""
+    s = stream.Stream()
+    s.insert(0.0, chord.Chord(["C4", "E4", "G4"], quarterLength=2.0))  # beats 0, 1
+    s.insert(2.0, note.Rest(quarterLength=1.0))  # beat 2 silent
+    s.insert(3.0, note.Note("A0", quarterLength=0.5))  # beat 3 (sounds at the sample time)
+    s.insert(3.5, note.Note("C8", quarterLength=0.5))  # between samples: never sampled
+    s.insert(4.5, note.Note("D4", quarterLength=1.0))  # sounds at beat 5 only
+    roll = piano_roll(s)
+    expect = np.zeros((6, 88), np.uint8)
+    expect[0:2, [60 - 21, 64 - 21, 67 - 21]] = 1
+    expect[3, 0] = 1
+    expect[5, 62 - 21] = 1
+    np.testing.assert_array_equal(roll, expect)
+    eighths = piano_roll(s, resolution=0.5)
+    assert eighths.shape == (11, 88) and eighths[7, 108 - 21] == 1 and eighths[:, 108 - 21].sum() == 1
+    with pytest.raises(ValueError, match="resolution"):
+        piano_roll(s, resolution=0)
+
+
+def test_split_rule():
+    splits = [split_of(n) for n in range(1, 372)]
+    assert splits.count("test") == 74 and splits.count("valid") == 74 and splits.count("train") == 223
+    assert split_of(10) == "test" and split_of(13) == "valid" and split_of(11) == "train"
+    with pytest.raises(ValueError, match=">= 1"):
+        split_of(0)
+
+
+def test_build_a_few_chorales_matches_the_corpus():
+    from music21 import corpus
+
+    data = build_chorales(numbers=[1, 2, 5], progress=False)
+    names = list(corpus.chorales.Iterator(returnType="filename"))
+    assert data.numbers == [1, 2, 5] and data.names == [names[0], names[1], names[4]]
+    for roll, name in zip(data.rolls, data.names):
+        np.testing.assert_array_equal(roll, piano_roll(corpus.parse(name)))
+    frames = np.concatenate(data.rolls)
+    assert 3.0 < frames.sum(1).mean() <= 4.5  # four voices, a few unisons and rests
+    assert data.split("test").numbers == [5] and data.split("train").numbers == [1, 2]
+
+
+def test_duplicate_and_unknown_numbers_are_named():
+    from music21 import corpus
+
+    names = list(corpus.chorales.Iterator(returnType="filename"))
+    dup = next(i for i in range(len(names)) if names[i] in names[:i]) + 1
+    first = names.index(names[dup - 1]) + 1
+    with pytest.raises(ValueError, match=rf"{dup} \(duplicate of {first}\)"):
+        build_chorales(numbers=[dup], progress=False)
+    with pytest.raises(ValueError, match="outside 1..371"):
+        build_chorales(numbers=[999], progress=False)
+
+
+def _toy() -> ChoraleSet:
+    g = np.random.default_rng(0)
+    rolls = [(g.random((n, 88)) < 0.05).astype(np.uint8) for n in (7, 3, 12, 5, 5)]
+    return ChoraleSet(rolls, [1, 2, 3, 4, 5], [f"bach/x{i}" for i in range(5)])
+
+
+def test_cache_round_trip_and_errors(tmp_path, monkeypatch):
+    data = _toy()
+    path = tmp_path / CACHE_NAME
+    _save(path, data)
+    assert not list(tmp_path.glob("*.tmp*"))
+    back = _load(path)
+    assert back.numbers == data.numbers and back.names == data.names
+    for a, b in zip(back.rolls, data.rolls):
+        np.testing.assert_array_equal(a, b)
+
+    def no_parse(**kwargs):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr("worldmodels.music.build_chorales", no_parse)
+    assert load_chorales(cache_dir=tmp_path).numbers == data.numbers
+    monkeypatch.setenv("WORLDMODELS_DATA", str(tmp_path))
+    assert load_chorales().names == data.names
+
+    path.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="could not read it"):
+        _load(path)
+    np.savez(path, format_version=np.int64(99), rolls=np.zeros((1, 88)), lengths=np.ones(1),
+             numbers=np.ones(1), names=np.array(["a"]))
+    with pytest.raises(ValueError, match="format 1, received 99"):
+        _load(path)
+
+
+def test_buckets_cover_every_frame_once_with_little_padding():
+    data = _toy()
+    buckets = MusicBuckets(data, batch_size=2, chunk_len=4)
+    chunks = [r[s:s + 4] for r in data.rolls for s in range(0, len(r), 4)]
+    seen = []
+    for b in buckets:
+        lengths = b.mask.sum(1)
+        assert b.obs.shape[1] == int(lengths.max()) <= 4 and b.action.shape[-1] == 0
+        for i, n in enumerate(lengths.tolist()):
+            assert not b.obs[i, n:].any()
+            seen.append(b.obs[i, :n].numpy().astype(np.uint8))
+    key = lambda a: (len(a), a.tobytes())  # noqa: E731
+    assert sorted(map(key, seen)) == sorted(map(key, chunks))
+    with pytest.raises(ValueError, match="batch_size=1"):
+        MusicBuckets.collate([buckets[0], buckets[1]])
+
+
+def test_evaluate_elbo_is_the_exact_rnn_log_likelihood_per_frame():
+    """For the RNN the ELBO is the exact log-likelihood: compare with per-chorale evaluation."""
+    torch.manual_seed(0)
+    model = build_model("rnn", "debug", obs_shape=(88,), action_dim=1).double()
+    data = _toy()
+    got = evaluate_elbo(model.float(), data)
+    total = 0.0
+    for r in data.rolls:
+        batch, _ = pad_batch([r], action_dim=1)
+        total += model.loss(batch).metrics["elbo"] * len(r)
+    assert got == pytest.approx(total / data.n_frames, rel=1e-5)
+    assert model.training  # the evaluation restores the mode
