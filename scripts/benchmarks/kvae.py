@@ -1,0 +1,55 @@
+"""KVAE training speed: one epoch of the ``box`` preset (5,000 sequences x 20 frames of 32x32, batch 32).
+
+The epoch time is extrapolated from timed training steps (Adam update included) on random binary
+frames of the thesis shape: ``157 steps x median step time``. The baseline, measured in the same
+process, is the same model in the default NCHW memory format (our preset runs the convolutions in
+``channels_last``, NOTES.md). The thesis reports ~55 s per epoch on an NVIDIA Titan X (§6.8).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from worldmodels.api import Batch
+from worldmodels.models import build_model
+
+STEPS_PER_EPOCH = 5000 // 32
+
+
+def _step_time(channels_last: bool, steps: int, batch: Batch) -> float:
+    torch.manual_seed(0)
+    model = build_model("kvae", "box", channels_last=channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=0.007)
+    times = []
+    for i in range(steps + 2):
+        t = time.perf_counter()
+        out = model.loss(batch)
+        opt.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 150.0)
+        opt.step()
+        if i >= 2:  # warm-up
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def run(steps: int = 12) -> list[dict]:
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(obs=(torch.rand(32, 20, 1, 32, 32, generator=g) > 0.97).float(), action=torch.zeros(32, 20, 0))
+    ours = _step_time(True, steps, batch)
+    base = _step_time(False, steps, batch)
+    epoch, base_epoch = ours * STEPS_PER_EPOCH, base * STEPS_PER_EPOCH
+    return [{
+        "group": "kvae",
+        "name": "box preset: one training epoch (5,000 x 20 frames, batch 32)",
+        "value": round(epoch, 1), "unit": "s",
+        "baseline": "same model, NCHW memory format", "baseline_value": round(base_epoch, 1),
+        "ratio": round(base_epoch / epoch, 2),
+        "goal": "<= 60 s on 2 CPU cores (thesis: ~55 s on a Titan X GPU)", "met": epoch <= 60.0,
+        "notes": f"{STEPS_PER_EPOCH} steps x median of {steps} timed steps ({ours:.3f} s/step, "
+                 f"baseline {base:.3f} s/step), torch {torch.__version__}, 2 threads; the machine is shared, "
+                 f"so absolute times are noisy while other jobs run",
+    }]

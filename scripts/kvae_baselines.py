@@ -1,0 +1,156 @@
+"""AE-RNN and VAE-RNN baselines of thesis §6.5.1 for the KVAE imputation experiments.
+
+Both use the KVAE's auto-encoder architecture (3 conv layers of 32 channels, stride 2, a 2-d code,
+sub-pixel decoder; :mod:`worldmodels.models.kvae`), pre-trained per frame, then an LSTM over the codes:
+
+* **AE-RNN** (after Srivastava et al., 2015): a deterministic auto-encoder; the LSTM predicts the next
+  code from the previous one (teacher forcing, squared error).
+* **VAE-RNN** (after Chung et al., 2015): the same with a VAE (``q(a|x) = N(mu, diag sigma^2)``, prior
+  ``N(0, I)``); the LSTM is trained on the posterior means.
+
+Imputation (as filtering in the KVAE): at each step the LSTM receives the code of the previous frame
+when it was observed, otherwise its own previous prediction; a missing frame is the decoded prediction.
+
+Usage: called by ``scripts/kvae_ball.py`` (stage ``baselines``); ``load(path)`` rebuilds a trained one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import kvae_common as kc  # noqa: E402
+
+from worldmodels.models.kvae import KVAEConfig, _ConvDecoder, _ConvEncoder  # noqa: E402
+
+LABELS = {"aernn": "AE-RNN", "vaernn": "VAE-RNN"}
+
+
+class CodeRNN(nn.Module):
+    """An auto-encoder (``variational`` or not) with an LSTM over its codes."""
+
+    def __init__(self, obs_shape: tuple[int, ...], variational: bool, a_dim: int = 2, units: int = 64) -> None:
+        super().__init__()
+        c = KVAEConfig(obs_shape=obs_shape, a_dim=a_dim, a_var_scale=1.0)
+        self.encoder = _ConvEncoder(c)
+        self.decoder = _ConvDecoder(c, self.encoder.feat_shape)
+        self.lstm = nn.LSTMCell(a_dim, units)
+        self.head = nn.Linear(units, a_dim)
+        self.variational = variational
+        self.units = units
+        self.label = LABELS["vaernn" if variational else "aernn"]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [N, C, H, W] -> (mean, log variance)`` of the code; the encoder's ``var`` head gives the latter."""
+        h = self.encoder.conv(x.contiguous(memory_format=torch.channels_last)).flatten(1)
+        return self.encoder.mean(h), self.encoder.var(h)
+
+    def ae_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO (VAE) or reconstruction loss (AE) per frame."""
+        mu, logvar = self.encode(x)
+        a = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if self.variational else mu
+        logits = self.decoder(a)
+        rec = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        if self.variational:
+            kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1)
+            rec = rec + kl
+        return rec.mean()
+
+    def rnn_loss(self, a: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced next-code prediction error on codes ``a [B, T, a]``."""
+        B, T, _ = a.shape
+        h = (a.new_zeros(B, self.units), a.new_zeros(B, self.units))
+        err = 0.0
+        for t in range(1, T):
+            h = self.lstm(a[:, t - 1], h)
+            err = err + ((self.head(h[0]) - a[:, t]) ** 2).sum(-1).mean()
+        return err / (T - 1)
+
+    @torch.no_grad()
+    def method(self, x: torch.Tensor, u: torch.Tensor):
+        """Imputation method for :func:`kvae_common.imputation_curves` (frame 0 must be observed)."""
+        B, T = x.shape[:2]
+        codes = self.encode(x.reshape(B * T, *x.shape[2:]))[0].view(B, T, -1)
+
+        def f(mask: torch.Tensor) -> dict[str, torch.Tensor]:
+            h = (x.new_zeros(B, self.units), x.new_zeros(B, self.units))
+            prev, pred = codes[:, 0], [codes[:, 0]]
+            for t in range(1, T):
+                h = self.lstm(prev, h)
+                p = self.head(h[0])
+                pred.append(p)
+                prev = torch.where(mask[:, t, None], codes[:, t], p)
+            a = torch.stack(pred, 1)[~mask]  # [M, a]
+            return {self.label: torch.sigmoid(self.decoder(a)) if len(a) else x[~mask]}
+
+        return f
+
+    @torch.no_grad()
+    def impute(self, x: torch.Tensor, u: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Fill the missing frames of ``x [B, T, C, H, W]`` (``mask [B, T]``)."""
+        out = x.clone()
+        out[~mask] = self.method(x, u)(mask)[self.label]
+        return out
+
+
+def train_one(kind: str, obs: torch.Tensor, out: Path, steps: int, seed: int) -> CodeRNN:
+    """Pre-train the auto-encoder on single frames, then the LSTM on the codes; save to ``out``."""
+    if (out / "model.safetensors").exists():
+        return load(out)
+    torch.manual_seed(seed)
+    model = CodeRNN(tuple(obs.shape[2:]), variational=kind == "vaernn")
+    frames = obs.reshape(-1, *obs.shape[2:])
+    ae_params = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    opt = torch.optim.Adam(ae_params, lr=2e-3)
+    bar = tqdm(range(steps), desc=f"{kind} auto-encoder")
+    for s in bar:
+        x = frames[torch.randint(0, frames.shape[0], (64,))].float()
+        loss = model.ae_loss(x)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(ae_params, 150.0)
+        opt.step()
+        if s % 50 == 0:
+            bar.set_postfix(loss=f"{float(loss):.2f}")
+    with torch.no_grad():
+        codes = torch.cat([model.encode(frames[i : i + 2000].float())[0] for i in range(0, len(frames), 2000)])
+    codes = codes.view(obs.shape[0], obs.shape[1], -1)
+    rnn_params = list(model.lstm.parameters()) + list(model.head.parameters())
+    opt = torch.optim.Adam(rnn_params, lr=3e-3)
+    bar = tqdm(range(2 * steps), desc=f"{kind} LSTM")
+    for s in bar:
+        loss = model.rnn_loss(codes[torch.randint(0, codes.shape[0], (64,))])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if s % 50 == 0:
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors.tmp"))
+    info = {"kind": kind, "label": model.label, "obs_shape": list(obs.shape[2:]), "ae_steps": steps, "lstm_steps": 2 * steps, "seed": seed,
+            "train_sequences": int(obs.shape[0]), "batch": 64, "lstm_units": model.units,
+            "final_rnn_loss": float(loss)}
+    kc.write_json(out / "info.json", info)
+    (out / "model.safetensors.tmp").replace(out / "model.safetensors")
+    return model
+
+
+def load(path: Path) -> CodeRNN:
+    info = json.loads((path / "info.json").read_text())
+    model = CodeRNN(tuple(info["obs_shape"]), variational=info["kind"] == "vaernn")
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return model.eval()
+
+
+def train_all(train_path: Path, run_prefix: Path, steps: int, seed: int) -> None:
+    obs, _ = kc.load_sequences(train_path, use_actions=False)
+    for kind in ("aernn", "vaernn"):
+        train_one(kind, obs, Path(f"{run_prefix}_{kind}"), steps, seed)
