@@ -18,7 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,15 @@ from torch import Tensor, nn
 from worldmodels.api import Batch
 from worldmodels.train import iterate_batches
 
-__all__ = ["elbo_per_step", "prediction_error", "imputation_error", "drop_mask", "gap_mask", "evaluate"]
+__all__ = [
+    "elbo_per_step",
+    "prediction_error",
+    "imputation_error",
+    "drop_mask",
+    "gap_mask",
+    "evaluate",
+    "evaluate_checkpoint",
+]
 
 MaskFn = Callable[[int, int, torch.Generator], Tensor]
 
@@ -164,3 +174,65 @@ def evaluate(
             model, data, drop_mask(0.5, min(4, T - 1)), seed, batch_size
         ),
     }
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    window: int = 20,
+    context: int | None = None,
+    horizon: int | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    plots: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """What ``worldmodels evaluate`` does: :func:`evaluate` a saved model on the windows of a dataset.
+
+    With ``plots`` (a folder) it also writes ``prediction_error.png`` (MSE vs horizon, open-loop) and
+    ``rollout.gif`` (ground truth vs open-loop prediction of the first window).
+    """
+    from worldmodels.checkpoint import load, read_meta
+    from worldmodels.data import WindowDataset
+
+    model = load(checkpoint)
+    windows = WindowDataset(data_dir, length=window)
+    want = tuple(model.config.obs_shape), int(model.config.action_dim)
+    first = windows.collate([windows[0]])
+    got = tuple(first.obs.shape[2:]), int(first.action.shape[-1])
+    if want != got:
+        raise ValueError(
+            f"evaluate: the model expects obs_shape {want[0]} and action_dim {want[1]}, the dataset "
+            f"gives {got[0]} and {got[1]}"
+        )
+    data = _Collated(windows)
+    report = evaluate(model, data, context, horizon, batch_size, seed)
+    report["checkpoint"] = str(checkpoint)
+    report["model"] = read_meta(checkpoint, verify=False)["model"]
+    report["data"] = str(data_dir)
+    if plots is not None:
+        from worldmodels.viz import plot_metric, rollout_gif
+
+        out = Path(plots)
+        plot_metric(
+            out / "prediction_error.png", {report["model"]: report["prediction_mse"]}, ylabel="MSE per pixel"
+        )
+        with torch.no_grad():
+            c, h = report["context"], report["horizon"]
+            pred = model.predict(first.obs[:, :c], first.action[:, :c], first.action[:, c : c + h]).obs
+        shown = torch.cat([first.obs[0, :c], pred[0]])
+        rollout_gif(out / "rollout.gif", first.obs[0, : c + h], shown, context=c)
+    return report
+
+
+class _Collated(torch.utils.data.Dataset):
+    """A WindowDataset whose ``collate`` the evaluation helpers pick up automatically."""
+
+    def __init__(self, windows: Any):
+        self.windows = windows
+        self.collate = windows.collate
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.windows[i]

@@ -41,7 +41,7 @@ __all__ = [
     "softplus_std",
 ]
 
-IMAGE_SIZES = (16, 32, 64)
+IMAGE_SIZES = (8, 16, 32, 64)  # 8 px: GTM-SM ImageNav crops
 _LOG_2PI = math.log(2 * math.pi)
 
 

@@ -70,6 +70,9 @@ __all__ = [
     "collate_batches",
     "iterate_batches",
     "LR_SCHEDULES",
+    "parse_value",
+    "split_overrides",
+    "train_on_dataset",
 ]
 
 LR_SCHEDULES = ("constant", "linear", "step")
@@ -773,3 +776,98 @@ class Trainer:
         if stopped == "completed" and cfg.max_steps is not None and self.step >= cfg.max_steps:
             stopped = "max_steps" if self.epoch < cfg.epochs else "completed"
         return TrainResult(self.step, self.epoch, stopped, last, self.val_metrics, path)
+
+
+# ----------------------------------------------------------------------------- command-line helpers
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: ints, floats, bools (true/false), none, tuples ``(1, 2)`` / ``1,2``, JSON-ish
+    dicts ``{"alpha_net": 10}``; anything else stays a string.
+
+    Example:
+        >>> [parse_value(v) for v in ("3", "1e-3", "true", "(1,32,32)", "2,3", "none", "gaussian")]
+        [3, 0.001, True, (1, 32, 32), (2, 3), None, 'gaussian']
+    """
+    import ast
+
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def split_overrides(pairs: Iterable[str], config_cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``["key=value", ...]`` -> (model config overrides, :class:`TrainConfig` overrides).
+
+    A key is looked up in the model config first, then in ``TrainConfig``; unknown keys raise
+    ``ValueError`` naming the valid ones (and close matches).
+    """
+    model_keys = [f.name for f in dataclasses.fields(config_cls)]
+    train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
+    model_over: dict[str, Any] = {}
+    train_over: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set: expected key=value, received {pair!r}")
+        key, text = pair.split("=", 1)
+        key = key.strip()
+        if key in model_keys:
+            model_over[key] = parse_value(text)
+        elif key in train_keys:
+            train_over[key] = parse_value(text)
+        else:
+            close = difflib.get_close_matches(key, model_keys + train_keys, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(
+                f"--set: unknown key {key!r}{hint} Model keys ({config_cls.__name__}): {model_keys}; "
+                f"training keys (TrainConfig): {train_keys}"
+            )
+    return model_over, train_over
+
+
+def train_on_dataset(
+    model_name: str,
+    data_dir: str | os.PathLike,
+    preset: str = "default",
+    overrides: Iterable[str] = (),
+    out_dir: str | os.PathLike | None = None,
+    steps: int | None = None,
+    window: int = 20,
+    val_fraction: float = 0.0,
+) -> TrainResult:
+    """What ``worldmodels train`` does: windows of a dataset folder -> a registered model -> :class:`Trainer`.
+
+    ``obs_shape`` and ``action_dim`` come from the dataset's ``meta.json``; ``overrides`` are
+    ``key=value`` strings for the model config or :class:`TrainConfig` (see :func:`split_overrides`).
+    """
+    from worldmodels.data import WindowDataset
+    from worldmodels.models import get_config_class, get_model_class, make_config
+
+    config_cls = get_config_class(model_name)
+    model_over, train_over = split_overrides(overrides, config_cls)
+    windows = WindowDataset(data_dir, length=window)
+    frame = tuple(windows.data.frame_shape)  # uint8 (H, W) or (H, W, C), channels-last
+    H, W, C = (*frame, 1) if len(frame) == 2 else frame
+    model_over.setdefault("obs_shape", (C, H, W))
+    model_over.setdefault("action_dim", windows.action_dim)
+    model = get_model_class(model_name)(make_config(model_name, preset, **model_over))
+    train_over.setdefault("out_dir", str(out_dir or Path("runs") / f"{model_name}-{preset}"))
+    if steps is not None:
+        train_over["max_steps"] = steps
+        train_over.setdefault("epochs", 10**9)
+    cfg = TrainConfig(**train_over)
+    train_set: Any = windows
+    val_set = None
+    if val_fraction > 0:
+        n_val = max(1, int(len(windows) * val_fraction))
+        idx = torch.randperm(len(windows), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        train_set = torch.utils.data.Subset(windows, idx[n_val:])
+        val_set = torch.utils.data.Subset(windows, idx[:n_val])
+    return Trainer(model, train_set, cfg, val_data=val_set, collate_fn=windows.collate).fit()

@@ -29,7 +29,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.mark.parametrize("size,layers", [(16, 2), (32, 3), (64, 4)])
+@pytest.mark.parametrize("size,layers", [(8, 1), (16, 2), (32, 3), (64, 4)])
 def test_conv_stacks_shapes_and_depth(size, layers):
     enc = ConvEncoder((3, size, size), 7, channels=4)
     dec = ConvDecoder(7, (3, size, size), channels=4)
@@ -58,7 +58,7 @@ def test_channels_last_gives_same_numbers():
 
 
 def test_bad_image_shapes_are_named():
-    with pytest.raises(ValueError, match=r"S in \(16, 32, 64\), received \(1, 24, 24\)"):
+    with pytest.raises(ValueError, match=r"S in \(8, 16, 32, 64\), received \(1, 24, 24\)"):
         ConvEncoder((1, 24, 24), 4)
     enc = ConvEncoder((1, 16, 16), 4)
     with pytest.raises(ValueError, match=r"received \(2, 1, 32, 32\)"):

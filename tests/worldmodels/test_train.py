@@ -239,3 +239,84 @@ def test_rejects_bad_data():
         Trainer(model, 3, TrainConfig(progress=False))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="iterable of Batch, received an item of type int"):
         Trainer(model, [1, 2], TrainConfig(progress=False)).fit()
+
+
+def test_set_parsing_and_unknown_keys():
+    from worldmodels.models.rnn import RNNConfig
+    from worldmodels.train import parse_value, split_overrides
+
+    assert parse_value("(1, 32, 32)") == (1, 32, 32) and parse_value("False") is False
+    assert parse_value('{"alpha_net": 10}') == {"alpha_net": 10} and parse_value("3e-4") == 3e-4
+    model, train = split_overrides(["hidden_dim=7", "lr=0.5", "mlp_hidden=8,8"], RNNConfig)
+    assert model == {"hidden_dim": 7, "mlp_hidden": (8, 8)} and train == {"lr": 0.5}
+    with pytest.raises(ValueError, match=r"unknown key 'hiden_dim'; did you mean 'hidden_dim'.*'embed_dim'"):
+        split_overrides(["hiden_dim=3"], RNNConfig)
+
+
+def test_cli_train_then_evaluate(tmp_path, capsys):
+    pytest.importorskip("envs")
+    from worldmodels.cli import main
+
+    data = str(tmp_path / "data")
+    assert (
+        main(
+            [
+                "collect",
+                "--env",
+                "ImageNav-v0",
+                "--out",
+                data,
+                "--episodes",
+                "6",
+                "--steps",
+                "10",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    run = str(tmp_path / "run")
+    args = [
+        "train",
+        "--model",
+        "rnn",
+        "--data",
+        data,
+        "--config",
+        "debug",
+        "--out",
+        run,
+        "--window",
+        "6",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "progress=false",
+    ]
+    assert main([*args, "--steps", "3"]) == 0
+    assert main([*args, "--steps", "5"]) == 0  # resumes from run/last
+    assert worldmodels.checkpoint.read_meta(f"{run}/last")["metadata"]["step"] == 5
+    model = worldmodels.load(f"{run}/last")
+    assert model.config.obs_shape == (3, 8, 8) and model.config.action_dim == 5  # from the dataset meta
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                f"{run}/last",
+                "--data",
+                data,
+                "--window",
+                "6",
+                "--out",
+                str(tmp_path / "eval.json"),
+            ]
+        )
+        == 0
+    )
+    import json
+
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["horizon"] == 3 and len(report["prediction_mse"]) == 3
+    assert main(["train", "--model", "rnn", "--data", data, "--set", "lr_sched=linear"]) == 2
+    assert "did you mean 'lr_schedule'" in capsys.readouterr().err
