@@ -229,6 +229,7 @@ class RNN(nn.Module):
             latent=torch.stack(latents, 1) if H else empty.new_zeros(N, 0, c.hidden_dim + c.embed_dim),
             uncertainty=torch.stack(unc, 1) if H else empty,
             samples=torch.stack(samples, 1) if sample and H else None,
+            belief=Belief(features=torch.cat([h, e], -1), state={"h": h, "e": e}),  # after the last step
         )
 
     def predict(self, obs: Tensor, action: Tensor, future_actions: Tensor) -> Imagination:
