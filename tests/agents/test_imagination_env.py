@@ -166,3 +166,22 @@ def test_ppo_learns_inside_an_exact_model() -> None:
     obs = np.arange(5, dtype=np.float32)[:, None]
     actions, _ = agent.predict(obs, deterministic=True)
     assert (actions == 2).all(), actions
+
+
+@pytest.mark.parametrize("name", ["rnn", "kvae", "srnn", "vrnn", "dmm"])
+def test_models_continue_imagination_exactly(name) -> None:
+    """imagine(b, a[:, :2]) then imagine(belief, a[:, 2:]) == imagine(b, a) (for every model returning a belief)."""
+    torch.manual_seed(0)
+    model = build_model(name, "debug", obs_shape=(1, 32, 32), action_dim=2).eval()
+    g = torch.Generator().manual_seed(0)
+    obs = (torch.rand(3, 4, 1, 32, 32, generator=g) > 0.9).float()
+    actions = torch.rand(3, 5, 2, generator=g) * 2 - 1
+    with torch.no_grad():
+        belief = model.observe(obs, torch.zeros(3, 4, 2))
+        whole = model.imagine(belief, actions)
+        first = model.imagine(belief, actions[:, :2])
+        assert first.belief is not None
+        rest = model.imagine(first.belief, actions[:, 2:])
+    torch.testing.assert_close(first.belief.features, whole.latent[:, 1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rest.obs, whole.obs[:, 2:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rest.latent, whole.latent[:, 2:], atol=1e-5, rtol=1e-5)

@@ -523,6 +523,10 @@ class KVAE(nn.Module):
         return Imagination(
             obs=self.decode(a_seq), latent=torch.cat([z_seq, a_seq], -1), uncertainty=torch.stack(unc, 1),
             extras={"alpha": torch.stack(al, 1), "a": a_seq, "z": z_seq},
+            belief=Belief(  # the predictive p(z_H | ...) and alpha-network state after the last step
+                features=torch.cat([mean, a_prev], -1),
+                state={"mean": mean, "cov": cov, "h": lstm[0], "c": lstm[1], "a_prev": a_prev},
+            ),
         )
 
     @torch.no_grad()

@@ -183,9 +183,12 @@ class VRNN(LatentSequenceModel):
             means.append(px.mean), samples.append(x_s), lat.append(torch.cat([d, z], -1))
             unc.append((std_p**2).mean(-1))
             x_prev = x_s
+        # belief after the last step (z is already a prior mean/sample: no extra noise when continuing)
+        after = {"d": d, "z": z, "z_std": torch.zeros_like(z), "x_prev": x_prev}
         return Imagination(obs=torch.stack(means, 1), latent=torch.stack(lat, 1),
                            uncertainty=torch.stack(unc, 1),
-                           samples=torch.stack(samples, 1) if sample else None)
+                           samples=torch.stack(samples, 1) if sample else None,
+                           belief=Belief(features=torch.cat([d, z], -1), state=after))
 
     @torch.no_grad()
     def impute(self, obs: Tensor, action: Tensor, mask: Tensor) -> Tensor:
