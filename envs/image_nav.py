@@ -107,7 +107,15 @@ class ImageNavCore(Core):
         self.pos = np.zeros((num, 2), dtype=np.int64)  # [N, 2]
         self.goal = np.zeros((num, 2), dtype=np.int64)  # [N, 2]
         self.disp = np.zeros((num, 2), dtype=np.int64)  # [N, 2] last displacement
-        self._arange_c = np.arange(c)
+        # every c x c window of every image as a strided view [N, H - c + 1, W - c + 1, c, c, C] of
+        # ``images`` (no copy; resets write into ``images`` in place): a crop is one basic index per
+        # row, ~300x faster than gathering its pixels with fancy indexing at 64x64 crops
+        st = self.images.strides
+        self._windows = np.lib.stride_tricks.as_strided(
+            self.images, (num, s - c + 1, s - c + 1, c, c, ch), (st[0], st[1], st[2], st[1], st[2], st[3]),
+            writeable=False,
+        )
+        self._rows = np.arange(num)
         centre = (p - 1) // 2
         self.centre = (centre, centre)
 
@@ -164,10 +172,8 @@ class ImageNavCore(Core):
 
     def crops(self, pos: np.ndarray) -> np.ndarray:
         """The crops ``[N, c, c, C]`` at grid positions ``pos [N, 2]``."""
-        rows = self.offsets[pos[:, 0]][:, None] + self._arange_c  # [N, c]
-        cols = self.offsets[pos[:, 1]][:, None] + self._arange_c  # [N, c]
-        n = np.arange(self.num)[:, None, None]
-        return self.images[n, rows[:, :, None], cols[:, None, :]]
+        off = self.offsets[pos]  # [N, 2] pixel offsets (row, col)
+        return self._windows[self._rows, off[:, 0], off[:, 1]]  # [N, c, c, C] (a copy)
 
     def observe(self) -> np.ndarray:
         return self.crops(self.pos)

