@@ -320,3 +320,67 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     assert report["horizon"] == 3 and len(report["prediction_mse"]) == 3
     assert main(["train", "--model", "rnn", "--data", data, "--set", "lr_sched=linear"]) == 2
     assert "did you mean 'lr_schedule'" in capsys.readouterr().err
+
+
+_DDP_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from worldmodels.api import Batch
+from worldmodels.models import build_model
+from worldmodels.train import TrainConfig, Trainer
+g = torch.Generator().manual_seed(0)
+batches = [Batch(obs=torch.rand(4, 5, 6, generator=g).round(), action=torch.zeros(4, 5, 2)) for _ in range(4)]
+torch.manual_seed(0)
+model = build_model("rnn", "debug", obs_shape=(6,), action_dim=2)
+Trainer(model, batches, TrainConfig(lr=1e-2, epochs=2, out_dir=sys.argv[1], progress=False, grad_clip=1.0)).fit()
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo_equals_single_process_on_joined_batches(tmp_path):
+    """torchrun --nproc_per_node 2: rank r trains on batches r, r+2; DDP averages gradients, which equals
+    one process on the joined batches (the loss is a mean over equally many observed steps)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            str(script),
+            str(tmp_path / "ddp"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.getcwd(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = worldmodels.load(tmp_path / "ddp" / "last")
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        Batch(obs=torch.rand(4, 5, 6, generator=g).round(), action=torch.zeros(4, 5, 2)) for _ in range(4)
+    ]
+    joined = [
+        Batch(
+            obs=torch.cat([batches[i].obs, batches[i + 1].obs]),
+            action=torch.cat([batches[i].action, batches[i + 1].action]),
+        )
+        for i in (0, 2)
+    ]
+    torch.manual_seed(0)
+    single = build_model("rnn", "debug", obs_shape=(6,), action_dim=2)
+    Trainer(single, joined, TrainConfig(lr=1e-2, epochs=2, out_dir=None, progress=False, grad_clip=1.0)).fit()
+    for k, v in single.state_dict().items():
+        torch.testing.assert_close(ddp.state_dict()[k], v, atol=1e-5, rtol=1e-4)
+    state = worldmodels.checkpoint.load_state(tmp_path / "ddp" / "last")
+    assert state["trainer"]["world_size"] == 2 and len(state["rng"]["torch_per_rank"]) == 2
