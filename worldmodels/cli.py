@@ -174,6 +174,61 @@ COMMANDS["evaluate"] = (
 )
 
 
+# --- plan: MPC with a checkpoint in the real env (agents/mpc.py, agents/tasks.py) ------------------------
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (worldmodels.load); optional with --agents true,random")
+    p.add_argument("--env", required=True, help="ImageNavGoal-v0, BouncingBallForce-v0 or PixelPendulum-v0")
+    p.add_argument("--env-kwargs", type=_json_dict, default={}, help="JSON kwargs of gymnasium.make")
+    p.add_argument("--task", default="auto", help="goal-image, ball-region, swing-up (default: the env's)")
+    p.add_argument("--agents", default="model", help="comma list of model, true (simulator), random")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--max-steps", type=int, default=None, help="real steps per episode (default: the task's)")
+    p.add_argument("--planner", default="auto", help="random, cem, categorical-cem, mppi (default: by space)")
+    p.add_argument("--horizon", type=int, default=10)
+    p.add_argument("--candidates", type=int, default=500)
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--elites", type=int, default=50)
+    p.add_argument("--max-context", type=int, default=None, help="frames the model filters (default: episode)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/plan", help="folder for metrics.json and <agent>.gif")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _plan_run(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    import envs  # noqa: F401  (registers the env ids)
+    from agents.tasks import plan_in_env
+    from worldmodels.checkpoint import load
+
+    agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
+    model = load(args.checkpoint) if args.checkpoint else None
+    t0 = time.time()
+    res = plan_in_env(
+        model, args.env, args.episodes, args.task, args.planner, args.horizon, args.candidates,
+        args.iterations, args.elites, args.max_steps, args.max_context, args.seed, agents,
+        args.env_kwargs, args.out, not args.no_progress,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"command": "worldmodels plan " + " ".join(sys.argv[2:]), "checkpoint": args.checkpoint,
+              "env": args.env, "seed": args.seed, "wall_clock_s": round(time.time() - t0, 1), "metrics": res}
+    tmp = out / f".metrics.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out / "metrics.json")
+    for who, m in res.items():
+        print(f"{who:>7}: success {m['success_rate']:.0%}  steps {m['mean_steps']:.1f}  return "
+              f"{m['mean_return']:.2f}  final distance {m['mean_final_distance']:.2f}  "
+              f"plan {m['plan_seconds_per_step'] * 1e3:.0f} ms/step")
+    print(f"wrote {out / 'metrics.json'} and GIFs ({', '.join(f'{a}.gif' for a in res)}) in {out}")
+    return 0
+
+
+COMMANDS["plan"] = ("run the MPC agent with a checkpoint in the real env (success metrics, GIF)", _plan_args, _plan_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldmodels",
