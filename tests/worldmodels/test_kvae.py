@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.worldmodels.contract import WorldModelContract
 from worldmodels.api import Batch
 from worldmodels.models import build_model
 from worldmodels.models.kvae import KVAE, KVAEConfig
@@ -297,3 +298,34 @@ def test_smoothing_beats_filtering_after_training():
     blank = float(test[:, 3:9].mean())
     assert smooth < filt and smooth < 0.8 * blank, (smooth, filt, blank)
     assert math.isfinite(filt)
+
+
+def _contract_batch(obs_shape: tuple[int, ...], A: int):
+    def make(B: int, T: int, seed: int = 0) -> Batch:
+        g = torch.Generator().manual_seed(seed)
+        obs = torch.rand(B, T, *obs_shape, generator=g).round()
+        action = torch.randn(B, T, A, generator=g)
+        action[:, 0] = 0
+        return Batch(obs=obs, action=action)
+
+    return make
+
+
+class TestKVAEContractImages(WorldModelContract):
+    """The WorldModel contract on binary 16x16 frames with a 2-d control input."""
+
+    def make_model(self):
+        return build_model("kvae", "debug", action_dim=2)
+
+    def make_batch(self, B, T, seed=0):
+        return _contract_batch((1, 16, 16), 2)(B, T, seed)
+
+
+class TestKVAEContractVectors(WorldModelContract):
+    """The contract on binary vectors (MLP encoder/decoder) without controls."""
+
+    def make_model(self):
+        return build_model("kvae", "debug", obs_shape=(12,), action_dim=0)
+
+    def make_batch(self, B, T, seed=0):
+        return _contract_batch((12,), 0)(B, T, seed)
