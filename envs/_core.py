@@ -77,6 +77,10 @@ def validate_batch_action(space: spaces.Space, actions: Any, n: int) -> np.ndarr
     """Vectorised :func:`validate_action` for ``n`` actions stacked on axis 0."""
     a = np.asarray(actions)
     if isinstance(space, spaces.Discrete):
+        if a.dtype.kind in "iu" and a.shape == (n,) and n:  # the common case: two reductions, no copy
+            lo, hi = a.min(), a.max()
+            if lo >= space.start and hi < space.start + space.n:
+                return a.astype(np.int64, copy=False)
         if a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):
             a = a.astype(np.int64)
         if a.shape != (n,) or a.dtype.kind not in "iu" or np.any(a < space.start) or np.any(
@@ -242,11 +246,16 @@ class CoreVectorEnv(VectorEnv):
         self._rngs: list[np.random.Generator] | None = None
         self._t = np.zeros(core.num, dtype=np.int64)
         self._autoreset = np.zeros(core.num, dtype=bool)
+        self._masks: dict[str, np.ndarray] = {}
 
     def _vector_info(self) -> dict[str, np.ndarray]:
         info = self.core.info()
         for k in list(info):
-            info["_" + k] = np.ones(self.num_envs, dtype=bool)
+            mask = self._masks.get(k)
+            if mask is None:  # every copy has every key: one read-only all-true mask per key, shared
+                mask = self._masks[k] = np.ones(self.num_envs, dtype=bool)
+                mask.flags.writeable = False
+            info["_" + k] = mask
         return info
 
     def reset(
@@ -278,8 +287,8 @@ class CoreVectorEnv(VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=bool)
         if self.max_episode_steps is not None:
             truncated = self._t >= self.max_episode_steps
-        rows = np.flatnonzero(self._autoreset)
-        if rows.size:
+        if self._autoreset.any():
+            rows = np.flatnonzero(self._autoreset)
             self.core.reset_rows(rows, [self._rngs[i] for i in rows], None)
             reward[rows], terminated[rows], truncated[rows], self._t[rows] = 0.0, False, False, 0
         self._autoreset = terminated | truncated

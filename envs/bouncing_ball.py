@@ -129,6 +129,11 @@ class BouncingBallCore(Core):
         self.paddle_y = np.zeros(num)  # [N] paddle centres (pong)
         centres = np.arange(s) + 0.5
         self._grid = centres  # pixel centres
+        self._k = int(np.ceil(2 * cfg.radius)) + 2  # the ball covers at most a k x k block
+        self._offs = np.arange(self._k)
+        self._centres = self._offs + 0.5  # [k] pixel-centre offsets inside a block
+        self._rows = np.arange(num)
+        self._2lo, self._2hi = 2 * self.lo, 2 * self.hi
 
     # -- reset --------------------------------------------------------------------------------------
     def _inside(self, p: np.ndarray) -> bool:
@@ -159,7 +164,8 @@ class BouncingBallCore(Core):
         else:
             # one generator call per copy; everything else is vectorised over the rows
             p, v = self._draw(np.stack([rng.random(4) for rng in rngs]))
-            for j, rng in enumerate(rngs):  # rejection sampling (only the polygon can reject)
+            # rejection sampling: only the polygon can reject (_draw clips into the box)
+            for j, rng in enumerate(rngs if self.cfg.variant == "polygon" else ()):
                 tries = 0
                 while not self._inside(p[j]) and tries < 1000:
                     p[j], v[j] = (a[0] for a in self._draw(rng.random((1, 4))))
@@ -176,12 +182,12 @@ class BouncingBallCore(Core):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.cfg
-        acc = np.zeros_like(self.vel)
-        if cfg.variant == "gravity":
-            acc[:, 1] += cfg.gravity  # y grows downwards
-        if cfg.action_mode == "force":
-            acc += cfg.max_force * actions.astype(np.float64)
         if cfg.variant == "gravity" or cfg.action_mode == "force":
+            acc = np.zeros_like(self.vel)
+            if cfg.variant == "gravity":
+                acc[:, 1] += cfg.gravity  # y grows downwards
+            if cfg.action_mode == "force":
+                acc += cfg.max_force * actions.astype(np.float64)
             self.vel += acc * cfg.dt  # semi-implicit Euler
             if cfg.action_mode == "force":
                 speed = np.linalg.norm(self.vel, axis=1, keepdims=True)
@@ -196,15 +202,16 @@ class BouncingBallCore(Core):
 
     def _collide_box(self) -> None:
         # exact elastic reflection about each wall (repeat for the rare double bounce in one step)
+        pos, vel = self.pos, self.vel  # [N, 2], updated in place
         for _ in range(3):
-            over, under = self.pos > self.hi, self.pos < self.lo
+            over, under = pos > self.hi, pos < self.lo  # [N, 2], disjoint
             if not (over.any() or under.any()):
                 break
-            self.pos = np.where(over, 2 * self.hi - self.pos, self.pos)
-            self.pos = np.where(under, 2 * self.lo - self.pos, self.pos)
-            self.vel = np.where(over, -np.abs(self.vel), self.vel)
-            self.vel = np.where(under, np.abs(self.vel), self.vel)
-        np.clip(self.pos, self.lo, self.hi, out=self.pos)
+            np.subtract(self._2hi, pos, out=pos, where=over)  # pos = 2 hi - pos past the high wall
+            np.subtract(self._2lo, pos, out=pos, where=under)  # pos = 2 lo - pos past the low wall
+            np.abs(vel, out=vel, where=over | under)
+            np.negative(vel, out=vel, where=over)  # -|v| after the high wall, |v| after the low one
+        np.minimum(np.maximum(self.pos, self.lo, out=self.pos), self.hi, out=self.pos)  # = np.clip, 5x cheaper
 
     def _collide_polygon(self) -> None:
         r = self.cfg.radius
@@ -225,15 +232,18 @@ class BouncingBallCore(Core):
         n, s = self.num, cfg.size
         frame = np.zeros((n, s, s), dtype=np.uint8)  # [N, H, W]
         # the ball covers at most a k x k block: evaluate the disc there only, then scatter
-        k = int(np.ceil(2 * cfg.radius)) + 2
-        corner = np.clip(np.floor(self.pos - cfg.radius).astype(np.int64), 0, s - k)  # [N, 2] (x0, y0)
-        offs = np.arange(k)
-        cx = corner[:, 0:1] + offs  # [N, k] columns
-        cy = corner[:, 1:2] + offs  # [N, k] rows
-        dx2 = (cx + 0.5 - self.pos[:, 0:1]) ** 2  # [N, k]
-        dy2 = (cy + 0.5 - self.pos[:, 1:2]) ** 2  # [N, k]
-        disc = (dy2[:, :, None] + dx2[:, None, :]) <= cfg.radius**2  # [N, k, k]
-        frame[np.arange(n)[:, None, None], cy[:, :, None], cx[:, None, :]] = disc.view(np.uint8) * np.uint8(255)
+        k, offs = self._k, self._offs
+        corner = np.minimum(np.maximum(np.floor(self.pos - cfg.radius).astype(np.int64), 0), s - k)  # [N, 2]
+        # squared distances of the block's pixel centres to the ball centre along x and y: [N, 2, k]
+        d2 = corner[:, :, None] + self._centres - self.pos[:, :, None]
+        d2 *= d2
+        disc = (d2[:, 1, :, None] + d2[:, 0, None, :]) <= cfg.radius**2  # [N, k, k] (rows, columns)
+        if k <= s:  # write each k x k block through a strided view of all blocks (basic indexing per row)
+            blocks = np.ndarray((n, s - k + 1, s - k + 1, k, k), np.uint8, frame, 0, (s * s, s, 1, s, 1))
+            blocks[self._rows, corner[:, 1], corner[:, 0]] = disc.view(np.uint8) * np.uint8(255)
+        else:  # a ball as large as the frame: scatter pixel by pixel
+            cx, cy = corner[:, 0:1] + offs, corner[:, 1:2] + offs  # [N, k] columns, rows
+            frame[self._rows[:, None, None], cy[:, :, None], cx[:, None, :]] = disc.view(np.uint8) * np.uint8(255)
         if cfg.variant == "pong":  # pixel centres within the paddle rectangles, again on a small block
             g = self._grid
             lo, hi = cfg.walls

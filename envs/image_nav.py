@@ -131,8 +131,8 @@ class ImageNavCore(Core):
     def reset_rows(self, rows: np.ndarray, rngs: list[np.random.Generator], options: dict | None) -> None:
         cfg = self.cfg
         p = cfg.n_positions
+        self.images[rows] = self.source.sample_many(rngs)  # first draws of each row's generator
         for i, rng in zip(rows, rngs):
-            self.images[i] = self.source.sample(rng)
             self.blocked[i] = False
             start = self.centre
             if cfg.start == "random":
@@ -159,7 +159,7 @@ class ImageNavCore(Core):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = self.cfg.n_positions
-        new = np.clip(self.pos + MOVES[actions], 0, p - 1)  # walls: stay on the grid
+        new = np.minimum(np.maximum(self.pos + MOVES[actions], 0), p - 1)  # walls: stay on the grid
         if self.cfg.n_obstacles:
             hit = self.blocked[np.arange(self.num), new[:, 0], new[:, 1]]
             new[hit] = self.pos[hit]  # obstacles: stay put

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401
-from envs.images import make_image_source, procedural_texture, resize, to_channels
+from envs.images import make_image_source, procedural_texture, procedural_textures, resize, to_channels
 
 
 def test_resize_halving_is_block_mean() -> None:
@@ -66,3 +66,11 @@ def test_skimage_sources() -> None:
     o1, _ = cam.reset(seed=0)
     o2, _ = cam.reset(seed=1)
     np.testing.assert_array_equal(o1, o2)  # one fixed image
+
+
+def test_batched_textures_equal_single_ones() -> None:
+    for size, channels in [((32, 32), 3), ((31, 20), 1)]:
+        many = procedural_textures([np.random.default_rng(s) for s in range(6)], size, channels)
+        assert many.shape == (6, *size, channels) and many.dtype == np.uint8
+        for s in range(6):
+            np.testing.assert_array_equal(many[s], procedural_texture(np.random.default_rng(s), size, channels))
