@@ -149,3 +149,38 @@ def test_registry_errors() -> None:
         UniformRandom(spaces.Box(-np.inf, np.inf, (2,)))
     make = explorer_factory("poisson", lam=3.0)
     assert isinstance(make(spaces.Discrete(2)), PoissonRepeat) and make(spaces.Discrete(2)).lam == 3.0
+
+
+@pytest.mark.parametrize("name", sorted(EXPLORERS))
+@pytest.mark.parametrize("space", SPACES, ids=["discrete", "box", "multidiscrete"])
+def test_vectorized_rows_equal_single_explorers(name: str, space: spaces.Space) -> None:
+    if name == "rotate" and not isinstance(space, spaces.Discrete):
+        return
+    kwargs = {"action": 0, "opposite": 1, "random_direction": True} if name == "rotate" else {}
+    n = 5
+    batch = EXPLORERS[name].vectorize([make_explorer(name, space, **kwargs) for _ in range(n)])
+    singles = [make_explorer(name, space, **kwargs) for _ in range(n)]
+    for episode in range(3):  # a reset clears each row's state (runs in progress, previous action)
+        seeds = [100 * episode + 7 * i for i in range(n)]
+        batch.reset(seeds)
+        for e, s in zip(singles, seeds):
+            e.reset(seed=s)
+        for _ in range(40):
+            a = batch.act(np.zeros((n, 3)))
+            assert a.shape == (n, *space.shape) and a.dtype == space.dtype
+            for i, e in enumerate(singles):
+                np.testing.assert_array_equal(a[i], np.asarray(e.act(None)))
+
+
+def test_vectorized_subclass_gets_its_row_and_bad_batches_fail() -> None:
+    class Echo(PoissonRepeat):  # overrides act: the batch must call it row by row with row i of obs
+        def act(self, obs):  # noqa: ANN001, ANN202
+            return np.int64(obs[0])
+
+    batch = Echo.vectorize([Echo(spaces.Discrete(5)) for _ in range(3)])
+    batch.reset([0, 1, 2])
+    np.testing.assert_array_equal(batch.act(np.array([[4], [0], [2]])), [4, 0, 2])
+    with pytest.raises(ValueError, match="one class and action space"):
+        UniformRandom.vectorize([UniformRandom(spaces.Discrete(5)), PoissonRepeat(spaces.Discrete(5))])
+    with pytest.raises(ValueError, match="expected 2 seeds, received 3"):
+        UniformRandom.vectorize([UniformRandom(spaces.Discrete(5))] * 2).reset([1, 2, 3])
