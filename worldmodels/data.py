@@ -59,6 +59,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -94,9 +95,22 @@ _GROUND_TRUTH = ("pose", "state")  # info keys stored when the env provides them
 
 
 class Policy(Protocol):
-    """What :func:`collect` drives: one instance per sub-environment, reseeded every episode."""
+    """What :func:`collect` drives: one instance per sub-environment, reseeded every episode.
+
+    A policy class may also offer a classmethod ``vectorize(policies) -> BatchPolicy`` that acts for
+    all sub-environments at once; row ``i`` of the batch must act exactly as ``policies[i]`` would
+    alone (``agents.explorers.Explorer.vectorize`` does). Without it the policies are called in turn.
+    """
 
     def reset(self, seed: int | None = None) -> None: ...
+
+    def act(self, obs: Any) -> Any: ...
+
+
+class BatchPolicy(Protocol):
+    """``n`` policies acting on a batch: ``reset(seeds [n])``, ``act(obs [n, ...]) -> actions [n, ...]``."""
+
+    def reset(self, seeds: Sequence[int]) -> None: ...
 
     def act(self, obs: Any) -> Any: ...
 
@@ -288,32 +302,35 @@ def _versions() -> dict[str, str]:
 # collection
 
 
-def _seeds_per_env(env: gym.vector.VectorEnv) -> bool:
-    """Whether ``env.reset`` takes one seed per sub-env (Gymnasium's own CartPole fast path does not)."""
+def _seeds_per_env(env: gym.vector.VectorEnv) -> tuple[Any, dict] | None:
+    """``env.reset`` with one seed per sub-env (those of :func:`_probe`): its result, or ``None`` when the
+    env does not take per-env seeds (Gymnasium's own CartPole fast path does not)."""
     try:
-        env.reset(seed=[episode_seeds(0, i)[0] for i in range(env.num_envs)])
+        return env.reset(seed=[episode_seeds(0, i)[0] for i in range(env.num_envs)])
     except (gym.error.Error, TypeError, ValueError, AssertionError):
-        return False
-    return True
+        return None
 
 
-def _make_vec(spec: Any, num_envs: int, env_kwargs: dict, render: bool) -> gym.vector.VectorEnv:
+def _make_vec(
+    spec: Any, num_envs: int, env_kwargs: dict, render: bool
+) -> tuple[gym.vector.VectorEnv, tuple[Any, dict] | None]:
     """The env's batched ``vector_entry_point`` when it has one that seeds each sub-env, else
     ``AsyncVectorEnv`` (``spawn``: MiniWorld's EGL hangs in forked children) for ``num_envs > 1``,
-    else ``SyncVectorEnv``."""
+    else ``SyncVectorEnv``; and the probe reset of the batched env (``None`` for the others)."""
     kwargs = dict(env_kwargs)
     if render:
         kwargs["render_mode"] = "rgb_array"
     if spec.vector_entry_point is not None:
         env = gym.make_vec(spec.id, num_envs, vectorization_mode="vector_entry_point", **kwargs)
-        if _seeds_per_env(env):
-            return env
+        first = _seeds_per_env(env)
+        if first is not None:
+            return env, first
         env.close()  # one seed for the whole batch would tie the data to num_envs
     if num_envs > 1:
         return gym.make_vec(
             spec.id, num_envs, vectorization_mode="async", vector_kwargs={"context": "spawn"}, **kwargs
-        )
-    return gym.make_vec(spec.id, 1, vectorization_mode="sync", **kwargs)
+        ), None
+    return gym.make_vec(spec.id, 1, vectorization_mode="sync", **kwargs), None
 
 
 def _frames(env: gym.vector.VectorEnv, obs: Any, render: bool) -> np.ndarray:
@@ -335,9 +352,12 @@ class _Layout:
         return {k: np.zeros((n, *v["shape"]), dtype=np.dtype(v["dtype"])) for k, v in self.arrays.items()}
 
 
-def _probe(env: gym.vector.VectorEnv, render: bool, steps: int) -> tuple[_Layout, dict[str, Any]]:
-    """Reset once to learn frame shape and ground-truth keys; returns the layout and obs info."""
-    obs, info = env.reset(seed=[episode_seeds(0, i)[0] for i in range(env.num_envs)])
+def _probe(
+    env: gym.vector.VectorEnv, render: bool, steps: int, first: tuple[Any, dict] | None = None
+) -> tuple[_Layout, dict[str, Any]]:
+    """Reset once (or use ``first``, the same reset already done) to learn frame shape and
+    ground-truth keys; returns the layout and obs info."""
+    obs, info = first or env.reset(seed=[episode_seeds(0, i)[0] for i in range(env.num_envs)])
     frame = _frames(env, obs, render)[0]
     act = env.single_action_space
     arrays: dict[str, dict[str, Any]] = {
@@ -360,68 +380,119 @@ def _probe(env: gym.vector.VectorEnv, render: bool, steps: int) -> tuple[_Layout
     return _Layout(arrays), source
 
 
+class _PolicyLoop:
+    """The :class:`BatchPolicy` of policies without ``vectorize``: each called on its own observation."""
+
+    def __init__(self, policies: Sequence[Policy], observation_space: spaces.Space) -> None:
+        self.policies, self.space = list(policies), observation_space
+
+    def reset(self, seeds: Sequence[int]) -> None:
+        for p, s in zip(self.policies, seeds):
+            p.reset(seed=s)
+
+    def act(self, obs: Any) -> np.ndarray:
+        per_env = gym.vector.utils.iterate(self.space, obs)
+        return np.stack([np.asarray(p.act(o)) for p, o in zip(self.policies, per_env)])
+
+
+def _batch_policy(policies: Sequence[Policy], env: gym.vector.VectorEnv) -> BatchPolicy:
+    kind = type(policies[0])
+    vectorize = getattr(kind, "vectorize", None)
+    if callable(vectorize) and all(type(p) is kind for p in policies):
+        return vectorize(policies)
+    return _PolicyLoop(policies, env.observation_space)
+
+
 def _run_batch(
     env: gym.vector.VectorEnv,
-    policies: Sequence[Policy],
+    policy: BatchPolicy,
     indices: Sequence[int],
     seed: int,
     steps: int,
     render: bool,
-    layout: _Layout,
-) -> dict[str, np.ndarray]:
-    """Run ``env.num_envs`` episodes in lock step; rows beyond ``len(indices)`` are discarded."""
+    out: dict[str, np.ndarray],
+) -> int:
+    """Run ``env.num_envs`` episodes in lock step into ``out`` (arrays ``[num_envs, ...]`` of the
+    layout, reused between batches: every entry is overwritten); rows beyond ``len(indices)`` are
+    filler. Returns the number of frames of the real rows.
+
+    Every row is written at every step without masks; after an early end the rows are cut back to
+    zero padding once, at the end (the batch env autoresets ended rows; what it writes there is
+    erased)."""
     n = env.num_envs
     idx = list(indices) + [indices[-1]] * (n - len(indices))  # pad a short last batch
     env_seeds, policy_seeds = zip(*(episode_seeds(seed, i) for i in idx))
-    out = layout.alloc(n)
     obs, info = env.reset(seed=list(env_seeds))
-    for p, s in zip(policies, policy_seeds):
-        p.reset(seed=s)
+    policy.reset(list(policy_seeds))
     gt = [k for k in (*_GROUND_TRUTH, "env_obs") if k in out]
+    frames, action, reward = out["obs"], out["action"], out["reward"]  # [n, T + 1, ...], [n, T, ...], [n, T]
+    length, terminated, truncated = out["length"], out["terminated"], out["truncated"]  # [n]
 
-    def record(t: int, rows: np.ndarray, obs: Any, info: dict) -> None:
-        out["obs"][rows, t] = _frames(env, obs, render)[rows]
+    def record(t: int, obs: Any, info: dict) -> None:
+        frames[:, t] = _frames(env, obs, render)
         for k in gt:
             src = obs if k == "env_obs" else info.get(k)
-            if src is not None:
-                out[k][rows, t] = np.asarray(src)[rows]
+            out[k][:, t] = 0 if src is None else src
 
     alive = np.ones(n, dtype=bool)
-    out["length"][:] = steps
+    length[:] = steps
+    terminated[:], truncated[:] = False, False
     out["env_seed"][:] = env_seeds
-    record(0, alive, obs, info)
+    record(0, obs, info)
     for t in range(steps):
-        per_env = list(gym.vector.utils.iterate(env.observation_space, obs))
-        action = np.stack([np.asarray(p.act(o)) for p, o in zip(policies, per_env)])
-        obs, reward, terminated, truncated, info = env.step(action)
-        out["action"][alive, t] = action[alive]
-        out["reward"][alive, t] = np.asarray(reward)[alive]
-        record(t + 1, alive.copy(), obs, info)
-        ended = alive & (np.asarray(terminated) | np.asarray(truncated))
-        out["length"][ended] = t + 1
-        out["terminated"][ended] = np.asarray(terminated)[ended]
-        out["truncated"][ended] = np.asarray(truncated)[ended]
-        alive &= ~ended
-        if not alive.any():
-            break
-    return {k: v[: len(indices)] for k, v in out.items()}
+        a = policy.act(obs)
+        obs, r, term, trunc, info = env.step(a)
+        action[:, t] = a
+        reward[:, t] = r
+        record(t + 1, obs, info)
+        done = np.logical_or(term, trunc)
+        if done.any():
+            ended = alive & done
+            length[ended] = t + 1
+            terminated[ended] = np.asarray(term)[ended]
+            truncated[ended] = np.asarray(trunc)[ended]
+            alive &= ~ended
+            if not alive.any():
+                break
+    for i in np.flatnonzero(length < steps).tolist():  # zero padding after an early end
+        end = int(length[i])
+        frames[i, end + 1 :] = 0
+        action[i, end:] = 0
+        reward[i, end:] = 0
+        for k in gt:
+            out[k][i, end + 1 :] = 0
+    return int(length[: len(indices)].sum()) + len(indices)
 
 
 def _write_shard(out_dir: Path, index: int, first: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Write one shard directory atomically; returns its ``meta["shards"]`` entry."""
+    """Write one shard directory atomically; returns its ``meta["shards"]`` entry.
+
+    All files are written (and hashed) first, then fsync'ed concurrently (one thread each: the disk
+    gets all requests at once; 2-4x faster than one after the other here), then the directory is
+    renamed into place."""
     name = _SHARD.format(index)
     for stale in out_dir.glob(f".{name}.tmp-*"):  # left by a killed writer of this (our) shard
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir / f".{name}.tmp-{os.getpid()}"
     tmp.mkdir()
-    files = {}
-    for key in sorted(arrays):
-        with open(tmp / f"{key}.npy", "wb") as f:
+    files, handles = {}, []
+    try:
+        for key in sorted(arrays):
+            a = np.ascontiguousarray(arrays[key])
+            f = open(tmp / f"{key}.npy", "wb")  # noqa: SIM115 - closed below, after the fsyncs
+            handles.append(f)
             h = _HashingFile(f)
-            np.lib.format.write_array(h, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            # the bytes of np.save (format 1.0 header, then the data), without its chunk copies
+            np.lib.format.write_array_header_1_0(h, np.lib.format.header_data_from_array_1_0(a))
+            if a.size:
+                h.write(a.reshape(-1).view(np.uint8))
             f.flush()
-            os.fsync(f.fileno())
-        files[key] = {"sha256": h.sha.hexdigest(), "bytes": h.nbytes}
+            files[key] = {"sha256": h.sha.hexdigest(), "bytes": h.nbytes}
+        with ThreadPoolExecutor(len(handles), thread_name_prefix="fsync") as pool:
+            list(pool.map(lambda f: os.fsync(f.fileno()), handles))
+    finally:
+        for f in handles:
+            f.close()
     entry = {
         "first_episode": first,
         "episodes": int(len(arrays["length"])),
@@ -434,6 +505,63 @@ def _write_shard(out_dir: Path, index: int, first: int, arrays: dict[str, np.nda
     _write_json(tmp / "shard.json", entry)
     os.replace(tmp, out_dir / name)
     return entry
+
+
+class _ShardWriter:
+    """Writes complete shards on one background thread and hands their arrays back for reuse.
+
+    sha256, ``write`` and ``fsync`` release the GIL, so writing a shard overlaps with stepping the envs
+    for the next one. At most ``max_pending`` shards wait (bounded memory); errors re-raise in the
+    collecting thread at the next :meth:`submit` / :meth:`buffer` / :meth:`finish`. ``meta.json`` is
+    refreshed after each shard, in shard completion order, on the writer thread.
+    """
+
+    def __init__(self, out_dir: Path, layout: _Layout, max_pending: int = 2) -> None:
+        self.out_dir, self.layout, self.max_pending = out_dir, layout, max_pending
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
+        self._pending: list[tuple[Future, dict[str, np.ndarray]]] = []
+        self._free: list[dict[str, np.ndarray]] = []
+
+    def _write(self, s: int, first: int, arrays: dict[str, np.ndarray]) -> None:
+        _refresh_meta(self.out_dir, {_SHARD.format(s): _write_shard(self.out_dir, s, first, arrays)})
+
+    def _reap(self, wait_oldest: bool = False) -> None:
+        if wait_oldest and self._pending:
+            self._pending[0][0].result()
+        still = []
+        for fut, arrays in self._pending:
+            if fut.done():
+                fut.result()  # re-raises the writer's error
+                self._free.append(arrays)
+            else:
+                still.append((fut, arrays))
+        self._pending = still
+
+    def buffer(self, episodes: int) -> dict[str, np.ndarray]:
+        """Arrays for a shard of ``episodes`` rows: a written shard's, else new ones."""
+        self._reap()
+        for j, arrays in enumerate(self._free):
+            if len(arrays["length"]) == episodes:
+                return self._free.pop(j)
+        return self.layout.alloc(episodes)
+
+    def submit(self, s: int, first: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write shard ``s`` (whose first episode is ``first``) from ``arrays``; do not touch them after."""
+        while len(self._pending) >= self.max_pending:
+            self._reap(wait_oldest=True)
+        self._pending.append((self._pool.submit(self._write, s, first, arrays), arrays))
+
+    def finish(self, raise_errors: bool = True) -> None:
+        """Wait for every shard; raise the first error (unless ``raise_errors`` is false)."""
+        try:
+            for fut, _ in self._pending:
+                if raise_errors:
+                    fut.result()
+                else:
+                    fut.exception()  # waits
+        finally:
+            self._pending = []
+            self._pool.shutdown(wait=True)
 
 
 def _refresh_meta(out_dir: Path, new: dict[str, dict] | None = None) -> dict[str, Any]:
@@ -552,13 +680,13 @@ def collect(
             raise FileExistsError(
                 f"{out} exists and is not a dataset folder (no meta.json); refusing to write into it"
             )
-        probe = _make_vec(spec, num_envs, env_kwargs, render=False)
+        probe, first = _make_vec(spec, num_envs, env_kwargs, render=False)
         render = not _is_image_space(probe.single_observation_space)
         if render:
             probe.close()
-            probe = _make_vec(spec, num_envs, env_kwargs, render=True)
+            probe, first = _make_vec(spec, num_envs, env_kwargs, render=True)
         env = probe
-        layout, source = _probe(env, render, steps)
+        layout, source = _probe(env, render, steps, first)
         ep_bytes = sum(
             int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(v["dtype"]).itemsize
             for v in layout.arrays.values()
@@ -594,27 +722,40 @@ def collect(
         from tqdm.auto import tqdm
 
         if env is None:
-            env = _make_vec(spec, num_envs, env_kwargs, render)
-        policies = [policy(env.single_action_space) for _ in range(env.num_envs)]
+            env, _ = _make_vec(spec, num_envs, env_kwargs, render)
+        n = env.num_envs
+        batch_policy = _batch_policy([policy(env.single_action_space) for _ in range(n)], env)
         queue = [i for s in todo for i in range(s * eps, min((s + 1) * eps, episodes))]
-        buffers: dict[int, list[dict[str, np.ndarray]]] = {}
+        rollout = layout.alloc(n)  # one batch, reused
+        shards: dict[int, tuple[dict[str, np.ndarray], list[int]]] = {}  # s -> (arrays, rows filled)
+        writer = _ShardWriter(out, layout)
         bar = tqdm(total=len(queue), unit="ep", disable=not progress, desc=f"collect {env_id}")
         start, frames = time.perf_counter(), 0
         try:
-            for b in range(0, len(queue), env.num_envs):
-                batch = queue[b : b + env.num_envs]
-                result = _run_batch(env, policies, batch, seed, steps, render, layout)
-                for row, i in enumerate(batch):
-                    buffers.setdefault(i // eps, []).append({k: v[row] for k, v in result.items()})
-                frames += int(result["length"].sum()) + len(batch)
-                for s in sorted(buffers):
+            for b in range(0, len(queue), n):
+                batch = queue[b : b + n]
+                frames += _run_batch(env, batch_policy, batch, seed, steps, render, rollout)
+                row = 0
+                while row < len(batch):  # consecutive rows of one shard are consecutive episodes
+                    s = batch[row] // eps
                     first, last = s * eps, min((s + 1) * eps, episodes)
-                    if len(buffers[s]) == last - first:
-                        rows = buffers.pop(s)
-                        arrays = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-                        _refresh_meta(out, {_SHARD.format(s): _write_shard(out, s, first, arrays)})
+                    k = min(len(batch) - row, last - batch[row])
+                    if s not in shards:
+                        shards[s] = (writer.buffer(last - first), [0])
+                    arrays, filled = shards[s]
+                    r0 = batch[row] - first
+                    for key, v in arrays.items():
+                        v[r0 : r0 + k] = rollout[key][row : row + k]
+                    filled[0] += k
+                    if filled[0] == last - first:
+                        writer.submit(s, first, shards.pop(s)[0])
+                    row += k
                 bar.update(len(batch))
                 bar.set_postfix(fps=f"{frames / (time.perf_counter() - start):.0f}")
+            writer.finish()
+        except BaseException:
+            writer.finish(raise_errors=False)  # let the shards in flight land; keep the first error
+            raise
         finally:
             bar.close()
             env.close()
