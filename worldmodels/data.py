@@ -625,7 +625,9 @@ def collect(
         episodes: number of episodes in the whole dataset (all shards, all writers).
         steps: actions per episode (``steps + 1`` frames); shorter only when the env ends it.
         policy: ``action_space -> policy`` factory, e.g. ``agents.explorers.explorer_factory("poisson")``
-            or a class; one instance per sub-env, ``reset(seed)`` per episode.
+            or a class; one instance per sub-env, ``reset(seed)`` per episode. Classes with a
+            ``vectorize`` classmethod (the explorers) act for all sub-envs in one call, with the
+            same actions as the per-env instances.
         num_envs: parallel sub-environments; the vector entry point (batched numpy) when the env
             has one, else ``AsyncVectorEnv`` with ``spawn`` for ``num_envs > 1``, else sync.
         seed: master seed; episode ``i`` uses :func:`episode_seeds` ``(seed, i)``.
