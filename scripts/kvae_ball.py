@@ -141,7 +141,7 @@ def evaluate(args: Args, t_start: float) -> dict:
     ckpt = run_dir(args) / "last"
     model = checkpoint.load(ckpt)
     state = checkpoint.load_state(ckpt) or {}
-    trained_steps = int(state.get("step", -1)) if isinstance(state, dict) else -1
+    trained_steps = int(state.get("trainer", {}).get("step", -1))
     meta = checkpoint.read_meta(ckpt)
     model.eval()
     methods: dict[str, kc.Method] = {"KVAE": kc.kvae_method(model)}
@@ -164,6 +164,7 @@ def evaluate(args: Args, t_start: float) -> dict:
             elbos.append(model.elbo(b))
     test_elbo_seq = float(torch.cat(elbos).mean())
 
+    action_cond = action_conditioning(model, tobs, tact) if args.actions else None
     out_dir = kc.RESULTS / f"kvae_{args.run_name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     ref = {"thesis KVAE smoothing (Fig. 6.3, approx.)": THESIS_BOX_SMOOTHING} if args.variant == "box" else None
@@ -176,17 +177,38 @@ def evaluate(args: Args, t_start: float) -> dict:
         "test_elbo_per_frame": test_elbo_seq / tobs.shape[1],
         "train_sequences": args.train, "test_sequences": int(tobs.shape[0]), "frames": int(tobs.shape[1]),
         "train_missing": args.train_missing,
-        "budget": {"epochs": int(state.get("epoch", -1)) if isinstance(state, dict) else -1,
-                   "steps": trained_steps, "batch_size": 32, "thesis_epochs": 80},
+        "budget": {"epochs": round(trained_steps / (args.train // 32), 2), "steps": trained_steps,
+                   "batch_size": 32, "thesis_epochs": 80},
         "model_config": meta["config"],
         "checkpoint": str(ckpt.relative_to(kc.ROOT)),
         "baselines": base_info,
         "train_wall_clock_s": _train_wall_clock(run_dir(args)),
     }
+    if action_cond is not None:
+        metrics["action_conditioning"] = action_cond
     rec = kc.result_record(f"kvae_{args.run_name}", " ".join(["python"] + sys.argv), args.seed,
                            time.time() - t_start, metrics)
     kc.write_json(kc.RESULTS / f"kvae_{args.run_name}.json", rec)
     return rec
+
+
+@torch.no_grad()
+def action_conditioning(model, tobs: torch.Tensor, tact: torch.Tensor) -> dict[str, float]:
+    """Open-loop prediction error of frames 5..T given the first 4, with the true forces vs. zero forces."""
+    N, T = tobs.shape[:2]
+    mask = torch.zeros(N, T, dtype=torch.bool)
+    mask[:, : kc.T_INIT] = True
+    out = {"true forces": 0.0, "zero forces": 0.0, "blank frames": 0.0}
+    n = 0.0
+    for i in range(0, N, 250):
+        x, u, mk = kc.to_float(tobs[i : i + 250]), tact[i : i + 250], mask[i : i + 250]
+        target = x[~mk] > 0.5
+        for name, uu in (("true forces", u), ("zero forces", torch.zeros_like(u))):
+            pred = kc.kvae_method(model)(x, uu)(mk)["KVAE filtering"]
+            out[name] += float(((pred > 0.5) != target).sum())
+        out["blank frames"] += float(target.sum())
+        n += float(target.numel())
+    return {k: v / n for k, v in out.items()}
 
 
 def _train_wall_clock(run: Path) -> float | None:
@@ -241,6 +263,14 @@ def figures(model, tobs: torch.Tensor, tact: torch.Tensor, out_dir: Path, args: 
     rows = [(f"generated #{i + 1}", torch.cat([x[i, : kc.T_INIT], im.obs[i]])) for i in range(3)]
     kc.save_gif(rows, out_dir / "generation.gif")
     np.save(out_dir / "generation_a.npy", im.extras["a"].numpy())
+    if args.actions:  # the same 4 observed frames imagined forward under the true and under zero forces
+        belief = model.observe(x[:2, : kc.T_INIT], u[:2, : kc.T_INIT])
+        true_u = model.imagine(belief, u[:2, kc.T_INIT :]).obs
+        zero_u = model.imagine(belief, torch.zeros_like(u[:2, kc.T_INIT :])).obs
+        for i in range(2):
+            rows = [("ground truth", x[i]), ("true forces", torch.cat([x[i, : kc.T_INIT], true_u[i]])),
+                    ("zero forces", torch.cat([x[i, : kc.T_INIT], zero_u[i]]))]
+            kc.save_gif(rows, out_dir / f"forces_{i}.gif")
 
 
 def main() -> None:

@@ -53,6 +53,17 @@ def _header(rec: dict) -> list[str]:
             + (f", {tw / 60:.0f} min wall clock" if tw else "")
             + f" (thesis: {b.get('thesis_epochs')} epochs); checkpoint `{m.get('checkpoint')}`"
         )
+    c = m.get("model_config")
+    if c:
+        lines.append(
+            f"- Model: a ∈ R^{c['a_dim']}, z ∈ R^{c['z_dim']}, K = {c['K']}, conv channels {tuple(c['filters'])} "
+            f"(thesis §6.8: (32, 32, 32)), Q = {c['noise_transition']}·I, R = {c['noise_emission']}·I, "
+            f"reconstruction weight {c['recon_weight']}, frames dropped in training: {c['train_drop_prob']}"
+        )
+    for label, info in (m.get("baselines") or {}).items():
+        lines.append(f"- {label}: auto-encoder (3 conv layers of 32 channels, 2-d code) trained for "
+                     f"{info['ae_steps']} updates of 64 frames, LSTM ({info['lstm_units']} units) for "
+                     f"{info['lstm_steps']} updates of 64 sequences ({info['train_sequences']} training sequences)")
     lines.append(f"- Evaluation wall clock: {rec['wall_clock_s']:.0f} s; test sequences: {m.get('test_sequences')}")
     if "test_elbo_per_frame" in m:
         lines.append(f"- Test ELBO: {m['test_elbo_per_sequence']:.2f} per sequence "
@@ -102,8 +113,9 @@ def main() -> None:
             lines += _ball_section(recs[key], title)
     miss = sorted(k for k in recs if k.startswith("kvae_box_miss"))
     if miss:
-        lines += ["### 4. Training with missing frames (§6.10, Fig. 6.6)", ""]
-        runs = [("kvae_box", 0)] if "kvae_box" in recs else []
+        lines += ["### 4. Training with missing frames (§6.10, Fig. 6.6)", "",
+                  "Same data and budget for every row (`--train 1000`); the 0% row is `kvae_box_n1000`.", ""]
+        runs = [("kvae_box_n1000", 0)] if "kvae_box_n1000" in recs else []
         runs += [(k, int(k.split("miss")[1])) for k in miss]
         keys = ["drop_0.5", "drop_0.8", "drop_1.0", "gap_9", "gap_15"]
         lines += ["| missing in training | budget (epochs) | " + " | ".join(f"smooth {k}" for k in keys)
@@ -115,8 +127,8 @@ def main() -> None:
                          + " | ".join(_fmt(c["KVAE smoothing"][q]) for q in keys) + " | "
                          + " | ".join(_fmt(c["KVAE filtering"][q]) for q in keys) + " |")
         lines.append("")
-        for k in miss:
-            lines += _header(recs[k]) + [""]
+        for k in ["kvae_box_n1000"] * ("kvae_box_n1000" in recs) + miss:
+            lines += [f"`{k}`:", ""] + _header(recs[k]) + [""]
     if "kvae_force" in recs:
         lines += _ball_section(recs["kvae_force"], "5. Action-conditioned bouncing ball (force on the ball)")
         f = recs["kvae_force"]["metrics"].get("action_conditioning")
@@ -125,6 +137,8 @@ def main() -> None:
                       "imagined frames, with the true forces vs. with zero forces:", "",
                       "| imagined with | error |", "|---|---|"]
             lines += [f"| {k} | {_fmt(v)} |" for k, v in f.items()] + [""]
+            lines += ["Videos (4 frames observed, then imagined open loop under the true vs. zero forces): "
+                      "[sequence 1](kvae_force/forces_0.gif), [sequence 2](kvae_force/forces_1.gif)", ""]
     if "kvae_pendulum" in recs:
         r = recs["kvae_pendulum"]
         m = r["metrics"]
@@ -133,8 +147,6 @@ def main() -> None:
         for k, v in m["test_elbo"].items():
             lines.append(f"| {k} | {v:.2f} | {m['thesis'].get(k, '')} |")
         lines += ["", m.get("note", ""), ""]
-    if "kvae_bench" in recs:
-        pass
     out = kc.RESULTS / "kvae.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
