@@ -57,13 +57,13 @@ ENVS = {
 @dataclass
 class Args:
     envs: tuple[str, ...] = ("ball", "nav")
-    train_episodes: int = 640
+    train_episodes: int = 320
     test_episodes: int = 128
     frames: int = 48
     context: int = 16
     horizon: int = 32
-    epochs: int = 20  # same number of updates for every model (20 epochs of 640 windows, batch 32)
-    batch_size: int = 32
+    epochs: int = 10  # same number of updates for every model (10 epochs of 320 windows, batch 16)
+    batch_size: int = 16
     seed: int = 0
     threads: int = 1
     out: str = "runs/srnn_video"
@@ -161,6 +161,8 @@ def run_env(env: str, args: Args) -> dict:
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, out_dir=str(run),
                           checkpoint_every=100, log_every=10, progress=False, tensorboard=False, **overrides)
         fit = Trainer(model, train, cfg).fit()
+        if fit.stopped == "signal":
+            raise SystemExit(f"{env}/{name}: interrupted at step {fit.step}; rerun to resume")
         wall = time.perf_counter() - t0
         model = checkpoint.load(run / "last")
         pe = prediction_error(model, test, args.context, args.horizon, spec["metric"])
@@ -201,8 +203,23 @@ def main() -> None:
     ns = p.parse_args()
     args = Args(**{**vars(ns), "envs": tuple(ns.envs)})
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    metrics = {env: run_env(env, args) for env in args.envs}
+    path = ROOT / "docs" / "results" / "srnn_video.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    budget = {"epochs": args.epochs, "batch_size": args.batch_size, "train_episodes": args.train_episodes,
+              "test_episodes": args.test_episodes, "frames": args.frames}
+    metrics = old.get("metrics", {}) if old.get("budget") == budget else {}
+    wall = old.get("wall_clock_s", 0.0) if metrics else 0.0
+    for env in args.envs:  # the JSON is rewritten after every environment
+        t0 = time.perf_counter()
+        metrics[env] = run_env(env, args)
+        wall += time.perf_counter() - t0
+        _write(path, args, budget, metrics, wall)
+    from srnn_report import write_markdown
+
+    write_markdown()
+
+
+def _write(path: Path, args: Args, budget: dict, metrics: dict, wall: float) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     out = {
@@ -211,19 +228,14 @@ def main() -> None:
         "git_commit": commit, "seed": args.seed,
         "machine": f"{os.cpu_count()} CPU cores (shared with other jobs), {platform.machine()}, "
                    f"torch {torch.__version__}, {args.threads} thread(s)",
-        "wall_clock_s": time.perf_counter() - t0,
-        "budget": {"epochs": args.epochs, "batch_size": args.batch_size, "train_episodes": args.train_episodes,
-                   "test_episodes": args.test_episodes, "frames": args.frames},
+        "wall_clock_s": wall,
+        "budget": budget,
         "context": args.context, "horizon": args.horizon,
         "metrics": metrics,
     }
-    path = ROOT / "docs" / "results" / "srnn_video.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n")
     os.replace(tmp, path)
-    from srnn_report import write_markdown
-
-    write_markdown()
 
 
 if __name__ == "__main__":

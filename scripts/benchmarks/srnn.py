@@ -19,7 +19,7 @@ from worldmodels.api import Batch
 from worldmodels.models import build_model
 from worldmodels.models.srnn import gaussian_kl
 
-B, T, THREADS, REPEATS = 16, 100, 2, 5
+B, T, THREADS, REPEATS = 16, 100, 2, 3
 
 
 def _naive_terms(model, batch: Batch, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

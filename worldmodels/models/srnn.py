@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -394,6 +395,58 @@ class StateSpaceCore(LatentSequenceModel):
         log_px = px.log_prob(obs) * mask.to(obs.dtype)  # [B, T]
         kl = gaussian_kl(ch["mu_q"], ch["std_q"], ch["mu_p"], ch["std_p"])  # [B, T]
         return {"log_px": log_px, "kl": kl, "z": ch["z"], "d": d}
+
+    def fivo(self, batch: Batch, n_particles: int = 16, ess_threshold: float = 0.5,
+             generator: torch.Generator | None = None) -> Tensor:
+        """Particle-filter bound on ``log p(x_{1:T} | u_{1:T})`` per sequence ``[B]`` (FIVO, §4.3.2, eq. (4.10)).
+
+        ``n_particles`` paths ``z^(k)`` are drawn from ``q(z_t | z_{t-1}, a_t)`` (the inference network is
+        the proposal) with incremental weights ``p(x_t | z_t, d_t) p(z_t | z_{t-1}, d_t) / q(z_t | z_{t-1}, a_t)``;
+        when the effective sample size drops below ``ess_threshold * n_particles`` the running average of
+        the weights enters the estimate and the particles are resampled (multinomial; no gradient flows
+        through the resampling, as in the thesis). With one particle this is the single-sample ELBO
+        estimator; its expectation grows towards ``log p`` with more particles.
+        """
+        c = self.config
+        obs, mask, is_first = batch.obs, batch.mask, batch.is_first
+        B, T = obs.shape[:2]
+        K = n_particles
+        if K < 1:
+            raise ValueError(f"fivo: expected n_particles >= 1, received {K}")
+        d, a = self.contexts(obs, batch.action, mask, is_first)
+        pre_p = self.prior.pre(d).repeat_interleave(K, 0)  # [B*K, T, hidden]
+        pre_q = self.posterior.pre(a).repeat_interleave(K, 0)
+        dK = d.repeat_interleave(K, 0)  # [B*K, T, d]
+        xK, mK = obs.repeat_interleave(K, 0), mask.to(obs.dtype).repeat_interleave(K, 0)  # [B*K, T, ...]
+        keep = (~is_first).to(obs.dtype).repeat_interleave(K, 0)[..., None]
+        eps = torch.randn(B * K, T, c.z_dim, generator=generator, device=obs.device, dtype=obs.dtype)
+        z = obs.new_zeros(B * K, c.z_dim)
+        log_w = obs.new_zeros(B, K)  # log weights since the last resampling
+        log_p_hat = obs.new_zeros(B)
+        log_K = math.log(K)
+        rows = torch.arange(B, device=obs.device)[:, None] * K  # [B, 1]
+        for t in range(T):
+            z = z * keep[:, t]
+            mu_p, std_p = self.prior(z, pre_p[:, t])
+            mu_q, std_q = self.posterior(z, pre_q[:, t])
+            if c.residual_q:
+                mu_q = mu_p + mu_q
+            z = mu_q + std_q * eps[:, t]
+            log_pz = torch.distributions.Normal(mu_p, std_p).log_prob(z).sum(-1)
+            log_qz = torch.distributions.Normal(mu_q, std_q).log_prob(z).sum(-1)
+            log_px = self._emit(z, dK[:, t]).log_prob(xK[:, t]) * mK[:, t]
+            log_w = log_w + (log_px + log_pz - log_qz).view(B, K)
+            if t == T - 1:
+                break
+            w = torch.softmax(log_w.detach(), -1)  # [B, K]
+            resample = 1.0 / (w**2).sum(-1) < ess_threshold * K  # [B]
+            if bool(resample.any()):
+                log_p_hat = log_p_hat + torch.where(resample, torch.logsumexp(log_w, -1) - log_K, 0.0)
+                idx = torch.multinomial(w, K, replacement=True, generator=generator)  # [B, K]
+                idx = torch.where(resample[:, None], idx, torch.arange(K, device=obs.device)[None])
+                z = z[(rows + idx).flatten()]
+                log_w = torch.where(resample[:, None], torch.zeros_like(log_w), log_w)
+        return log_p_hat + torch.logsumexp(log_w, -1) - log_K
 
     # -- WorldModel API
     @torch.no_grad()
