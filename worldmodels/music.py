@@ -50,6 +50,7 @@ __all__ = [
     "load_chorales",
     "MusicBuckets",
     "evaluate_elbo",
+    "evaluate_fivo",
     "pad_batch",
 ]
 
@@ -325,6 +326,29 @@ def evaluate_elbo(model: torch.nn.Module, data: ChoraleSet, n_samples: int = 1, 
                 batch, _ = pad_batch(rolls, action_dim)
                 for _ in range(n_samples):
                     total += model.loss(batch).metrics["elbo"] * len(rolls) * T / n_samples
+    finally:
+        model.train(was)
+    return total / data.n_frames
+
+
+@torch.no_grad()
+def evaluate_fivo(model: torch.nn.Module, data: ChoraleSet, n_particles: int = 16, seed: int = 0) -> float:
+    """The particle-filter bound (``model.fivo``, thesis §4.3.2) per time step on whole chorales, batched
+    by equal length like :func:`evaluate_elbo`; for models with a ``fivo`` method (SRNN, DMM)."""
+    if not hasattr(model, "fivo"):
+        raise TypeError(f"evaluate_fivo: {type(model).__name__} has no fivo(batch, n_particles) method")
+    was = model.training
+    model.eval()
+    by_len: dict[int, list[np.ndarray]] = {}
+    for r in data.rolls:
+        by_len.setdefault(len(r), []).append(r)
+    total = 0.0
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _, rolls in sorted(by_len.items()):
+                batch, _ = pad_batch(rolls, int(model.config.action_dim))
+                total += float(model.fivo(batch, n_particles).sum())
     finally:
         model.train(was)
     return total / data.n_frames

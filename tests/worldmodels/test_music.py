@@ -19,6 +19,7 @@ from worldmodels.music import (  # noqa: E402
     _save,
     build_chorales,
     evaluate_elbo,
+    evaluate_fivo,
     load_chorales,
     pad_batch,
     piano_roll,
@@ -141,3 +142,14 @@ def test_evaluate_elbo_is_the_exact_rnn_log_likelihood_per_frame():
         total += model.loss(batch).metrics["elbo"] * len(r)
     assert got == pytest.approx(total / data.n_frames, rel=1e-5)
     assert model.training  # the evaluation restores the mode
+
+
+def test_evaluate_fivo_is_tighter_than_the_elbo_and_needs_fivo():
+    torch.manual_seed(0)
+    model = build_model("srnn", "debug", obs_shape=(88,), action_dim=0)
+    data = _toy()
+    elbo = np.mean([evaluate_elbo(model, data, seed=s) for s in range(5)])
+    fivo = np.mean([evaluate_fivo(model, data, n_particles=16, seed=s) for s in range(5)])
+    assert np.isfinite(fivo) and elbo < fivo < 0
+    with pytest.raises(TypeError, match="fivo"):
+        evaluate_fivo(build_model("rnn", "debug", obs_shape=(88,), action_dim=1), data)
