@@ -401,7 +401,8 @@ def run_episodes(
     """Run ``episodes`` episodes of an agent on ``task``; returns metrics (and writes a GIF of episode 0).
 
     ``make_agent(objective)`` builds the agent (``reset()``, ``act(obs)``; an ``imagination`` attribute
-    holding the current plan's :class:`Imagination` is drawn in the GIF). Episode ``i`` resets the env
+    holding the current plan's :class:`Imagination` is drawn in the GIF). The GIF shows ``info["frame"]``
+    when the env gives it (:class:`agents.wrappers.BeliefObservation`), else the observation. Episode ``i`` resets the env
     with seed ``seed + i`` and draws the task's target from ``numpy.random.default_rng([seed, i])``.
 
     Returns:
@@ -428,7 +429,7 @@ def run_episodes(
             n_steps += 1
             if i == 0 and gif_path is not None:
                 im = getattr(agent, "imagination", None)
-                frames.real.append(task.draw(_frames_uint8(np.asarray(obs))))
+                frames.real.append(task.draw(_frames_uint8(np.asarray(info.get("frame", obs)))))
                 frames.plans.append(None if im is None else _frames_uint8(im.obs[0]))
             obs, _, terminated, truncated, info = env.step(action)
             history.append(task.distance(env, info))
@@ -439,7 +440,7 @@ def run_episodes(
             if terminated or truncated:
                 break
         if i == 0 and gif_path is not None:
-            frames.real.append(task.draw(_frames_uint8(np.asarray(obs))))
+            frames.real.append(task.draw(_frames_uint8(np.asarray(info.get("frame", obs)))))
             frames.plans.append(None)
         ok = task.success(env, info, history) if not task.stop_on_success else first_success is not None
         rows.append(
