@@ -1,0 +1,402 @@
+"""GTM-SM image navigation (thesis §7.4.1, §7.7.1) against RSSM / VRNN / SRNN and a no-memory baseline.
+
+One command runs everything (collect -> train every model -> evaluate -> plots, GIF, JSON, Markdown)::
+
+    .venv/bin/python scripts/gtmsm_imagenav.py                       # full budget of this script
+    .venv/bin/python scripts/gtmsm_imagenav.py --phase train --model gtmsm   # one part (resumable)
+
+Data: ``ImageNav-v0`` (32x32 image, 8x8 crop, 9x9 positions, crop offset 3·position, 5 actions, start
+in the centre, walls), Poisson action repeats (``agents.explorers.PoissonRepeat``, λ = 2). The thesis
+used CelebA faces; offline we use the procedural textures of ``envs/images.py`` (a new image per
+episode). Training windows start at the beginning of an episode (the agent starts in the centre, so
+``s = 0`` is the same place in every window, which the wall gate σ_d of eq. (7.3) needs).
+
+GTM-SM is trained with a curriculum on the window length (short windows first: the agent cannot reach
+a wall in its first 4 steps, so the linear transition of eq. (7.2) is learned before the walls; the gate
+σ_d is switched on when windows reach ``gate_from_len``). A window of T ≤ τ frames memorises its
+first half. Baselines are trained on random windows of ``baseline_len`` frames of the same episodes.
+
+Test: τ = 256 memorised frames, 256 predicted frames (T = 512), episodes from a seed never used in
+training. Metrics per prediction step 1..256: pixel MSE and binary cross-entropy of the predicted mean
+frame vs the true frame; GTM-SM state accuracy: R² of an affine map from ``s_t`` to the true position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import envs  # noqa: E402,F401  (registers ImageNav-v0)
+import worldmodels  # noqa: E402
+from agents.explorers import explorer_factory  # noqa: E402
+from worldmodels.api import Batch  # noqa: E402
+from worldmodels.data import RolloutDataset, WindowDataset, collect  # noqa: E402
+from worldmodels.models import build_model  # noqa: E402
+from worldmodels.models.gtmsm import affine_r2  # noqa: E402
+from worldmodels.train import TrainConfig, Trainer  # noqa: E402
+
+
+@dataclass
+class Args:
+    """Arguments (CleanRL style: one dataclass, read top to bottom)."""
+
+    phase: str = "all"  # data | train | eval | all
+    model: str = "all"  # gtmsm | rssm | vrnn | srnn | all (train phase)
+    out: str = "runs/gtmsm_imagenav"
+    results: str = "docs/results"
+    name: str = "gtmsm"  # results file stem
+    seed: int = 0
+    train_episodes: int = 3000
+    test_episodes: int = 64
+    image: str = "texture"
+    preset: str = "imagenav"
+    # GTM-SM curriculum: "window_length:updates,..." (windows from the episode start)
+    curriculum: str = "12:1500,24:1500,48:2000,96:2000,160:2000,288:3000"
+    gate_from_len: int = 48
+    lr: float = 1e-3
+    lr_final: float = 5e-5
+    lr_decay_steps: int = 50_000
+    batch_size: int = 16
+    baselines: str = "rssm,vrnn,srnn"
+    baseline_steps: int = 3000
+    baseline_len: int = 64
+    test_tau: int = 256
+    test_horizon: int = 256
+    threads: int = 1
+    checkpoint_every: int = 250
+
+
+TRAIN_LEN = 288  # frames per training episode: τ = 256 + 32 prediction steps (§7.7.1)
+BASELINE_PRESETS = {"rssm": ("rssm", "imagenav"), "vrnn": ("vrnn", "video"), "srnn": ("srnn", "video")}
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for f in dataclasses.fields(Args):
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    return Args(**vars(p.parse_args(argv)))
+
+
+def stages(args: Args) -> list[tuple[int, int]]:
+    out = []
+    for part in args.curriculum.split(","):
+        length, steps = part.split(":")
+        out.append((int(length), int(steps)))
+    if any(length > TRAIN_LEN for length, _ in out):
+        raise ValueError(f"curriculum: window lengths must be <= {TRAIN_LEN}, received {args.curriculum!r}")
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def data_dirs(args: Args) -> tuple[Path, Path]:
+    return Path(args.out) / "data" / "train", Path(args.out) / "data" / "test"
+
+
+def make_data(args: Args) -> None:
+    train, test = data_dirs(args)
+    kwargs = {"image": args.image}
+    policy = explorer_factory("poisson", lam=2.0)
+    collect("ImageNav-v0", train, args.train_episodes, TRAIN_LEN - 1, policy=policy, num_envs=16,
+            seed=args.seed, env_kwargs=kwargs)
+    collect("ImageNav-v0", test, args.test_episodes, args.test_tau + args.test_horizon, policy=policy,
+            num_envs=16, seed=args.seed + 10_000, env_kwargs=kwargs)
+
+
+class EpisodeStartWindows:
+    """Re-iterable of :class:`Batch`: windows from the start of random episodes, lengths by curriculum.
+
+    Batch ``i`` depends only on ``(seed, i)``, so the Trainer's resume (which skips the batches already
+    consumed) restores the data position exactly.
+    """
+
+    def __init__(self, path: Path, plan: list[tuple[int, int]], batch_size: int, seed: int) -> None:
+        self.data = RolloutDataset(path)
+        self.plan, self.batch_size, self.seed = plan, batch_size, seed
+        self.windows = {length: WindowDataset(self.data, length) for length, _ in plan}
+        self.n_episodes = self.data.num_episodes
+
+    def __len__(self) -> int:
+        return sum(n for _, n in self.plan)
+
+    def length_at(self, i: int) -> int:
+        for length, n in self.plan:
+            if i < n:
+                return length
+            i -= n
+        return self.plan[-1][0]
+
+    def __iter__(self):  # noqa: ANN204
+        for i in range(len(self)):
+            length = self.length_at(i)
+            w = self.windows[length]
+            eps = np.random.default_rng([self.seed, i]).integers(0, self.n_episodes, self.batch_size)
+            per_episode = TRAIN_LEN - length + 1  # windows per (equal-length) episode
+            idx = [int(e) * per_episode for e in eps]
+            assert all(w.position(j) == (int(e), 0) for j, e in zip(idx[:1], eps[:1]))
+            yield w.collate(w.__getitems__(idx))
+
+
+class FlatObs:
+    """Batches with frames flattened to vectors ``[B, T, C·H·W]`` (VRNN/SRNN encoders take 16/32/64 px
+    images or vectors; our 8x8 crops go in as 192-d Bernoulli vectors)."""
+
+    def __init__(self, data: WindowDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):  # noqa: ANN204
+        return self.data[i]
+
+    def __getitems__(self, idx):  # noqa: ANN001, ANN204
+        return self.data.__getitems__(idx)
+
+    def collate(self, items) -> Batch:  # noqa: ANN001
+        b = self.data.collate(items)
+        return Batch(obs=b.obs.flatten(2), action=b.action, mask=b.mask, is_first=b.is_first, state=b.state)
+
+
+def train_model(args: Args, which: str) -> Path:
+    torch.set_num_threads(args.threads)
+    train_dir, _ = data_dirs(args)
+    out_dir = Path(args.out) / which
+    if which == "gtmsm":
+        plan = stages(args)
+        gate_from = sum(n for length, n in plan if length < args.gate_from_len)
+        model = build_model("gtmsm", args.preset, wall_gate_from=gate_from)
+        data = EpisodeStartWindows(train_dir, plan, args.batch_size, args.seed)
+        cfg = TrainConfig(lr=args.lr, lr_schedule="linear", lr_final=args.lr_final, lr_decay_steps=args.lr_decay_steps,
+                          epochs=1, max_steps=len(data), batch_size=args.batch_size, seed=args.seed,
+                          out_dir=str(out_dir), checkpoint_every=args.checkpoint_every, log_every=25,
+                          tensorboard=False)
+        Trainer(model, data, cfg).fit()
+        return out_dir
+    name, preset = BASELINE_PRESETS[which]
+    windows = WindowDataset(train_dir, args.baseline_len)
+    if which == "rssm":
+        model = build_model(name, preset)
+        data, collate = windows, windows.collate
+    else:
+        model = build_model(name, preset, obs_shape=(192,), action_dim=5)
+        flat = FlatObs(windows)
+        data, collate = flat, flat.collate
+    steps_per_epoch = len(windows) // args.batch_size
+    cfg = TrainConfig(lr=args.lr, lr_schedule="constant", grad_clip=10.0, beta0=0.2 if which != "rssm" else 1.0,
+                      beta_anneal_steps=1000 if which != "rssm" else 0,
+                      epochs=max(1, -(-args.baseline_steps // steps_per_epoch)), max_steps=args.baseline_steps,
+                      batch_size=args.batch_size, seed=args.seed, out_dir=str(out_dir),
+                      checkpoint_every=args.checkpoint_every, log_every=25, tensorboard=False)
+    Trainer(model, data, cfg, collate_fn=collate).fit()
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_batches(args: Args, chunk: int = 16):  # noqa: ANN201
+    _, test_dir = data_dirs(args)
+    T = args.test_tau + args.test_horizon
+    w = WindowDataset(test_dir, T)
+    per_episode = args.test_tau + args.test_horizon + 1 - T + 1
+    n = w.data.num_episodes
+    for e0 in range(0, n, chunk):
+        idx = [e * per_episode for e in range(e0, min(n, e0 + chunk))]
+        yield w.collate(w.__getitems__(idx))
+
+
+def _bce(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-4, 1 - 1e-4)
+    return -(x * p.log() + (1 - x) * (1 - p).log())
+
+
+@torch.no_grad()
+def evaluate(args: Args) -> dict:
+    torch.set_num_threads(args.threads)
+    tau, H = args.test_tau, args.test_horizon
+    models = {}
+    for which in ["gtmsm", *[b for b in args.baselines.split(",") if b]]:
+        path = Path(args.out) / which / "last"
+        if path.exists():
+            models[which] = worldmodels.load(path)
+        else:
+            print(f"skip {which}: no checkpoint at {path}")
+    sums = {k: {"mse": torch.zeros(H, dtype=torch.float64), "bce": torch.zeros(H, dtype=torch.float64)}
+            for k in [*models, "no_memory"]}
+    n = 0
+    s_all, pose_all = [], []
+    example: dict[str, torch.Tensor] = {}
+    for batch in test_batches(args):
+        obs, act = batch.obs, batch.action
+        truth = obs[:, tau : tau + H]
+        preds = {"no_memory": obs[:, :tau].mean(1, keepdim=True).expand_as(truth)}
+        for which, model in models.items():
+            if which in ("vrnn", "srnn"):
+                im = model.predict(obs[:, :tau].flatten(2), act[:, :tau], act[:, tau : tau + H])
+                preds[which] = im.obs.reshape(truth.shape).clamp(0, 1)
+            else:
+                im = model.predict(obs[:, :tau], act[:, :tau], act[:, tau : tau + H])
+                preds[which] = im.obs.clamp(0, 1)
+            if which == "gtmsm":
+                s_mem, _ = model.rollout_states(act[:, :tau])
+                s_all.append(torch.cat([s_mem, im.extras["s"]], 1))
+                pose_all.append(batch.state[:, : tau + H])
+        for k, p in preds.items():
+            sums[k]["mse"] += (p - truth).square().mean((2, 3, 4)).sum(0).double()
+            sums[k]["bce"] += _bce(p, truth).mean((2, 3, 4)).sum(0).double()
+        if not example:
+            example = {"truth": truth[0], **{k: v[0] for k, v in preds.items()}}
+            if s_all:
+                example["s"], example["pose"] = s_all[0][0], pose_all[0][0]
+        n += obs.shape[0]
+    curves = {k: {m: (v / n).tolist() for m, v in d.items()} for k, d in sums.items()}
+    metrics: dict = {"episodes": n, "tau": tau, "horizon": H, "curves": curves, "summary": {}}
+    for k, d in curves.items():
+        mse = np.array(d["mse"])
+        metrics["summary"][k] = {
+            "mse_step1": float(mse[0]), "mse_step32": float(mse[min(31, H - 1)]),
+            "mse_step64": float(mse[min(63, H - 1)]), "mse_step256": float(mse[-1]), "mse_mean": float(mse.mean()),
+            "bce_step1": float(d["bce"][0]), "bce_step256": float(d["bce"][-1]), "bce_mean": float(np.mean(d["bce"])),
+        }
+    if s_all:
+        s, pose = torch.cat(s_all), torch.cat(pose_all)
+        metrics["state_r2_all"] = affine_r2(s, pose)
+        metrics["state_r2_prediction"] = affine_r2(s[:, tau:], pose[:, tau:])
+        metrics["state_r2_memorisation"] = affine_r2(s[:, :tau], pose[:, :tau])
+        g = metrics["summary"]["gtmsm"]
+        base = {k: v["mse_step256"] for k, v in metrics["summary"].items() if k != "gtmsm"}
+        metrics["goals"] = {
+            "step256_over_step1": g["mse_step256"] / max(g["mse_step1"], 1e-12),
+            "step256_within_1.5x_step1": g["mse_step256"] <= 1.5 * g["mse_step1"],
+            "baseline_over_gtmsm_step256": {k: v / max(g["mse_step256"], 1e-12) for k, v in base.items()},
+            "3x_lower_than_every_baseline": all(v >= 3 * g["mse_step256"] for v in base.values()),
+        }
+    plots(args, metrics, example)
+    return metrics
+
+
+def plots(args: Args, metrics: dict, example: dict) -> None:
+    import imageio.v2 as imageio
+    import matplotlib.pyplot as plt
+
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k, d in metrics["curves"].items():
+        steps = np.arange(1, len(d["mse"]) + 1)
+        axes[0].plot(steps, d["mse"], label=k)
+        axes[1].plot(steps, d["bce"], label=k)
+    for ax, lab in zip(axes, ("pixel MSE", "binary cross-entropy per pixel")):
+        ax.set_xlabel(f"prediction step (open loop, after τ = {metrics['tau']} memorised frames)")
+        ax.set_ylabel(lab)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"ImageNav test set ({metrics['episodes']} episodes): open-loop prediction error vs horizon")
+    fig.tight_layout()
+    fig.savefig(res / f"{args.name}_imagenav_error.png", dpi=110)
+    plt.close(fig)
+    if "s" in example:  # Fig. 7.2c: learned states vs true positions
+        s, pose = example["s"].double(), example["pose"].double()
+        tau = metrics["tau"]
+        X = torch.cat([s, torch.ones(len(s), 1, dtype=s.dtype)], 1)
+        W = torch.linalg.lstsq(X, pose).solution
+        fit = (X @ W).numpy()
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+        axes[0].plot(s[:tau, 1], s[:tau, 0], ".-", alpha=0.5, label="memorisation")
+        axes[0].plot(s[tau:, 1], s[tau:, 0], ".-", alpha=0.5, label="prediction")
+        axes[0].set_title("learned states s_t (raw)")
+        axes[0].legend()
+        axes[1].scatter(pose[:, 1] + 0.1 * np.random.default_rng(0).standard_normal(len(pose)),
+                        pose[:, 0] + 0.1 * np.random.default_rng(1).standard_normal(len(pose)),
+                        s=6, c="k", alpha=0.3, label="true position (jittered)")
+        axes[1].plot(fit[:, 1], fit[:, 0], "r.", ms=3, alpha=0.6, label="affine map of s_t")
+        axes[1].invert_yaxis()
+        axes[1].set_title("true vs affinely mapped learned positions")
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(res / f"{args.name}_imagenav_states.png", dpi=110)
+        plt.close(fig)
+    # side-by-side GIF: truth | each model (open-loop predictions), upscaled x6
+    keys = ["truth", *[k for k in example if k not in ("truth", "s", "pose")]]
+    frames = []
+    for t in range(example["truth"].shape[0]):
+        row = [np.kron(example[k][t].permute(1, 2, 0).numpy(), np.ones((6, 6, 1))) for k in keys]
+        sep = np.ones((48, 3, 3))
+        img = np.concatenate(sum(([r, sep] for r in row), [])[:-1], axis=1)
+        frames.append((img * 255).astype(np.uint8))
+    imageio.mimsave(res / f"{args.name}_imagenav_predictions.gif", frames, duration=0.08, loop=0)
+    (res / f"{args.name}_imagenav_predictions.txt").write_text(
+        "columns, left to right: " + ", ".join(keys)
+        + f" (open-loop predictions, prediction steps 1..{example['truth'].shape[0]})\n")
+
+
+def git_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def write_results(args: Args, metrics: dict, wall_clock: float, command: str) -> None:
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    budgets = {}
+    for which in ["gtmsm", *args.baselines.split(",")]:
+        csv = Path(args.out) / which / "metrics.csv"
+        if csv.exists():
+            lines = csv.read_text().strip().splitlines()
+            header = lines[0].split(",")
+            last = dict(zip(header, lines[-1].split(",")))
+            budgets[which] = {k: last[k] for k in ("step", "epoch", "wall_clock_s", "elapsed_s", "time_s") if k in last}
+    metrics["training"] = budgets
+    metrics["curriculum"] = args.curriculum
+    out = {
+        "experiment": "gtmsm_imagenav",
+        "command": command,
+        "git_commit": git_commit(),
+        "seed": args.seed,
+        "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), shared with other jobs",
+        "wall_clock_s": wall_clock,
+        "metrics": metrics,
+    }
+    tmp = res / f"{args.name}_imagenav.json.tmp"
+    tmp.write_text(json.dumps(out, indent=1) + "\n")
+    tmp.replace(res / f"{args.name}_imagenav.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    start = time.time()
+    if args.phase in ("data", "all"):
+        make_data(args)
+    if args.phase in ("train", "all"):
+        todo = ["gtmsm", *args.baselines.split(",")] if args.model == "all" else [args.model]
+        for which in todo:
+            if which:
+                train_model(args, which)
+    if args.phase in ("eval", "all"):
+        metrics = evaluate(args)
+        write_results(args, metrics, time.time() - start, "python scripts/gtmsm_imagenav.py " + " ".join(sys.argv[1:]))
+        print(json.dumps(metrics["summary"], indent=1))
+        for k in ("state_r2_all", "goals"):
+            if k in metrics:
+                print(k, metrics[k])
+
+
+if __name__ == "__main__":
+    main()

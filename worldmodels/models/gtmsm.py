@@ -1,0 +1,734 @@
+"""GTM-SM: Generative Temporal Model with Spatial Memory (thesis Ch. 7).
+
+Two sets of latent variables per time step (Fig. 7.1):
+
+* ``s_t`` — a low-dimensional state (position, optionally heading) driven by the one-hot actions
+  through a state-space model with prior knowledge of the agent's physics:
+
+  - ``"linear"``:   ``s_t = s_{t-1} + M a_t + ε``                                     eq. (7.2)
+  - ``"wall"``:     ``s_t = s_{t-1} + M a_t · σ_d(s_{t-1} + M a_t) + ε``              eq. (7.3)
+  - ``"rotation"``: ``s_t = s_{t-1} + R(s³_{t-1}) M a_t + ε``  (``state_dim = 3``)       eq. (7.4)
+  - ``"momentum"``: ``d_t = c_s ⊙ tanh(σ(c_f) ⊙ d_{t-1} + M a_t)``,
+    ``s_t = s_{t-1} + R(s³_{t-1}) d_t + ε``                                           §7.4.2.2
+
+  with ``ε ~ N(0, r² I)``.  When ``Batch.state`` holds the true pose, a regression loss pulls
+  ``d_t`` towards the true displacement (in the agent's frame) — the target only, never an input.
+* ``z_t`` — a VAE latent per frame, ``q(z_t | x_t)`` Gaussian.
+
+Memorisation (``t <= τ``) writes ``(s_t, μ_z, σ_z)`` into a DND (keys ``s``, values the ``z``
+statistics; §7.3.3).  Prediction (``t > τ``) reads the K nearest keys of ``s_t`` and forms the VAE
+prior ``p(z_t | s_t, m)``:
+
+* ``"mixture"``:  ``Σ_k w_k N(z | μ_k, σ_k²)``, ``w_k ∝ 1 / (d_k² + δ)`` with squared distances  §7.4.1
+* ``"combiner"``: an MLP over the retrieved ``{s̃_k, μ_k, σ_k}`` gives ``h_t``; a second MLP maps
+  ``(h_t, s̃_t)`` to a Gaussian; ``s̃ = (x, y, cos θ, sin θ)`` for 3-D states                §7.7.2
+
+The ELBO of §7.3.4 with ``q(z, s | x, a) = q(z | x) p(s | a)`` (eq. 7.2)::
+
+    F = Σ_{t>τ} E_q(z_t|x_t)[log p(x_t | z_t)] - E_p*(s_t)[KL(q(z_t | x_t) || p(z_t | s_t, m))]
+
+The KL to the mixture prior has no closed form and is estimated with the same single sample.
+The search itself is not differentiable: indices come from an exact search (torch top-k inside
+a batch, :class:`worldmodels.memory.DND` for shared memories in ``imagine``/``localize``) and the
+rows are gathered from torch tensors so gradients reach keys (states) and values (z statistics).
+
+Example:
+    >>> import torch
+    >>> from worldmodels.api import Batch
+    >>> model = GTMSM(GTMSMConfig(**GTMSMConfig.PRESETS["debug"]))
+    >>> batch = Batch(obs=torch.rand(2, 12, 1, 8, 8), action=torch.eye(5)[torch.randint(0, 5, (2, 12))])
+    >>> out = model.loss(batch)
+    >>> out.loss.shape, "elbo" in out.metrics
+    (torch.Size([]), True)
+    >>> imag = model.predict(batch.obs, batch.action, torch.eye(5)[torch.randint(0, 5, (2, 7))])
+    >>> imag.obs.shape, imag.extras["s"].shape
+    (torch.Size([2, 7, 1, 8, 8]), torch.Size([2, 7, 2]))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worldmodels.api import Batch, Belief, Imagination, LossOutput, check_shape
+from worldmodels.memory import BACKENDS, DND
+from worldmodels.models import register_model
+
+__all__ = ["GTMSMConfig", "GTMSM", "affine_r2", "knn_gather", "mixture_log_prob"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class GTMSMConfig:
+    """Hyper-parameters of :class:`GTMSM` (defaults: the ImageNav experiment of §7.4.1 / §7.7.1).
+
+    Attributes:
+        obs_shape: ``(C, H, W)`` of one frame.
+        action_dim: number of (one-hot) actions.
+        state_dim: 2 (position) or 3 (position + heading, eq. 7.4).
+        z_dim: VAE latent size (16 ImageNav, 64 Labyrinth).
+        hidden: width of the MLP encoder/decoder and of the small networks.
+        encoder: ``"mlp"`` (small frames), ``"conv"`` (32/64 px frames) or ``"auto"``.
+        likelihood: ``"bernoulli"`` (cross-entropy on [0, 1] pixels) or ``"gaussian"``.
+        obs_std: fixed pixel standard deviation of the Gaussian likelihood.
+        tau: memorisation steps of a training window (the rest is the prediction phase).
+        k: neighbours retrieved from the DND.
+        delta: stabiliser of the inverse-distance weights ``1/(d² + δ)``.
+        r: transition noise standard deviation.
+        transition: ``"linear"`` | ``"wall"`` | ``"rotation"`` | ``"momentum"`` (see module doc).
+        wall_gate_from: curriculum — the gate σ_d is forced to 1 for this many training updates.
+        prior: ``"mixture"`` (inverse-distance) or ``"combiner"`` (learned MLP, §7.7.2).
+        m_init_scale: standard deviation of the initial action matrix ``M``.
+        displacement_weight: weight of the displacement regression loss (needs ``Batch.state``).
+        min_std: floor of the encoder standard deviation.
+        kl: KL to the mixture prior: ``"mc"`` single-sample estimate ``log q(z) - log p(z)`` or
+            ``"bound"`` the closed-form upper bound ``Σ_k w_k KL(q || N(μ_k, σ_k²))`` (convexity of the
+            KL; the objective stays a lower bound of the ELBO, with much lower gradient variance).
+        memory_backend: search of a memory shared by many queries (``imagine`` with a batch-1 belief,
+            ``localize``): a :data:`worldmodels.memory.BACKENDS` name (``"auto"``: exact torch up to 16k
+            entries, exact FAISS above; ``"faiss-hnsw"`` / ``"faiss-ivf"`` approximate) or
+            ``"brute"`` (chunked torch ``cdist`` + top-k, the reference). Training always searches
+            the in-batch memories exactly in torch.
+    """
+
+    obs_shape: tuple[int, ...] = (3, 8, 8)
+    action_dim: int = 5
+    state_dim: int = 2
+    z_dim: int = 16
+    hidden: int = 256
+    encoder: str = "auto"
+    likelihood: str = "bernoulli"
+    obs_std: float = 0.1
+    tau: int = 256
+    k: int = 5
+    delta: float = 1e-4
+    r: float = 1e-3
+    transition: str = "wall"
+    wall_gate_from: int = 0
+    prior: str = "mixture"
+    m_init_scale: float = 1.0
+    displacement_weight: float = 0.0
+    min_std: float = 1e-3
+    kl: str = "bound"
+    memory_backend: str = "auto"
+
+    PRESETS: ClassVar[dict[str, dict]] = {
+        "debug": dict(obs_shape=(1, 8, 8), action_dim=5, z_dim=4, hidden=16, tau=6, k=3),
+        # §7.4.1 / §7.7.1: 32x32 image, 8x8 crop, τ = 256, K = 5, z ∈ R^16, δ = 1e-4, r = 1e-3.
+        "imagenav": dict(obs_shape=(3, 8, 8), action_dim=5, z_dim=16, hidden=256, tau=256, k=5,
+                         delta=1e-4, r=1e-3, transition="wall", wall_gate_from=2000),
+        # a small ImageNav model for the slow test and quick runs
+        "imagenav_tiny": dict(obs_shape=(3, 8, 8), action_dim=5, z_dim=8, hidden=64, tau=64, k=5,
+                              delta=1e-4, r=1e-3, transition="wall", wall_gate_from=300),
+        # §7.4.2.1 rotating agent: s = (x, y, θ), combiner prior, K = 4, z ∈ R^64, r = 1e-2.
+        "miniworld_rotate": dict(obs_shape=(3, 32, 32), action_dim=3, state_dim=3, z_dim=64, hidden=256,
+                                 tau=33, k=4, r=1e-2, transition="rotation", prior="combiner",
+                                 likelihood="gaussian", displacement_weight=1.0),
+        # §7.4.2.2 walking agent: momentum / friction / saturation + displacement loss.
+        "miniworld_walk": dict(obs_shape=(3, 32, 32), action_dim=3, state_dim=3, z_dim=64, hidden=256,
+                               tau=150, k=4, r=1e-2, transition="momentum", prior="combiner",
+                               likelihood="gaussian", displacement_weight=1.0),
+    }
+
+    def __post_init__(self) -> None:
+        self.obs_shape = tuple(int(v) for v in self.obs_shape)
+        choices = {
+            "encoder": ("auto", "mlp", "conv"),
+            "likelihood": ("bernoulli", "gaussian"),
+            "transition": ("linear", "wall", "rotation", "momentum"),
+            "prior": ("mixture", "combiner"),
+            "kl": ("mc", "bound"),
+            "memory_backend": ("brute", *BACKENDS),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GTMSMConfig.{name}: expected one of {allowed}, received {getattr(self, name)!r}")
+        if len(self.obs_shape) != 3:
+            raise ValueError(f"GTMSMConfig.obs_shape: expected (C, H, W), received {self.obs_shape}")
+        if self.transition in ("rotation", "momentum") and self.state_dim != 3:
+            raise ValueError(
+                f"GTMSMConfig: transition {self.transition!r} needs state_dim=3 (x, y, θ), received {self.state_dim}"
+            )
+        if self.state_dim not in (2, 3):
+            raise ValueError(f"GTMSMConfig.state_dim: expected 2 or 3, received {self.state_dim}")
+        if self.k < 1 or self.tau < 1:
+            raise ValueError(f"GTMSMConfig: expected k >= 1 and tau >= 1, received k={self.k}, tau={self.tau}")
+
+
+# --------------------------------------------------------------------------------------------
+# DND read: exact search (no gradient) + differentiable gather (NOTES: squared distances)
+# --------------------------------------------------------------------------------------------
+
+
+def knn_gather(
+    query: Tensor, keys: Tensor, valid: Tensor | None, k: int, chunk: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """K nearest keys of each query inside each batch element, with differentiable distances.
+
+    Args:
+        query: ``[B, Q, S]``.
+        keys: ``[B, N, S]``.
+        valid: ``[B, Q, N]`` or ``[B, 1, N]`` bool, ``False`` = entry may not be returned; or None.
+        k: neighbours (clipped to N).
+
+    Returns:
+        ``d2 [B, Q, k]`` squared distances (``inf`` for invalid entries; differentiable w.r.t.
+        query and keys) and ``idx [B, Q, k]`` indices into ``N``, nearest first.
+
+    Example:
+        >>> keys = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]])
+        >>> d2, idx = knn_gather(torch.tensor([[[0.9, 0.0]]]), keys, None, 2)
+        >>> idx.tolist(), [round(v, 2) for v in d2.flatten().tolist()]
+        ([[[1, 0]]], [0.01, 0.81])
+    """
+    B, Q, _ = query.shape
+    N = keys.shape[1]
+    k = min(k, N)
+    chunk = chunk or max(1, 2**24 // max(1, B * N))  # bound the [B, chunk, N] distance block
+    idx_parts = []
+    with torch.no_grad():
+        for q0 in range(0, Q, chunk):
+            q = query[:, q0 : q0 + chunk].detach()
+            d = torch.cdist(q, keys.detach()).square()  # [B, q, N]
+            if valid is not None:
+                v = valid if valid.shape[1] == 1 else valid[:, q0 : q0 + chunk]
+                d = d.masked_fill(~v, float("inf"))
+            idx_parts.append(d.topk(k, dim=-1, largest=False).indices)
+    idx = torch.cat(idx_parts, dim=1)  # [B, Q, k]
+    picked = gather_rows(keys, idx)  # [B, Q, k, S]
+    d2 = (picked - query.unsqueeze(2)).square().sum(-1)  # [B, Q, k]
+    if valid is not None:
+        v = valid.expand(B, Q, N) if valid.shape[1] == 1 else valid
+        ok = v.gather(2, idx)
+        d2 = d2.masked_fill(~ok, float("inf"))
+    return d2, idx
+
+
+def gather_rows(values: Tensor, idx: Tensor) -> Tensor:
+    """``values [B, N, D]``, ``idx [B, Q, k]`` -> ``[B, Q, k, D]`` (differentiable in ``values``)."""
+    B, Q, k = idx.shape
+    D = values.shape[-1]
+    flat = idx.reshape(B, Q * k, 1).expand(B, Q * k, D)
+    return values.gather(1, flat).reshape(B, Q, k, D)
+
+
+def inverse_distance_weights(d2: Tensor, delta: float) -> tuple[Tensor, Tensor]:
+    """``w_k ∝ 1 / (d_k² + δ)`` over the last dim (§7.4.1), ``inf`` distances get weight 0.
+
+    Returns ``(log_w [..., k], any_valid [...])``; rows without a valid entry get uniform weights.
+    """
+    finite = torch.isfinite(d2)
+    logits = -torch.log(torch.where(finite, d2, torch.ones_like(d2)) + delta)
+    logits = logits.masked_fill(~finite, -1e30)
+    any_valid = finite.any(-1)
+    logits = torch.where(any_valid.unsqueeze(-1), logits, torch.zeros_like(logits))
+    return torch.log_softmax(logits, dim=-1), any_valid
+
+
+def gaussian_log_prob(z: Tensor, mu: Tensor, std: Tensor) -> Tensor:
+    """Diagonal Gaussian log-density summed over the last dim."""
+    return (-0.5 * ((z - mu) / std).square() - torch.log(std) - 0.5 * _LOG_2PI).sum(-1)
+
+
+def gaussian_kl(mu_q: Tensor, std_q: Tensor, mu_p: Tensor, std_p: Tensor) -> Tensor:
+    """``KL(N(μ_q, σ_q²) || N(μ_p, σ_p²))`` of diagonal Gaussians, summed over the last dim."""
+    var_ratio = (std_q / std_p).square()
+    return 0.5 * (var_ratio + ((mu_q - mu_p) / std_p).square() - 1.0 - torch.log(var_ratio)).sum(-1)
+
+
+def mixture_log_prob(z: Tensor, log_w: Tensor, mu: Tensor, std: Tensor) -> Tensor:
+    """``log Σ_k w_k N(z | μ_k, σ_k²)``: z ``[..., D]``, log_w ``[..., K]``, mu/std ``[..., K, D]``.
+
+    Example:
+        >>> z = torch.zeros(1, 2)
+        >>> lp = mixture_log_prob(z, torch.log(torch.tensor([[0.5, 0.5]])), torch.zeros(1, 2, 2), torch.ones(1, 2, 2))
+        >>> round(float(lp), 4) == round(-math.log(2 * math.pi), 4)
+        True
+    """
+    comp = gaussian_log_prob(z.unsqueeze(-2), mu, std)  # [..., K]
+    return torch.logsumexp(log_w + comp, dim=-1)
+
+
+def affine_r2(s: Tensor, target: Tensor) -> float:
+    """R² of the least-squares affine map ``s [..., S] -> target [..., P]`` (mean over the P outputs).
+
+    The learned state space is a rotated / stretched copy of the true one (§7.4.1), so states are
+    scored after an affine fit. Example:
+        >>> s = torch.randn(50, 2)
+        >>> round(affine_r2(s, s @ torch.tensor([[0.0, 2.0], [-1.0, 0.0]]) + 3), 6)
+        1.0
+    """
+    X = torch.cat([s.reshape(-1, s.shape[-1]), torch.ones(s[..., :1].numel(), 1, dtype=s.dtype)], 1).double()
+    Y = target.reshape(-1, target.shape[-1]).double()
+    W = torch.linalg.lstsq(X, Y).solution
+    ss_res = (X @ W - Y).square().sum(0)
+    ss_tot = (Y - Y.mean(0)).square().sum(0).clamp_min(1e-12)
+    return float((1 - ss_res / ss_tot).mean())
+
+
+def state_features(s: Tensor) -> Tensor:
+    """DND key of a state: ``s`` for 2-D, ``(x, y, cos θ, sin θ)`` for 3-D states (§7.7.2)."""
+    if s.shape[-1] == 3:
+        return torch.cat([s[..., :2], torch.cos(s[..., 2:3]), torch.sin(s[..., 2:3])], dim=-1)
+    return s
+
+
+def rotate(v: Tensor, theta: Tensor) -> Tensor:
+    """``R(θ) v`` of eq. (7.4): rotate the first two components of ``v [..., 3]`` by ``θ [...]``."""
+    c, s = torch.cos(theta), torch.sin(theta)
+    x = c * v[..., 0] - s * v[..., 1]
+    y = s * v[..., 0] + c * v[..., 1]
+    return torch.stack([x, y, v[..., 2]], dim=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# VAE encoder / decoder
+# --------------------------------------------------------------------------------------------
+
+
+class _MLPEncoder(nn.Module):
+    def __init__(self, obs_shape: tuple[int, ...], hidden: int, z_dim: int) -> None:
+        super().__init__()
+        n = math.prod(obs_shape)
+        self.net = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 2 * z_dim))
+
+    def forward(self, x: Tensor) -> Tensor:  # [N, C, H, W] -> [N, 2z]
+        return self.net(x.flatten(1))
+
+
+class _MLPDecoder(nn.Module):
+    def __init__(self, obs_shape: tuple[int, ...], hidden: int, z_dim: int) -> None:
+        super().__init__()
+        self.obs_shape = obs_shape
+        self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, math.prod(obs_shape)))
+
+    def forward(self, z: Tensor) -> Tensor:  # [N, z] -> [N, C, H, W] (logits or means)
+        return self.net(z).reshape(-1, *self.obs_shape)
+
+
+class _ConvEncoder(nn.Module):
+    """Conv encoder for 16/32/64 px frames: stride-2 convs down to 4x4, then a linear head."""
+
+    def __init__(self, obs_shape: tuple[int, ...], hidden: int, z_dim: int, ch: int = 32) -> None:
+        super().__init__()
+        C, H, W = obs_shape
+        if H != W or H < 8 or H & (H - 1):
+            raise ValueError(f"GTM-SM conv encoder: expected square power-of-two frames >= 8, received {obs_shape}")
+        layers: list[nn.Module] = []
+        c, size = C, H
+        while size > 4:
+            layers += [nn.Conv2d(c, ch, 4, 2, 1), nn.ReLU()]
+            c, size = ch, size // 2
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(ch * 16, hidden), nn.ReLU(), nn.Linear(hidden, 2 * z_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.conv(x))
+
+
+class _ConvDecoder(nn.Module):
+    def __init__(self, obs_shape: tuple[int, ...], hidden: int, z_dim: int, ch: int = 32) -> None:
+        super().__init__()
+        C, H, _ = obs_shape
+        self.ch = ch
+        self.fc = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, ch * 16), nn.ReLU())
+        layers: list[nn.Module] = []
+        size = 4
+        while size < H:
+            last = size * 2 == H
+            layers += [nn.ConvTranspose2d(ch, C if last else ch, 4, 2, 1)]
+            if not last:
+                layers.append(nn.ReLU())
+            size *= 2
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.deconv(self.fc(z).reshape(-1, self.ch, 4, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+@register_model("gtmsm")
+class GTMSM(nn.Module):
+    """Generative Temporal Model with Spatial Memory (Ch. 7); implements :class:`worldmodels.api.WorldModel`.
+
+    Example:
+        >>> import torch
+        >>> model = GTMSM(GTMSMConfig(**GTMSMConfig.PRESETS["debug"]))
+        >>> obs, act = torch.rand(1, 10, 1, 8, 8), torch.eye(5)[torch.randint(0, 5, (1, 10))]
+        >>> belief = model.observe(obs, act)
+        >>> model.imagine(belief, torch.eye(5)[torch.randint(0, 5, (4, 3))]).obs.shape
+        torch.Size([4, 3, 1, 8, 8])
+        >>> model.localize(belief, obs[0, :2]).shape
+        torch.Size([2, 2])
+    """
+
+    Config = GTMSMConfig
+
+    def __init__(self, config: GTMSMConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        S, A, Z = c.state_dim, c.action_dim, c.z_dim
+        use_conv = c.encoder == "conv" or (c.encoder == "auto" and c.obs_shape[1] >= 16)
+        enc_cls, dec_cls = (_ConvEncoder, _ConvDecoder) if use_conv else (_MLPEncoder, _MLPDecoder)
+        self.encoder = enc_cls(c.obs_shape, c.hidden, Z)
+        self.decoder = dec_cls(c.obs_shape, c.hidden, Z)
+        # transition: M maps one-hot actions to displacements (agent frame for 3-D states)
+        self.M = nn.Parameter(c.m_init_scale * torch.randn(S, A))  # [S, A]
+        if c.transition == "wall":
+            self.gate = nn.Sequential(nn.Linear(S, 64), nn.Tanh(), nn.Linear(64, 1))  # σ_d, eq. (7.3)
+            nn.init.constant_(self.gate[-1].bias, 3.0)  # starts open (≈ linear transition)
+        if c.transition == "momentum":
+            self.c_f = nn.Parameter(torch.zeros(S))  # friction σ(c_f)
+            self.c_s = nn.Parameter(torch.ones(S))  # saturation scale
+        if c.prior == "combiner":
+            F_s = 4 if S == 3 else S
+            self.combine_in = nn.Sequential(
+                nn.Linear(c.k * (F_s + 2 * Z + 1), c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.hidden), nn.ReLU()
+            )
+            self.combine_out = nn.Sequential(nn.Linear(c.hidden + F_s, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 2 * Z))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    # ---------------------------------------------------------------- pieces
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``q(z | x)``: frames ``[..., C, H, W]`` -> ``(μ, σ)`` each ``[..., z]``."""
+        lead = x.shape[: -3]
+        h = self.encoder(x.reshape(-1, *self.config.obs_shape))
+        mu, pre = h.chunk(2, dim=-1)
+        std = F.softplus(pre) + self.config.min_std
+        return mu.reshape(*lead, -1), std.reshape(*lead, -1)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """``p(x | z)`` parameters (logits for Bernoulli, means for Gaussian): ``[..., z] -> [..., C, H, W]``."""
+        lead = z.shape[:-1]
+        out = self.decoder(z.reshape(-1, z.shape[-1]))
+        return out.reshape(*lead, *self.config.obs_shape)
+
+    def frame_mean(self, params: Tensor) -> Tensor:
+        """Predicted frame in [0, 1] from decoder output."""
+        return torch.sigmoid(params) if self.config.likelihood == "bernoulli" else params.clamp(0, 1)
+
+    def log_likelihood(self, params: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | z)`` summed over pixels: ``[..., C, H, W] -> [...]``."""
+        if self.config.likelihood == "bernoulli":
+            ll = -F.binary_cross_entropy_with_logits(params, x, reduction="none")
+        else:
+            std = self.config.obs_std
+            ll = -0.5 * ((x - params) / std).square() - math.log(std) - 0.5 * _LOG_2PI
+        return ll.flatten(-3).sum(-1)
+
+    def _gate_on(self) -> bool:
+        return self.config.transition == "wall" and (not self.training or int(self.updates) >= self.config.wall_gate_from)
+
+    def transition_step(self, s: Tensor, d: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean of ``p(s_t | s_{t-1}, a_t)`` and the displacement ``d_t``: s/d ``[N, S]``, a ``[N, A]``.
+
+        Implements eqs. (7.2), (7.3), (7.4) and the momentum model of §7.4.2.2 (``config.transition``).
+        """
+        c = self.config
+        Ma = a @ self.M.T  # [N, S]
+        if c.transition == "linear":
+            return s + Ma, Ma
+        if c.transition == "wall":
+            if not self._gate_on():
+                return s + Ma, Ma
+            disp = Ma * torch.sigmoid(self.gate(s + Ma))  # eq. (7.3)
+            return s + disp, disp
+        if c.transition == "rotation":
+            return s + rotate(Ma, s[..., 2]), Ma  # eq. (7.4)
+        d_new = self.c_s * torch.tanh(torch.sigmoid(self.c_f) * d + Ma)  # momentum, friction, saturation
+        return s + rotate(d_new, s[..., 2]), d_new
+
+    def rollout_states(
+        self, action: Tensor, is_first: Tensor | None = None, s0: Tensor | None = None, d0: Tensor | None = None,
+        noise: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """Ancestral sampling (``noise=True``) or the mean path of ``p*(s_t)`` (§7.3.3).
+
+        Args:
+            action: ``[B, T, A]``; ``action[:, t]`` leads to ``s_t``.
+            is_first: ``[B, T]`` — the state (and displacement) restart at 0 there.
+            s0, d0: ``[B, S]`` state and displacement before the first step (zeros by default).
+
+        Returns:
+            ``s [B, T, S]`` and displacements ``d [B, T, S]``.
+        """
+        B, T, _ = action.shape
+        S = self.config.state_dim
+        s = action.new_zeros(B, S) if s0 is None else s0
+        d = action.new_zeros(B, S) if d0 is None else d0
+        if self.config.transition == "linear" and is_first is None:
+            disp = action @ self.M.T  # [B, T, S]
+            eps = self.config.r * torch.randn_like(disp) if noise else 0.0
+            return s.unsqueeze(1) + torch.cumsum(disp + eps, dim=1), disp
+        ss, ds = [], []
+        for t in range(T):
+            if is_first is not None:
+                first = is_first[:, t].unsqueeze(-1)
+                s = torch.where(first, torch.zeros_like(s), s)
+                d = torch.where(first, torch.zeros_like(d), d)
+            s, d = self.transition_step(s, d, action[:, t])
+            if noise:
+                s = s + self.config.r * torch.randn_like(s)
+            ss.append(s)
+            ds.append(d)
+        return torch.stack(ss, 1), torch.stack(ds, 1)
+
+    def prior(
+        self, s: Tensor, keys: Tensor, mu_m: Tensor, std_m: Tensor, valid: Tensor | None, idx: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """VAE prior ``p(z_t | s_t, m)`` from the K nearest memories (§7.4.1 mixture or §7.7.2 combiner).
+
+        Args:
+            s: queries ``[B, Q, S]``; keys ``[B, N, S]``; mu_m/std_m ``[B, N, z]``;
+            valid: ``[B, Q, N]`` / ``[B, 1, N]`` bool or None.
+            idx: ``[B, Q, K]`` neighbour indices found elsewhere (a DND index); searched here when None.
+
+        Returns:
+            ``log_w [B, Q, K']``, ``mu [B, Q, K', z]``, ``std [B, Q, K', z]`` of a mixture
+            (``K' = 1`` for the combiner), and ``d2 [B, Q, K]`` the squared neighbour distances.
+        """
+        c = self.config
+        fq, fk = state_features(s), state_features(keys)
+        if idx is None:
+            d2, idx = knn_gather(fq, fk, valid, c.k)
+        else:
+            d2 = (gather_rows(fk, idx) - fq.unsqueeze(2)).square().sum(-1)
+        mu_k, std_k = gather_rows(mu_m, idx), gather_rows(std_m, idx)  # [B, Q, k, z]
+        log_w, any_valid = inverse_distance_weights(d2, c.delta)
+        none = ~any_valid.unsqueeze(-1).unsqueeze(-1)  # no memory: fall back to N(0, I)
+        if c.prior == "mixture":
+            mu_k = torch.where(none, torch.zeros_like(mu_k), mu_k)
+            std_k = torch.where(none, torch.ones_like(std_k), std_k)
+            return log_w, mu_k, std_k, d2
+        f_k = gather_rows(fk, idx)  # [B, Q, k, F]
+        finite = torch.isfinite(d2).unsqueeze(-1)
+        d_in = torch.where(finite, d2.unsqueeze(-1), torch.full_like(d2.unsqueeze(-1), 10.0))
+        rel = torch.where(finite, f_k - fq.unsqueeze(2), torch.zeros_like(f_k))
+        feats = torch.cat([rel, torch.where(finite, mu_k, 0.0), torch.where(finite, std_k.log(), 0.0), d_in], -1)
+        kk = feats.shape[2]
+        if kk < c.k:  # fewer memories than K: pad
+            feats = F.pad(feats, (0, 0, 0, c.k - kk))
+        h = self.combine_in(feats.flatten(2))  # h_t = f({s_i, z_i})
+        mu, pre = self.combine_out(torch.cat([h, fq], -1)).chunk(2, -1)
+        std = F.softplus(pre) + c.min_std
+        return log_w.new_zeros(*log_w.shape[:-1], 1), mu.unsqueeze(2), std.unsqueeze(2), d2
+
+    def _memory_split(self, T: int) -> int:
+        """τ of a window of length T: ``config.tau``, or T // 2 for windows shorter than τ + 1."""
+        return self.config.tau if T > self.config.tau else max(1, T // 2)
+
+    @staticmethod
+    def _segments(is_first: Tensor) -> Tensor:
+        return torch.cumsum(is_first.long(), dim=1)  # [B, T] episode id inside the window
+
+    def _check(self, obs: Tensor, action: Tensor) -> None:
+        c = self.config
+        if obs.dim() != 5 or tuple(obs.shape[2:]) != c.obs_shape:
+            raise ValueError(f"GTMSM: expected obs [B, T, {', '.join(map(str, c.obs_shape))}], "
+                             f"received {tuple(obs.shape)}")
+        check_shape("GTMSM action", action, (obs.shape[0], obs.shape[1], c.action_dim))
+
+    # ---------------------------------------------------------------- ELBO
+    def loss(self, batch: Batch, beta: float = 1.0) -> LossOutput:
+        """Negative ELBO of §7.3.4 per prediction step (eq. 7.2 inference), + displacement loss.
+
+        The first ``τ`` steps of the window are memorised; steps ``τ+1..T`` are scored.
+        """
+        c = self.config
+        self._check(batch.obs, batch.action)
+        B, T = batch.shape
+        S = c.state_dim
+        tau = self._memory_split(T)
+        mu_z, std_z = self.encode(batch.obs)  # [B, T, z]
+        s, d = self.rollout_states(batch.action, batch.is_first, noise=True)  # [B, T, S]
+        seg = self._segments(batch.is_first)
+        # memory: t < tau, observed; read by t >= tau from the same episode
+        keys, mu_m, std_m = s[:, :tau], mu_z[:, :tau], std_z[:, :tau]
+        valid = (seg[:, tau:].unsqueeze(-1) == seg[:, :tau].unsqueeze(1)) & batch.mask[:, :tau].unsqueeze(1)
+        log_w, mu_p, std_p, _ = self.prior(s[:, tau:], keys, mu_m, std_m, valid)
+        mu_q, std_q = mu_z[:, tau:], std_z[:, tau:]
+        z = mu_q + std_q * torch.randn_like(mu_q)  # [B, P, z]
+        rec = self.log_likelihood(self.decode(z), batch.obs[:, tau:])  # [B, P]
+        if c.kl == "mc":
+            kl = gaussian_log_prob(z, mu_q, std_q) - mixture_log_prob(z, log_w, mu_p, std_p)  # [B, P]
+        else:  # Σ_k w_k KL(q || p_k) >= KL(q || Σ_k w_k p_k)
+            kl = (log_w.exp() * gaussian_kl(mu_q.unsqueeze(2), std_q.unsqueeze(2), mu_p, std_p)).sum(-1)
+        m = batch.mask[:, tau:].float()
+        n = m.sum().clamp_min(1.0)
+        rec_m, kl_m = (rec * m).sum() / n, (kl * m).sum() / n
+        loss = -(rec_m - beta * kl_m)
+        metrics = {"elbo": float((rec_m - kl_m).detach()), "rec": float(rec_m.detach()), "kl": float(kl_m.detach()),
+                   "tau": float(tau)}
+        if c.displacement_weight > 0 and batch.state is not None:
+            target = self.true_displacement(batch.state, batch.is_first)  # [B, T, S]
+            valid_d = (~batch.is_first).float().unsqueeze(-1)
+            disp = ((d - target).square() * valid_d).sum() / valid_d.sum().clamp_min(1.0)
+            loss = loss + c.displacement_weight * disp
+            metrics["displacement_mse"] = float(disp.detach())
+        if batch.state is not None and batch.state.shape[-1] >= 2:
+            metrics["state_r2"] = affine_r2(s.detach(), batch.state[..., : min(S, batch.state.shape[-1])])
+        if self.training:
+            self.updates += 1
+        return LossOutput(loss=loss, metrics=metrics)
+
+    def true_displacement(self, pose: Tensor, is_first: Tensor) -> Tensor:
+        """Displacement targets from poses ``[B, T, P]`` (``(x, y)`` or ``(x, y, θ)``): ``[B, T, S]``.
+
+        For 3-D states the world-frame step is rotated into the agent frame of the previous pose
+        (``R(-θ_{t-1})``) and the heading change is wrapped to ``(-π, π]``; zero where ``is_first``.
+        """
+        S = self.config.state_dim
+        if pose.shape[-1] < S:
+            raise ValueError(f"GTMSM displacement loss: expected Batch.state [B, T, >= {S}], received {tuple(pose.shape)}")
+        prev = torch.cat([pose[:, :1], pose[:, :-1]], 1)
+        step = pose[..., :S] - prev[..., :S]
+        if S == 3:
+            step = torch.cat([step[..., :2], torch.atan2(torch.sin(step[..., 2:]), torch.cos(step[..., 2:]))], -1)
+            step = rotate(step, -prev[..., 2])
+        return step.masked_fill(is_first.unsqueeze(-1), 0.0)
+
+    # ---------------------------------------------------------------- WorldModel API
+    @torch.no_grad()
+    def observe(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Belief:
+        """Memorisation phase (§7.3.3): infer ``s_{1:T}`` (mean path) and write ``(s_t, μ_z, σ_z)``.
+
+        Returns a :class:`Belief` with ``state`` = ``keys [B, T, S]``, ``mu [B, T, z]``,
+        ``std [B, T, z]``, ``valid [B, T]`` (observed frames), ``s [B, S]`` and ``d [B, S]`` (last
+        state and displacement); ``features = [s_T, μ_z of the last observed frame]``.
+        """
+        self._check(obs, action)
+        B, T = obs.shape[:2]
+        mask = torch.ones(B, T, dtype=torch.bool, device=obs.device) if mask is None else mask.bool()
+        check_shape("GTMSM mask", mask, (B, T))
+        mu_z, std_z = self.encode(obs)
+        s, d = self.rollout_states(action)
+        last = (mask.long() * torch.arange(1, T + 1, device=obs.device)).argmax(1)
+        z_last = mu_z[torch.arange(B), last] * mask.any(1, keepdim=True)
+        state = {"keys": s, "mu": mu_z, "std": std_z, "valid": mask, "s": s[:, -1], "d": d[:, -1]}
+        return Belief(features=torch.cat([s[:, -1], z_last], -1), state=state)
+
+    @torch.no_grad()
+    def imagine(self, belief: Belief, actions: Tensor, sample: bool = False) -> Imagination:
+        """Prediction phase: roll ``s`` forward under candidate ``actions [N, H, A]`` and decode the prior.
+
+        The belief's batch is 1 (one memory shared by all candidates: searched with
+        :class:`worldmodels.memory.DND` when available) or ``N``.
+
+        Returns ``obs [N, H, C, H, W]`` (frame decoded from the prior mixture mean), ``latent``
+        ``[N, H, S + z]`` = ``(s_t, E[z_t])``, ``uncertainty [N, H]`` (mean prior variance of z),
+        extras ``"s" [N, H, S]`` and ``"nn_dist2" [N, H]`` (squared distance to the nearest memory:
+        large = unexplored).
+        """
+        N, H, A = actions.shape
+        if A != self.config.action_dim:
+            raise ValueError(f"GTMSM.imagine: expected actions [N, H, {self.config.action_dim}], received {tuple(actions.shape)}")
+        st = belief.state
+        Bm = st["keys"].shape[0]
+        if Bm not in (1, N):
+            raise ValueError(f"GTMSM.imagine: belief batch must be 1 or N={N}, received {Bm}")
+        s0, d0 = st["s"].expand(N, -1), st["d"].expand(N, -1)
+        s, _ = self.rollout_states(actions, s0=s0, d0=d0, noise=sample)  # [N, H, S]
+        if Bm == 1:
+            log_w, mu_p, std_p, d2 = self._shared_prior(belief, s.reshape(1, N * H, -1))
+            log_w, mu_p, std_p, d2 = (x.reshape(N, H, *x.shape[2:]) for x in (log_w, mu_p, std_p, d2))
+        else:
+            log_w, mu_p, std_p, d2 = self.prior(s, st["keys"], st["mu"], st["std"], st["valid"].unsqueeze(1))
+        w = log_w.exp().unsqueeze(-1)  # [N, H, K, 1]
+        z_mean = (w * mu_p).sum(2)  # [N, H, z]
+        z_var = (w * (std_p.square() + mu_p.square())).sum(2) - z_mean.square()
+        obs = self.frame_mean(self.decode(z_mean))
+        samples = None
+        if sample:
+            comp = torch.distributions.Categorical(logits=log_w).sample()  # [N, H]
+            pick = comp[..., None, None].expand(N, H, 1, mu_p.shape[-1])
+            z = mu_p.gather(2, pick).squeeze(2) + std_p.gather(2, pick).squeeze(2) * torch.randn_like(z_mean)
+            p = self.frame_mean(self.decode(z))
+            samples = torch.bernoulli(p) if self.config.likelihood == "bernoulli" else p
+        nn_d2 = d2[..., 0].nan_to_num(posinf=1e30)
+        return Imagination(
+            obs=obs,
+            latent=torch.cat([s, z_mean], -1),
+            uncertainty=z_var.clamp_min(0).mean(-1),
+            samples=samples,
+            extras={"s": s, "nn_dist2": nn_d2},
+        )
+
+    def _shared_prior(self, belief: Belief, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Prior for many queries ``[1, Q, S]`` against one memory (batch-1 belief), searched with
+        ``config.memory_backend`` (a :class:`worldmodels.memory.DND` index cached in the belief)."""
+        st = belief.state
+        valid = st["valid"][0]
+        keys, mu, std = st["keys"][0, valid], st["mu"][0, valid], st["std"][0, valid]
+        if keys.shape[0] == 0:
+            return self.prior(s, st["keys"][:, :1], st["mu"][:, :1], st["std"][:, :1],
+                              torch.zeros(1, 1, 1, dtype=torch.bool, device=s.device))
+        if self.config.memory_backend == "brute":
+            return self.prior(s, keys[None], mu[None], std[None], None)
+        dnd = st.get("_dnd")
+        if not isinstance(dnd, DND) or dnd.backend != self.config.memory_backend:
+            fk = state_features(keys)[None]  # [1, N, F]
+            dnd = DND(key_dim=fk.shape[-1], value_dim=1, backend=self.config.memory_backend,
+                      delta=self.config.delta, update_existing=False)
+            dnd.write(fk, torch.zeros(1, fk.shape[1], 1, dtype=fk.dtype, device=fk.device))
+            st["_dnd"] = dnd  # cached until the belief is replaced (memories are read-only in imagination)
+        k = min(self.config.k, keys.shape[0])
+        idx = dnd.read(state_features(s), k).index  # [1, Q, k] (search only; rows gathered below)
+        return self.prior(s, keys[None], mu[None], std[None], None, idx=idx.clamp_min(0))
+
+    @torch.no_grad()
+    def predict(self, obs: Tensor, action: Tensor, future_actions: Tensor) -> Imagination:
+        """``observe`` then ``imagine`` with per-sequence memories (``future_actions [B, H, A]``)."""
+        return self.imagine(self.observe(obs, action), future_actions)
+
+    @torch.no_grad()
+    def impute(self, obs: Tensor, action: Tensor, mask: Tensor) -> Tensor:
+        """Fill missing frames from the spatial memory of the observed ones: ``[B, T, C, H, W]``."""
+        belief = self.observe(obs, action, mask)
+        st = belief.state
+        log_w, mu_p, std_p, _ = self.prior(st["keys"], st["keys"], st["mu"], st["std"], st["valid"].unsqueeze(1))
+        z = (log_w.exp().unsqueeze(-1) * mu_p).sum(2)
+        pred = self.frame_mean(self.decode(z))
+        return torch.where(mask.bool()[..., None, None, None], obs, pred)
+
+    @torch.no_grad()
+    def localize(self, belief: Belief, frames: Tensor, k: int | None = None) -> Tensor:
+        """Where was this seen? Reverse DND lookup (z as key, s as value; §7.10): ``[N, C, H, W] -> [N, S]``.
+
+        The encoder mean of each frame is compared with the stored ``μ_z`` of the belief's memory
+        (batch 1, or N aligned with the frames); the estimate is the inverse-distance weighted mean
+        of the states of the ``k`` nearest stored frames (``k = config.k`` by default).
+        """
+        if frames.dim() != 4 or tuple(frames.shape[1:]) != self.config.obs_shape:
+            raise ValueError(f"GTMSM.localize: expected frames [N, {', '.join(map(str, self.config.obs_shape))}], "
+                             f"received {tuple(frames.shape)}")
+        st = belief.state
+        Nf = frames.shape[0]
+        Bm = st["keys"].shape[0]
+        if Bm not in (1, Nf):
+            raise ValueError(f"GTMSM.localize: belief batch must be 1 or N={Nf}, received {Bm}")
+        if not bool(st["valid"].any(1).all()):
+            raise ValueError("GTMSM.localize: the belief's memory is empty (no observed frame)")
+        mu_q, _ = self.encode(frames)  # [N, z]
+        if Bm == 1:
+            v = st["valid"][0]
+            d2, idx = knn_gather(mu_q[None], st["mu"][0, v][None], None, k or self.config.k)
+            s_k = gather_rows(st["keys"][0, v][None], idx)[0]  # [N, k, S]
+            d2 = d2[0]
+        else:
+            d2, idx = knn_gather(mu_q[:, None], st["mu"], st["valid"][:, None], k or self.config.k)
+            s_k = gather_rows(st["keys"], idx)[:, 0]
+            d2 = d2[:, 0]
+        log_w, _ = inverse_distance_weights(d2, self.config.delta)
+        return (log_w.exp().unsqueeze(-1) * s_k).sum(1)
