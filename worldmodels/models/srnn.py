@@ -134,7 +134,12 @@ def gaussian_kl(mu_q: Tensor, std_q: Tensor, mu_p: Tensor, std_p: Tensor) -> Ten
     return 0.5 * (var_ratio + t - 1.0 - torch.log(var_ratio)).sum(-1)
 
 
-def run_gru(gru: nn.GRU, x: Tensor, reset: Tensor | None = None, reverse: bool = False) -> Tensor:
+def _gru_weights(gru: nn.Module) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(W_ih, W_hh, b_ih, b_hh)`` of a single-layer ``nn.GRU`` for ``torch.gru_cell``."""
+    return gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0  # type: ignore[return-value]
+
+
+def run_gru(gru: nn.Module, x: Tensor, reset: Tensor | None = None, reverse: bool = False) -> Tensor:
     """Run a single-layer batch-first ``nn.GRU`` over ``x [B, T, I] -> [B, T, H]`` from a zero state.
 
     ``reset [B, T]`` (bool) zeroes the incoming state before step ``t`` (episode starts). With
@@ -156,11 +161,11 @@ def run_gru(gru: nn.GRU, x: Tensor, reset: Tensor | None = None, reverse: bool =
     if reset is None or not bool(reset[:, 1:].any()):
         out = gru(x)[0]
     else:
-        h = x.new_zeros(B, gru.hidden_size)
+        h = x.new_zeros(B, _gru_weights(gru)[1].shape[1])  # W_hh: [3H, H]
         outs = []
         for t in range(T):
             h = h * (~reset[:, t]).to(h.dtype)[:, None]
-            h = torch.gru_cell(x[:, t], h, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
+            h = torch.gru_cell(x[:, t], h, *_gru_weights(gru))
             outs.append(h)
         out = torch.stack(outs, 1)
     return out.flip(1) if reverse else out
@@ -282,7 +287,7 @@ class LatentSequenceModel(nn.Module):
     @torch.no_grad()
     def predict(self, obs: Tensor, action: Tensor, future_actions: Tensor) -> Imagination:
         """:meth:`observe` the context, then :meth:`imagine` under ``future_actions [B, H, A]``."""
-        return self.imagine(self.observe(obs, action), future_actions)
+        return self.imagine(self.observe(obs, action), future_actions)  # type: ignore[operator]
 
     def _check_actions(self, belief: Belief, actions: Tensor) -> tuple[int, int]:
         c, name = self.config, type(self).__name__
@@ -369,6 +374,7 @@ class StateSpaceCore(LatentSequenceModel):
         c = self.config
         B, T, _ = d.shape
         pre_p, pre_q = self.prior.pre(d), self.posterior.pre(a)  # [B, T, hidden]
+        assert pre_p is not None and pre_q is not None
         eps = (torch.randn(B, T, c.z_dim, generator=generator, device=d.device, dtype=d.dtype)
                if sample else None)
         keep = (~is_first).to(d.dtype)[..., None]  # [B, T, 1]
@@ -414,8 +420,9 @@ class StateSpaceCore(LatentSequenceModel):
         if K < 1:
             raise ValueError(f"fivo: expected n_particles >= 1, received {K}")
         d, a = self.contexts(obs, batch.action, mask, is_first)
-        pre_p = self.prior.pre(d).repeat_interleave(K, 0)  # [B*K, T, hidden]
-        pre_q = self.posterior.pre(a).repeat_interleave(K, 0)
+        pre_p0, pre_q0 = self.prior.pre(d), self.posterior.pre(a)
+        assert pre_p0 is not None and pre_q0 is not None
+        pre_p, pre_q = pre_p0.repeat_interleave(K, 0), pre_q0.repeat_interleave(K, 0)  # [B*K, T, hidden]
         dK = d.repeat_interleave(K, 0)  # [B*K, T, d]
         xK, mK = obs.repeat_interleave(K, 0), mask.to(obs.dtype).repeat_interleave(K, 0)  # [B*K, T, ...]
         keep = (~is_first).to(obs.dtype).repeat_interleave(K, 0)[..., None]
@@ -467,7 +474,7 @@ class StateSpaceCore(LatentSequenceModel):
         if not bool(mask[:, -1].all()):  # a missing last frame: use the model's reconstruction
             x_hat = self._emit(ch["z"][:, -1], d_T).mean
             x_last = torch.where(_frames(mask[:, -1:], obs[:, -1:])[:, 0], x_last, x_hat)
-        state = {"d": d_T, "z": z, "z_std": std, "x_prev": x_last}
+        state: dict[str, object] = {"d": d_T, "z": z, "z_std": std, "x_prev": x_last}
         return Belief(features=torch.cat([d_T, z], -1), state=state)
 
     @torch.no_grad()
@@ -490,9 +497,7 @@ class StateSpaceCore(LatentSequenceModel):
         for t in range(H):
             u = self.features.step_inputs(actions[:, t], x_prev)  # [N, U]
             if self.recurrent:
-                gru = self.rnn
-                d = torch.gru_cell(u, d.contiguous(), gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0,
-                                   gru.bias_hh_l0)
+                d = torch.gru_cell(u, d.contiguous(), *_gru_weights(self.rnn))
             else:
                 d = self.rnn(u)
             mu_p, std_p = self.prior(z, self.prior.pre(d))
@@ -501,11 +506,13 @@ class StateSpaceCore(LatentSequenceModel):
             px = self._emit(z, d)
             x_mean = px.mean
             x_s = px.sample(generator) if sample else x_mean
-            means.append(x_mean), samples.append(x_s), lat.append(torch.cat([d, z], -1))
+            means.append(x_mean)
+            samples.append(x_s)
+            lat.append(torch.cat([d, z], -1))
             unc.append((std_p**2).mean(-1))
             x_prev = x_s
         # belief after the last step (z is already a prior mean/sample: no extra noise when continuing)
-        after = {"d": d, "z": z, "z_std": torch.zeros_like(z), "x_prev": x_prev}
+        after: dict[str, object] = {"d": d, "z": z, "z_std": torch.zeros_like(z), "x_prev": x_prev}
         return Imagination(obs=torch.stack(means, 1), latent=torch.stack(lat, 1),
                            uncertainty=torch.stack(unc, 1),
                            samples=torch.stack(samples, 1) if sample else None,

@@ -156,7 +156,7 @@ class VRNN(LatentSequenceModel):
         if not bool(mask[:, -1].all()):
             x_hat = self._emit(z, d).mean
             x_last = torch.where(_frames(mask[:, -1:], obs[:, -1:])[:, 0], x_last, x_hat)
-        state = {"d": d, "z": z, "z_std": ch["std_q"][:, -1], "x_prev": x_last}
+        state: dict[str, object] = {"d": d, "z": z, "z_std": ch["std_q"][:, -1], "x_prev": x_last}
         return Belief(features=torch.cat([d, z], -1), state=state)
 
     @torch.no_grad()
@@ -180,11 +180,13 @@ class VRNN(LatentSequenceModel):
                                            dtype=d.dtype) if sample else mu_p
             px = self._emit(z, d)
             x_s = px.sample(generator) if sample else px.mean
-            means.append(px.mean), samples.append(x_s), lat.append(torch.cat([d, z], -1))
+            means.append(px.mean)
+            samples.append(x_s)
+            lat.append(torch.cat([d, z], -1))
             unc.append((std_p**2).mean(-1))
             x_prev = x_s
         # belief after the last step (z is already a prior mean/sample: no extra noise when continuing)
-        after = {"d": d, "z": z, "z_std": torch.zeros_like(z), "x_prev": x_prev}
+        after: dict[str, object] = {"d": d, "z": z, "z_std": torch.zeros_like(z), "x_prev": x_prev}
         return Imagination(obs=torch.stack(means, 1), latent=torch.stack(lat, 1),
                            uncertainty=torch.stack(unc, 1),
                            samples=torch.stack(samples, 1) if sample else None,
