@@ -168,7 +168,7 @@ def test_ppo_learns_inside_an_exact_model() -> None:
     assert (actions == 2).all(), actions
 
 
-@pytest.mark.parametrize("name", ["rnn", "kvae", "srnn", "vrnn", "dmm"])
+@pytest.mark.parametrize("name", ["rnn", "kvae", "srnn", "vrnn", "dmm", "rssm", "gtmsm"])
 def test_models_continue_imagination_exactly(name) -> None:
     """imagine(b, a[:, :2]) then imagine(belief, a[:, 2:]) == imagine(b, a) (for every model returning a belief)."""
     torch.manual_seed(0)

@@ -48,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -399,6 +400,7 @@ class GTMSM(nn.Module):
             )
             self.combine_out = nn.Sequential(nn.Linear(c.hidden + F_s, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 2 * Z))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self._dnd_cache: weakref.WeakKeyDictionary[Tensor, DND] = weakref.WeakKeyDictionary()
 
     # ---------------------------------------------------------------- pieces
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -639,7 +641,7 @@ class GTMSM(nn.Module):
         if Bm not in (1, N):
             raise ValueError(f"GTMSM.imagine: belief batch must be 1 or N={N}, received {Bm}")
         s0, d0 = st["s"].expand(N, -1), st["d"].expand(N, -1)
-        s, _ = self.rollout_states(actions, s0=s0, d0=d0, noise=sample)  # [N, H, S]
+        s, d_path = self.rollout_states(actions, s0=s0, d0=d0, noise=sample)  # [N, H, S] each
         if Bm == 1:
             log_w, mu_p, std_p, d2 = self._shared_prior(belief, s.reshape(1, N * H, -1))
             log_w, mu_p, std_p, d2 = (x.reshape(N, H, *x.shape[2:]) for x in (log_w, mu_p, std_p, d2))
@@ -663,6 +665,11 @@ class GTMSM(nn.Module):
             uncertainty=z_var.clamp_min(0).mean(-1),
             samples=samples,
             extras={"s": s, "nn_dist2": nn_d2},
+            belief=Belief(  # after the last step: same memory (read-only in prediction), moved state
+                features=torch.cat([s[:, -1], z_mean[:, -1]], -1),
+                state={**{k: st[k].expand(N, *st[k].shape[1:]) for k in ("keys", "mu", "std", "valid")},
+                       "s": s[:, -1], "d": d_path[:, -1]},
+            ),
         )
 
     def _shared_prior(self, belief: Belief, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -676,13 +683,13 @@ class GTMSM(nn.Module):
                               torch.zeros(1, 1, 1, dtype=torch.bool, device=s.device))
         if self.config.memory_backend == "brute":
             return self.prior(s, keys[None], mu[None], std[None], None)
-        dnd = st.get("_dnd")
-        if not isinstance(dnd, DND) or dnd.backend != self.config.memory_backend:
+        dnd = self._dnd_cache.get(st["keys"])  # one index per memory, built on first use
+        if dnd is None or dnd.backend != self.config.memory_backend:
             fk = state_features(keys)[None]  # [1, N, F]
             dnd = DND(key_dim=fk.shape[-1], value_dim=1, backend=self.config.memory_backend,
                       delta=self.config.delta, update_existing=False)
             dnd.write(fk, torch.zeros(1, fk.shape[1], 1, dtype=fk.dtype, device=fk.device))
-            st["_dnd"] = dnd  # cached until the belief is replaced (memories are read-only in imagination)
+            self._dnd_cache[st["keys"]] = dnd  # dropped with the belief's key tensor (weak reference)
         k = min(self.config.k, keys.shape[0])
         idx = dnd.read(state_features(s), k).index  # [1, Q, k] (search only; rows gathered below)
         return self.prior(s, keys[None], mu[None], std[None], None, idx=idx.clamp_min(0))

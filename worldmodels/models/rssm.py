@@ -245,6 +245,7 @@ class RSSM(nn.Module):
             latent=torch.cat([h_all, s_all], -1),
             uncertainty=torch.stack(stds, 1).square().mean(-1),
             samples=d.sample() if sample else None,
+            belief=Belief(features=torch.cat([h, s], -1), state={"h": h, "s": s}),  # after the last step
         )
 
     @torch.no_grad()
