@@ -400,7 +400,7 @@ class GTMSM(nn.Module):
             )
             self.combine_out = nn.Sequential(nn.Linear(c.hidden + F_s, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 2 * Z))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-        self._dnd_cache: weakref.WeakKeyDictionary[Tensor, DND] = weakref.WeakKeyDictionary()
+        self._dnd_cache: dict[int, tuple[weakref.ref, DND]] = {}  # id(belief keys) -> index
 
     # ---------------------------------------------------------------- pieces
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -683,13 +683,15 @@ class GTMSM(nn.Module):
                               torch.zeros(1, 1, 1, dtype=torch.bool, device=s.device))
         if self.config.memory_backend == "brute":
             return self.prior(s, keys[None], mu[None], std[None], None)
-        dnd = self._dnd_cache.get(st["keys"])  # one index per memory, built on first use
+        entry = self._dnd_cache.get(id(st["keys"]))  # one index per memory, built on first use
+        dnd = entry[1] if entry is not None and entry[0]() is st["keys"] else None
         if dnd is None or dnd.backend != self.config.memory_backend:
             fk = state_features(keys)[None]  # [1, N, F]
             dnd = DND(key_dim=fk.shape[-1], value_dim=1, backend=self.config.memory_backend,
                       delta=self.config.delta, update_existing=False)
             dnd.write(fk, torch.zeros(1, fk.shape[1], 1, dtype=fk.dtype, device=fk.device))
-            self._dnd_cache[st["keys"]] = dnd  # dropped with the belief's key tensor (weak reference)
+            self._dnd_cache[id(st["keys"])] = (weakref.ref(st["keys"]), dnd)
+            weakref.finalize(st["keys"], self._dnd_cache.pop, id(st["keys"]), None)  # dropped with the belief
         k = min(self.config.k, keys.shape[0])
         idx = dnd.read(state_features(s), k).index  # [1, Q, k] (search only; rows gathered below)
         return self.prior(s, keys[None], mu[None], std[None], None, idx=idx.clamp_min(0))
