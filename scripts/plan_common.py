@@ -84,6 +84,7 @@ def _table(rows: dict[str, dict[str, Any]], cols: list[tuple[str, str, str]]) ->
 
 AGENT_COLS = [("success_rate", "success", ".0%"), ("mean_steps", "steps to success", ".1f"),
               ("mean_return", "return (−Σ distance)", ".1f"), ("mean_final_distance", "final distance", ".2f"),
+              ("mean_optimal_steps", "optimal steps", ".1f"), ("mean_extra_steps", "extra steps (successes)", ".2f"),
               ("plan_seconds_per_step", "s / step", ".2f")]
 
 TITLES = {

@@ -1,0 +1,227 @@
+"""Experiment 1: ImageNav goal reaching with memory (GTM-SM, thesis Ch. 7) against memory-less models.
+
+Protocol per episode (``ImageNav-v0``: 9x9 grid of 8x8 crops over a 32x32 texture, walls at the border,
+env seeds never used in training):
+
+1. Exploration: ``τ = 256`` steps of the Poisson-repeat random explorer (λ = 2, as in the training data);
+   every agent's world model observes these frames and actions.
+2. Goal: the crop at a random previously visited cell (not the current one) is shown. Optimal steps =
+   breadth-first shortest path on the true grid; the agent has ``2 x optimal`` steps.
+3. Agents: **GTM-SM** localises the goal in its spatial memory (``GTMSM.localize``: reverse DND lookup,
+   goal crop -> state ``s``) and plans in ``s`` (categorical CEM, objective ``goal_state``); **RSSM** /
+   **SRNN** plan towards the goal crop in pixel space (``goal_image`` on their imagined frames: they have
+   no memory to localise with); the **random explorer** continues exploring; the **true-dynamics shortest
+   path** is the optimum (BFS). All agents see the same episodes, explorations and goals.
+
+Metrics: success = standing on the goal cell within ``2 x optimal`` steps; extra steps = steps taken minus
+optimal (successful episodes).
+
+Run: ``python scripts/plan_imagenav.py`` (checkpoints from ``scripts/gtmsm_imagenav.py``:
+``runs/gtmsm_imagenav/{gtmsm,rssm,srnn}/last``; a missing checkpoint is skipped and reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import plan_common as pc  # noqa: E402
+
+
+@dataclass
+class Args:
+    gtmsm: str = "runs/gtmsm_imagenav/gtmsm/last"
+    rssm: str = "runs/gtmsm_imagenav/rssm/last"
+    srnn: str = "runs/gtmsm_imagenav/srnn/last"
+    episodes: int = 20
+    tau: int = 256
+    horizon: int = 16
+    candidates: int = 300
+    iterations: int = 3
+    env_kwargs: str = "{}"
+    seed: int = 50_000  # env seeds seed .. seed + episodes - 1 (training data uses small seeds)
+    threads: int = 1
+    name: str = "imagenav"
+
+
+def parse(argv: list[str] | None = None) -> Args:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for k, v in vars(Args()).items():
+        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    return Args(**vars(p.parse_args(argv)))
+
+
+def shortest_path(blocked: Any, start: tuple[int, int], goal: tuple[int, int]) -> int:
+    """Breadth-first shortest path length on the grid (4 moves, ``blocked [P, P]`` cells impassable)."""
+    from envs.image_nav import MOVES
+
+    P = blocked.shape[0]
+    dist = {start: 0}
+    queue = deque([start])
+    while queue:
+        cell = queue.popleft()
+        if cell == goal:
+            return dist[cell]
+        for dr, dc in MOVES[:4]:
+            nxt = (cell[0] + int(dr), cell[1] + int(dc))
+            if 0 <= nxt[0] < P and 0 <= nxt[1] < P and not blocked[nxt] and nxt not in dist:
+                dist[nxt] = dist[cell] + 1
+                queue.append(nxt)
+    raise ValueError(f"goal {goal} is not reachable from {start}")
+
+
+def explore(env: Any, seed: int, tau: int) -> dict[str, Any]:
+    """Reset with ``seed`` and run the Poisson explorer for ``tau`` steps; draw the goal."""
+    import numpy as np
+
+    from agents.explorers import PoissonRepeat
+
+    obs, info = env.reset(seed=seed)
+    explorer = PoissonRepeat(env.action_space, lam=2.0)
+    explorer.reset(seed)
+    frames, actions, poses = [obs], [None], [tuple(int(v) for v in info["pose"])]
+    for _ in range(tau):
+        a = explorer.act(obs)
+        obs, _, _, _, info = env.step(a)
+        frames.append(obs), actions.append(int(a)), poses.append(tuple(int(v) for v in info["pose"]))
+    here = poses[-1]
+    visited = sorted(set(poses) - {here})
+    rng = np.random.default_rng([seed, 1])
+    goal = visited[int(rng.integers(len(visited)))]
+    core = env.unwrapped.core
+    goal_obs = core.crops(np.array([goal]))[0]
+    optimal = shortest_path(core.blocked[0], here, goal)
+    return {"frames": frames, "actions": actions, "poses": poses, "goal": goal, "goal_obs": goal_obs,
+            "optimal": optimal, "explorer": explorer, "obs": obs}
+
+
+def run_agent(env: Any, seed: int, tau: int, kind: str, model: Any, args: Args,
+              gif: Path | None = None) -> dict[str, Any]:
+    """One episode of agent ``kind`` (``random``, ``gtmsm``, ``pixels``) after the shared exploration."""
+    import torch
+
+    from agents.mpc import MPCAgent
+    from agents.objectives import goal_image, goal_state
+    from agents.planners import CategoricalCEM
+    from agents.tasks import _frames_uint8, plan_gif
+    from worldmodels.api import frames_to_tensor
+
+    ep = explore(env, seed, tau)
+    budget = 2 * ep["optimal"]
+    obs = ep["obs"]
+    agent: Any = None
+    if kind != "random":
+        planner = CategoricalCEM(env.action_space, args.horizon, num_candidates=args.candidates,
+                                 num_elites=max(args.candidates // 10, 2), iterations=args.iterations, seed=seed)
+        goal_x = frames_to_tensor(ep["goal_obs"])  # [C, h, w]
+        agent = MPCAgent(model, planner, goal_image(goal_x), env.action_space)
+        for frame, a in zip(ep["frames"], ep["actions"]):
+            agent.observe(frame, a)
+        if kind == "gtmsm":  # where was the goal seen? reverse lookup in the spatial memory
+            with torch.no_grad():
+                s_goal = model.localize(agent.belief, goal_x[None])[0]
+            agent.objective = goal_state(s_goal)
+    real, plans = [], []
+    steps, success = 0, False
+    pose = ep["poses"][-1]
+    while steps < budget:
+        if agent is None:
+            a = ep["explorer"].act(obs)
+        else:
+            a = agent.act(obs if steps else None)  # the first frame was observed with the exploration
+        if gif is not None:
+            real.append(_frames_uint8(obs))
+            im = None if agent is None else agent.imagination
+            plans.append(None if im is None else _frames_uint8(im.obs[0]))
+        obs, _, _, _, info = env.step(a)
+        steps += 1
+        pose = tuple(int(v) for v in info["pose"])
+        if pose == ep["goal"]:
+            success = True
+            break
+    if gif is not None:
+        real.append(_frames_uint8(obs))
+        plans.append(None)
+        plan_gif(gif, real, plans, title=f"goal cell {ep['goal']}, optimal {ep['optimal']} steps")
+    return {"success": success, "steps": steps, "optimal": ep["optimal"], "extra": steps - ep["optimal"],
+            "final_distance": abs(pose[0] - ep["goal"][0]) + abs(pose[1] - ep["goal"][1])}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    ok = [r for r in rows if r["success"]]
+    return {
+        "success_rate": float(np.mean([r["success"] for r in rows])),
+        "mean_extra_steps": float(np.mean([r["extra"] for r in ok])) if ok else None,
+        "mean_steps": float(np.mean([r["steps"] for r in rows])),
+        "mean_optimal_steps": float(np.mean([r["optimal"] for r in rows])),
+        "mean_final_distance": float(np.mean([r["final_distance"] for r in rows])),
+        "episodes": rows,
+    }
+
+
+def run(args: Args, models: dict[str, tuple[str, Any]], progress: bool = True) -> dict[str, dict[str, Any]]:
+    """All agents on ``args.episodes`` shared episodes; ``models``: label -> (kind, model)."""
+    import json
+
+    import gymnasium as gym
+    from tqdm.auto import tqdm
+
+    import envs  # noqa: F401
+
+    env = gym.make("ImageNav-v0", **json.loads(args.env_kwargs))
+    seeds = range(args.seed, args.seed + args.episodes)
+    results: dict[str, dict[str, Any]] = {}
+    agents = [("random explorer", "random", None)] + [(k, kind, m) for k, (kind, m) in models.items()]
+    for label, kind, model in agents:
+        rows = []
+        for i, s in enumerate(tqdm(seeds, desc=label, disable=not progress, unit="ep")):
+            gif = pc.MEDIA / f"{args.name}_{label.split()[0].lower().replace('-', '')}.gif" if i == 0 else None
+            rows.append(run_agent(env, s, args.tau, kind, model, args, gif))
+        results[label] = summarise(rows)
+    opt = [explore(env, s, args.tau)["optimal"] for s in seeds]
+    results["true-dynamics shortest path"] = summarise(
+        [{"success": True, "steps": o, "optimal": o, "extra": 0, "final_distance": 0} for o in opt])
+    return results
+
+
+def main() -> None:
+    args = parse()
+    import torch
+
+    from worldmodels.checkpoint import load
+
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    models, notes = {}, []
+    for label, kind, path in (("GTM-SM", "gtmsm", args.gtmsm), ("RSSM", "pixels", args.rssm),
+                              ("SRNN", "pixels", args.srnn)):
+        if path and (Path(path) / "config.json").exists():
+            models[label] = (kind, load(path))
+            notes.append(f"{label}: `{path}`.")
+        else:
+            notes.append(f"{label}: no checkpoint at `{path}` when this ran — not evaluated (missing, not zero).")
+    res = run(args, models)
+    notes.append(f"{args.episodes} episodes (env seeds {args.seed}..{args.seed + args.episodes - 1}), τ = {args.tau} "
+                 f"exploration steps, budget 2 x optimal; categorical CEM horizon {args.horizon}, "
+                 f"{args.candidates} candidates, {args.iterations} iterations.")
+    metrics = {"goal_reaching": res}
+    pc.bar_plot(pc.MEDIA / f"{args.name}_success.png", {k: v["success_rate"] for k, v in res.items()},
+                "success rate (within 2x optimal)", "ImageNav: return to a remembered cell after τ steps")
+    cmd = "python scripts/plan_imagenav.py " + " ".join(sys.argv[1:])
+    pc.write_json(args.name, cmd, args.seed, time.time() - t0, metrics, notes)
+    print(pc.write_report())
+    for k, m in res.items():
+        print(f"{k:>28}: success {m['success_rate']:.0%}  extra steps {m['mean_extra_steps']}")
+
+
+if __name__ == "__main__":
+    main()
