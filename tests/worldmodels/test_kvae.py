@@ -202,6 +202,11 @@ def test_imagine_continues_the_filter_of_a_masked_tail():
     C = out["C"][:, T - H :]
     a_cov = C @ out["z_filt_cov"][:, T - H :] @ C.mT + m.R
     torch.testing.assert_close(im.uncertainty, a_cov.diagonal(dim1=-2, dim2=-1).sum(-1))
+    # imagination continues from Imagination.belief: 2 + 2 steps == 4 steps
+    bel = m.observe(obs[:, : T - H], act[:, : T - H])
+    first = m.imagine(bel, act[:, T - H : T - 2])
+    rest = m.imagine(first.belief, act[:, T - 2 :])
+    torch.testing.assert_close(torch.cat([first.latent, rest.latent], 1), im.latent)
     # a belief of batch 1 is shared by N candidate action sequences
     bel = m.observe(obs[:1, :4], act[:1, :4])
     im2 = m.imagine(bel, act[:, 4:])
