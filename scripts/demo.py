@@ -147,6 +147,36 @@ def step_kvae_impute(ctx: dict, steps: int = 1200, seed: int = SEED) -> None:
 STEPS.append(step_kvae_impute)
 
 
+def step_plan(ctx: dict, steps: int = 12, seed: int = SEED) -> None:
+    """Planning: MPC (CEM) pushes the ball into a target region; GIF of real frames beside the imagined plan."""
+    import gymnasium as gym
+    import torch
+
+    from agents.mpc import MPCAgent
+    from agents.planners import CEM
+    from agents.tasks import BallRegionTask, SimulatorModel, run_episodes
+    from worldmodels.checkpoint import load
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    env = gym.make("BouncingBallForce-v0", max_episode_steps=steps)
+    ckpt = ROOT / "runs" / "kvae_force" / "last"  # written by `python scripts/kvae_ball.py --variant force`
+    model, label = (load(ckpt), "KVAE runs/kvae_force/last") if ckpt.exists() else (
+        SimulatorModel(env), "true dynamics (no KVAE checkpoint yet)")
+    planner = CEM(env.action_space, horizon=6, num_candidates=100, num_elites=10, iterations=2, seed=seed)
+    out = run_episodes(env, BallRegionTask(max_steps=steps),
+                       lambda obj: MPCAgent(model, planner, obj, env.action_space, max_context=8),
+                       episodes=1, seed=seed, gif_path=OUT / "plan_ball.gif", gif_title=label, progress=False)
+    print(f"   planning with {label}: final distance to the region {out['mean_final_distance']:.2f} px, "
+          f"{out['plan_seconds_per_step']:.2f} s per planning step")
+    print(f"wrote {(OUT / 'plan_ball.gif').relative_to(ROOT)} (real frame | open-loop imagination of the plan; "
+          "green box = target region)")
+    torch.set_num_threads(threads)
+
+
+STEPS.append(step_plan)
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     ctx: dict = {}
