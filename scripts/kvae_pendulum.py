@@ -80,7 +80,12 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = build_model(name, preset, **over)
         best = (-float("inf"), -1)
+        done = 0  # epochs already trained by an interrupted run (resumed from run/last)
+        if (run / "last").exists():
+            done = int((checkpoint.load_state(run / "last") or {}).get("trainer", {}).get("epoch", 0))
         for stop in range(5, args.epochs + 1, 5):  # train in chunks of 5 epochs, keep the best on validation
+            if stop < done:
+                continue
             cfg = TrainConfig(lr=0.003, lr_schedule="constant", grad_clip=150.0, batch_size=32, epochs=stop,
                               seed=args.seed, out_dir=str(run), checkpoint_every=0, log_every=5,
                               freeze_until={"alpha_net": 5} if name == "kvae" else {})
