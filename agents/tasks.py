@@ -281,13 +281,8 @@ class SimulatorModel:
         return Belief(features=feats.float(), state={"core": core})  # type: ignore[dict-item]
 
     def imagine(self, belief: Belief, actions: Tensor) -> Imagination:
-        src = belief.state["core"]
         N, H = actions.shape[:2]
-        core = copy.copy(src)
-        for k, v in vars(src).items():  # per-copy arrays [1, ...] -> [N, ...]
-            if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == 1:
-                setattr(core, k, np.repeat(v, N, axis=0))
-        core.num = N
+        core = _expand_core(belief.state["core"], N)
         frames, rewards, states = [], [], []
         for t in range(H):
             a = actions[:, t]
@@ -309,6 +304,28 @@ class SimulatorModel:
             uncertainty=torch.zeros(N, H),
             extras={"s": s, "reward": torch.stack(rewards, 1)},
         )
+
+
+def _expand_core(src: Any, n: int) -> Any:
+    """A fresh core of ``n`` copies holding the state of the 1-copy core ``src``.
+
+    State = the per-copy arrays (first dim 1) of ``src`` that differ from a freshly built 1-copy core;
+    they are broadcast in place into the fresh ``n``-copy core (views such as ImageNav's crop windows stay
+    valid; per-copy constants such as row indices keep their ``n``-copy values).
+    """
+    cls = type(src)
+    extra = {"source": src.source} if hasattr(src, "source") else {}
+    fresh1, core = cls(1, src.cfg, **extra), cls(n, src.cfg, **extra)
+    for k, v in vars(src).items():
+        if not isinstance(v, np.ndarray) or v.ndim == 0 or v.shape[0] != 1:
+            continue
+        f1, fn = getattr(fresh1, k, None), getattr(core, k, None)
+        if not isinstance(fn, np.ndarray) or fn.shape != (n, *v.shape[1:]) or not fn.flags.writeable:
+            continue
+        if isinstance(f1, np.ndarray) and f1.shape == v.shape and np.array_equal(f1, v):
+            continue  # unchanged since construction: a constant (e.g. row indices)
+        fn[...] = v
+    return core
 
 
 class RandomAgent:
