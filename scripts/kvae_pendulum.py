@@ -94,8 +94,11 @@ def main() -> None:
             print(f"{label}: epoch {stop}, validation ELBO {v:.2f}", flush=True)
             if v > best[0]:
                 best = (v, stop)
-                checkpoint.save(kc.RUNS / f"kvae_pendulum_best_{name}_{preset}", model)
-        best_model = checkpoint.load(kc.RUNS / f"kvae_pendulum_best_{name}_{preset}")
+                checkpoint.save(kc.RUNS / f"kvae_pendulum_best_{name}_{preset}", model, metadata={"epoch": stop})
+        best_path = kc.RUNS / f"kvae_pendulum_best_{name}_{preset}"
+        best_model = checkpoint.load(best_path)
+        if best[1] < 0:  # every chunk was trained by an earlier invocation: take the epoch from the checkpoint
+            best = (best[0], int(checkpoint.read_meta(best_path)["metadata"].get("epoch", -1)))
         results[label] = elbo_per_sequence(best_model, *sets["test"], args.seed)
         best_epochs[label] = best[1]
         walls[label] = round(time.time() - t, 1)

@@ -47,6 +47,7 @@ def _header(rec: dict) -> list[str]:
     ]
     if b:
         tw = m.get("train_wall_clock_s")
+        tw = tw if isinstance(tw, (int, float)) else None
         lines.append(
             f"- Training budget: {b.get('epochs')} epochs = {b.get('steps')} updates of batch {b.get('batch_size')} "
             f"on {m.get('train_sequences')} sequences of {m.get('frames')} frames"
