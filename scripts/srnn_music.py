@@ -43,17 +43,20 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "vrnn": ("vrnn", "music"),
     "dmm": ("dmm", "music"),
     "rnn": ("rnn", "music"),
+    # the same run as srnn_smooth_resq continued for a longer budget (started from its checkpoint)
+    "srnn_smooth_resq_long": ("srnn", "music"),
 }
 LABELS = {
     "srnn_smooth_resq": "SRNN (smooth+Res_q)", "srnn_smooth": "SRNN (smooth)",
     "srnn_filt_resq": "SRNN (filt+Res_q)", "srnn_filt": "SRNN (filt)",
     "vrnn": "VRNN", "dmm": "DMM (smooth)", "rnn": "RNN (exact)",
+    "srnn_smooth_resq_long": "SRNN (smooth+Res_q), longer run",
 }
 
 
 @dataclass
 class Args:
-    variants: tuple[str, ...] = tuple(VARIANTS)
+    variants: tuple[str, ...] = tuple(v for v in VARIANTS if not v.endswith("_long"))
     epochs: int = 40  # same budget for every model
     eval_every: int = 5  # epochs between validation ELBOs (best checkpoint kept)
     batch_size: int = 16

@@ -191,13 +191,15 @@ def write_markdown() -> None:
             f"{b['eval_every']} epochs, the best checkpoint is scored on the test set with the ELBO averaged "
             f"over {b['eval_samples']} samples. Model sizes are the thesis's music model (GRU 300, z 100, "
             "MLPs of 500 units) for all models.", "",
-            "| model | test ELBO / step (nats) | test FIVO bound / step | valid ELBO / step | best epoch | "
-            "updates | parameters | train wall clock |", "|---|---|---|---|---|---|---|---|",
+            "| model | test ELBO / step (nats) | test FIVO bound / step | valid ELBO / step | epochs | best epoch | "
+            "updates | parameters | train wall clock |", "|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in sorted(m["metrics"].values(), key=lambda r: -r["test_elbo"]):
+        same = [r for r in m["metrics"].values() if r["epochs"] == b["epochs"]]
+        longer = [r for r in m["metrics"].values() if r["epochs"] != b["epochs"]]
+        for r in sorted(same, key=lambda r: -r["test_elbo"]) + longer:
             fivo = f"{r['test_fivo']:.3f} (K={r['fivo_particles']})" if "test_fivo" in r else ""
             lines.append(f"| {r['label']} | {_fmt(r['test_elbo'])} | {fivo} | {_fmt(r['valid_elbo'])} | "
-                         f"{r['best_epoch']} | {r['steps']} | {r['params']:,} | "
+                         f"{r['epochs']} | {r['best_epoch']} | {r['steps']} | {r['params']:,} | "
                          f"{r['train_wall_clock_s'] / 60:.1f} min |")
         lines += ["", f"Reference: the thesis reports >= {m['thesis_jsb_srnn']} nats per step for SRNN "
                   "(smooth+Res_q) on the classic JSB split (229/76/77 chorales from Boulanger-Lewandowski et al., "
@@ -213,8 +215,9 @@ def write_markdown() -> None:
         lines += ["## 2. Action-conditioned video world models", "",
                   f"Command: `{v['command']}`  ", f"Commit `{v['git_commit']}`, seed {v['seed']}, machine: "
                   f"{v['machine']}. Wall clock {v['wall_clock_s'] / 60:.0f} min.", "",
-                  f"Budget: {v['budget']['epochs']} epochs over {v['budget']['train_episodes']} episodes of "
-                  f"{v['budget']['frames']} frames (batch {v['budget']['batch_size']}), the same for every model; "
+                  f"Budget: {v['budget']['train_episodes']} training episodes of {v['budget']['frames']} frames "
+                  f"(batch {v['budget']['batch_size']}), the same number of updates for every model of an "
+                  "environment (below); "
                   f"{v['budget']['test_episodes']} held-out episodes. Prediction: {v['context']} context frames, "
                   f"then {v['horizon']} open-loop steps under the true actions (labelled 'open-loop prediction' "
                   "in the GIFs). Imputation: half of the frames dropped at random / a gap of 8 frames, first 4 "
@@ -222,8 +225,8 @@ def write_markdown() -> None:
         for env, e in v["metrics"].items():
             pix = e["metric"] == "pixel"
             unit = "fraction of wrong pixels (threshold 0.5)" if pix else "MSE per pixel"
-            lines += [f"### {e['env_id']} (obs {tuple(e['obs_shape'])}, action dim {e['action_dim']})", "",
-                      f"Errors are {unit}.", "",
+            lines += [f"### {e['env_id']} (model obs {tuple(e['obs_shape'])}, action dim {e['action_dim']})", "",
+                      f"{e['epochs']} epochs ({e['train_windows']} training windows); errors are {unit}.", "",
                       "| model | prediction error, mean over 32 steps | at step 1 | at step 32 | imputation, 50% "
                       "dropped | imputation, gap of 8 | updates |", "|---|---|---|---|---|---|---|"]
             for name, r in e["models"].items():
