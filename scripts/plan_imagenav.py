@@ -37,9 +37,9 @@ import plan_common as pc  # noqa: E402
 
 @dataclass
 class Args:
-    gtmsm: str = "runs/gtmsm_imagenav/gtmsm/last"
-    rssm: str = "runs/gtmsm_imagenav/rssm/last"
-    srnn: str = "runs/gtmsm_imagenav/srnn/last"
+    # label=kind:checkpoint, kind "gtmsm" (localize + plan in s) or "pixels" (plan towards the goal crop)
+    models: str = ("GTM-SM=gtmsm:runs/gtmsm_imagenav/gtmsm/last,RSSM=pixels:runs/gtmsm_imagenav/rssm/last,"
+                   "SRNN=pixels:runs/gtmsm_imagenav/srnn/last,VRNN=pixels:runs/gtmsm_imagenav/vrnn/last")
     episodes: int = 20
     tau: int = 256
     horizon: int = 16
@@ -195,6 +195,8 @@ def run(args: Args, models: dict[str, tuple[str, Any]], progress: bool = True) -
 
 def main() -> None:
     args = parse()
+    import json
+
     import torch
 
     from worldmodels.checkpoint import load
@@ -202,11 +204,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     models, notes = {}, []
-    for label, kind, path in (("GTM-SM", "gtmsm", args.gtmsm), ("RSSM", "pixels", args.rssm),
-                              ("SRNN", "pixels", args.srnn)):
-        if path and (Path(path) / "config.json").exists():
+    for spec in filter(None, args.models.split(",")):
+        label, rest = spec.split("=", 1)
+        kind, path = rest.split(":", 1)
+        if kind not in ("gtmsm", "pixels"):
+            raise ValueError(f"--models: expected kind gtmsm or pixels for {label!r}, received {kind!r}")
+        if (Path(path) / "config.json").exists():
             models[label] = (kind, load(path))
-            notes.append(f"{label}: `{path}`.")
+            st = Path(path) / "state.json"
+            step = json.loads(st.read_text()).get("trainer", {}).get("step", "?") if st.exists() else "?"
+            how = "localize + plan in s" if kind == "gtmsm" else "plan towards the goal crop in pixel space"
+            notes.append(f"{label}: `{path}` ({step} updates when this ran; {how}).")
         else:
             notes.append(f"{label}: no checkpoint at `{path}` when this ran — not evaluated (missing, not zero).")
     res = run(args, models)
