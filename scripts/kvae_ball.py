@@ -121,6 +121,9 @@ def train(args: Args) -> Path:
     cfg = TrainConfig(**preset, seed=args.seed,
                       out_dir=str(kc.RUNS / f"kvae_{args.run_name}"), checkpoint_every=50, log_every=10)
     val = kc.SeqData(tobs[:256], tact[:256])
+    cmd_file = Path(cfg.out_dir) / "train_commands.json"  # every (resumed) training invocation
+    cmds = json.loads(cmd_file.read_text()) if cmd_file.exists() else []
+    kc.write_json(cmd_file, cmds + [" ".join(["python"] + sys.argv)])
     result = Trainer(model, kc.SeqData(obs, act), cfg, val_data=val).fit()
     print(f"trained: {result.stopped} at step {result.step}, epoch {result.epoch}; val {result.val_metrics}")
     return Path(cfg.out_dir)
@@ -183,6 +186,8 @@ def evaluate(args: Args, t_start: float) -> dict:
         "checkpoint": str(ckpt.relative_to(kc.ROOT)),
         "baselines": base_info,
         "train_wall_clock_s": _train_wall_clock(run_dir(args)),
+        "train_commands": json.loads((run_dir(args) / "train_commands.json").read_text())
+        if (run_dir(args) / "train_commands.json").exists() else None,
     }
     if action_cond is not None:
         metrics["action_conditioning"] = action_cond
