@@ -80,6 +80,8 @@ class Args:
     threads: int = 1
     checkpoint_every: int = 250
     gtmsm_dir: str = "gtmsm"  # run folder of the GTM-SM model under ``out``
+    displacement_weight: float = 0.0  # > 0: regress d_t on info["displacement"] (as §7.4.2.2 / §7.10.1)
+    m_init_scale: float = 1.0  # std of the initial action matrix M
 
 
 TRAIN_LEN = 288  # frames per training episode: τ = 256 + 32 prediction steps (§7.7.1)
@@ -154,7 +156,7 @@ class EpisodeStartWindows:
             yield w.collate(w.__getitems__(idx))
 
 
-class FlatObs:
+class FlatObs(torch.utils.data.Dataset):
     """Batches with frames flattened to vectors ``[B, T, C·H·W]`` (VRNN/SRNN encoders take 16/32/64 px
     images or vectors; our 8x8 crops go in as 192-d Bernoulli vectors)."""
 
@@ -182,7 +184,8 @@ def train_model(args: Args, which: str) -> Path:
     if which == "gtmsm":
         plan = stages(args)
         gate_from = sum(n for length, n in plan if length < args.gate_from_len)
-        model = build_model("gtmsm", args.preset, wall_gate_from=gate_from)
+        model = build_model("gtmsm", args.preset, wall_gate_from=gate_from,
+                            displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale)
         data = EpisodeStartWindows(train_dir, plan, args.batch_size, args.seed)
         cfg = TrainConfig(lr=args.lr, lr_schedule="linear", lr_final=args.lr_final, lr_decay_steps=args.lr_decay_steps,
                           epochs=1, max_steps=len(data), batch_size=args.batch_size, seed=args.seed,

@@ -118,15 +118,16 @@ class GTMSMConfig:
     min_std: float = 1e-3
     kl: str = "bound"
     memory_backend: str = "auto"
+    gate_act: str = "tanh"
 
     PRESETS: ClassVar[dict[str, dict]] = {
         "debug": dict(obs_shape=(1, 8, 8), action_dim=5, z_dim=4, hidden=16, tau=6, k=3),
         # §7.4.1 / §7.7.1: 32x32 image, 8x8 crop, τ = 256, K = 5, z ∈ R^16, δ = 1e-4, r = 1e-3.
         "imagenav": dict(obs_shape=(3, 8, 8), action_dim=5, z_dim=16, hidden=256, tau=256, k=5,
-                         delta=1e-4, r=1e-3, transition="wall", wall_gate_from=2000),
+                         delta=1e-4, r=1e-3, transition="wall", wall_gate_from=2000, gate_act="relu"),
         # a small ImageNav model for the slow test and quick runs
         "imagenav_tiny": dict(obs_shape=(3, 8, 8), action_dim=5, z_dim=8, hidden=64, tau=64, k=5,
-                              delta=1e-4, r=1e-3, transition="wall", wall_gate_from=300),
+                              delta=1e-4, r=1e-3, transition="wall", wall_gate_from=300, gate_act="relu"),
         # §7.4.2.1 rotating agent: s = (x, y, θ), combiner prior, K = 4, z ∈ R^64, r = 1e-2.
         "miniworld_rotate": dict(obs_shape=(3, 32, 32), action_dim=3, state_dim=3, z_dim=64, hidden=256,
                                  tau=33, k=4, r=1e-2, transition="rotation", prior="combiner",
@@ -146,6 +147,7 @@ class GTMSMConfig:
             "prior": ("mixture", "combiner"),
             "kl": ("mc", "bound"),
             "memory_backend": ("brute", *BACKENDS),
+            "gate_act": ("tanh", "relu"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -388,7 +390,8 @@ class GTMSM(nn.Module):
         # transition: M maps one-hot actions to displacements (agent frame for 3-D states)
         self.M = nn.Parameter(c.m_init_scale * torch.randn(S, A))  # [S, A]
         if c.transition == "wall":
-            self.gate = nn.Sequential(nn.Linear(S, 64), nn.Tanh(), nn.Linear(64, 1))  # σ_d, eq. (7.3)
+            act = nn.ReLU() if c.gate_act == "relu" else nn.Tanh()
+            self.gate = nn.Sequential(nn.Linear(S, 64), act, nn.Linear(64, 1))  # σ_d, eq. (7.3)
             nn.init.constant_(self.gate[-1].bias, 3.0)  # starts open (≈ linear transition)
         if c.transition == "momentum":
             self.c_f = nn.Parameter(torch.zeros(S))  # friction σ(c_f)
