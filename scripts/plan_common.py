@@ -117,10 +117,12 @@ def write_report() -> Path:
                 keys = sorted({k for r in rows.values() for k, v in r.items() if isinstance(v, (int, float))})
                 cols = [(k, k, ".3g") for k in keys]
                 lines += [f"**{section}**", ""] + _table(rows, cols) + [""]
-        media = sorted(p.relative_to(RESULTS) for p in MEDIA.glob(f"{exp.removeprefix('planning_')}*")
-                       if p.suffix in (".png", ".gif"))
+        stem = exp.removeprefix("planning_")
+        media = sorted(p.relative_to(RESULTS) for p in MEDIA.rglob("*")
+                       if p.suffix in (".png", ".gif") and p.relative_to(MEDIA).as_posix().startswith(stem))
         for m in media:
-            lines.append(f"![{m.stem}]({m.as_posix()})" if m.suffix == ".png" else f"- GIF: [{m.name}]({m.as_posix()})")
+            lines.append(f"![{m.stem}]({m.as_posix()})" if m.suffix == ".png"
+                         else f"- GIF: [{m.relative_to('planning').as_posix()}]({m.as_posix()})")
         if media:
             lines.append("")
         for note in doc.get("notes", []):
