@@ -80,8 +80,11 @@ class Args:
     threads: int = 1
     checkpoint_every: int = 250
     gtmsm_dir: str = "gtmsm"  # run folder of the GTM-SM model under ``out``
+    gtmsm_eval: str = ""  # GTM-SM variants to evaluate, "label:folder,..." (default: gtmsm:<gtmsm_dir>)
     displacement_weight: float = 0.0  # > 0: regress d_t on info["displacement"] (as §7.4.2.2 / §7.10.1)
     m_init_scale: float = 1.0  # std of the initial action matrix M
+    beta0: float = 1.0  # KL weight at the start of GTM-SM training (annealed linearly to 1)
+    beta_anneal_steps: int = 0
 
 
 TRAIN_LEN = 288  # frames per training episode: τ = 256 + 32 prediction steps (§7.7.1)
@@ -177,10 +180,19 @@ class FlatObs(torch.utils.data.Dataset):
         return Batch(obs=b.obs.flatten(2), action=b.action, mask=b.mask, is_first=b.is_first, state=b.state)
 
 
+def save_train_args(out_dir: Path, args: Args, which: str) -> None:
+    """Record the arguments of a training run next to its checkpoint (read back by the results writer)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "train_args.json.tmp"
+    tmp.write_text(json.dumps({**dataclasses.asdict(args), "model": which}, indent=1) + "\n")
+    tmp.replace(out_dir / "train_args.json")
+
+
 def train_model(args: Args, which: str) -> Path:
     torch.set_num_threads(args.threads)
     train_dir, _ = data_dirs(args)
     out_dir = Path(args.out) / (args.gtmsm_dir if which == "gtmsm" else which)
+    save_train_args(out_dir, args, which)
     if which == "gtmsm":
         plan = stages(args)
         gate_from = sum(n for length, n in plan if length < args.gate_from_len)
@@ -188,7 +200,7 @@ def train_model(args: Args, which: str) -> Path:
                             displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale)
         data = EpisodeStartWindows(train_dir, plan, args.batch_size, args.seed)
         cfg = TrainConfig(lr=args.lr, lr_schedule="linear", lr_final=args.lr_final, lr_decay_steps=args.lr_decay_steps,
-                          epochs=1, max_steps=len(data), batch_size=args.batch_size, seed=args.seed,
+                          beta0=args.beta0, beta_anneal_steps=args.beta_anneal_steps, epochs=1, max_steps=len(data), batch_size=args.batch_size, seed=args.seed,
                           out_dir=str(out_dir), checkpoint_every=args.checkpoint_every, log_every=25,
                           tensorboard=False)
         Trainer(model, data, cfg).fit()
@@ -231,21 +243,31 @@ def _bce(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return -(x * p.log() + (1 - x) * (1 - p).log())
 
 
+def gtmsm_runs(args: Args) -> dict[str, str]:
+    """GTM-SM variants to evaluate: ``label -> run folder`` (``--gtmsm-eval "gtmsm:gtmsm_b,..."``)."""
+    if not args.gtmsm_eval:
+        return {"gtmsm": args.gtmsm_dir}
+    return dict(part.split(":") for part in args.gtmsm_eval.split(","))
+
+
 @torch.no_grad()
 def evaluate(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     tau, H = args.test_tau, args.test_horizon
+    runs = {**gtmsm_runs(args), **{b: b for b in args.baselines.split(",") if b}}
     models = {}
-    for which in ["gtmsm", *[b for b in args.baselines.split(",") if b]]:
-        path = Path(args.out) / (args.gtmsm_dir if which == "gtmsm" else which) / "last"
+    for label, folder in runs.items():
+        path = Path(args.out) / folder / "last"
         if path.exists():
-            models[which] = worldmodels.load(path)
+            models[label] = worldmodels.load(path)
         else:
-            print(f"skip {which}: no checkpoint at {path}")
+            print(f"skip {label}: no checkpoint at {path}")
+    gt_labels = [k for k, m in models.items() if m.config.__class__.__name__ == "GTMSMConfig"]
     sums = {k: {"mse": torch.zeros(H, dtype=torch.float64), "bce": torch.zeros(H, dtype=torch.float64)}
             for k in [*models, "no_memory"]}
     n = 0
-    s_all, pose_all = [], []
+    states: dict[str, list[torch.Tensor]] = {k: [] for k in gt_labels}
+    poses: list[torch.Tensor] = []
     example: dict[str, torch.Tensor] = {}
     for batch in test_batches(args):
         obs, act = batch.obs, batch.action
@@ -258,20 +280,21 @@ def evaluate(args: Args) -> dict:
             else:
                 im = model.predict(obs[:, :tau], act[:, :tau], act[:, tau : tau + H])
                 preds[which] = im.obs.clamp(0, 1)
-            if which == "gtmsm":
+            if which in gt_labels:
                 s_mem, _ = model.rollout_states(act[:, :tau])
-                s_all.append(torch.cat([s_mem, im.extras["s"]], 1))
-                pose_all.append(batch.state[:, : tau + H])
+                states[which].append(torch.cat([s_mem, im.extras["s"]], 1))
+        poses.append(batch.state[:, : tau + H])
         for k, p in preds.items():
             sums[k]["mse"] += (p - truth).square().mean((2, 3, 4)).sum(0).double()
             sums[k]["bce"] += _bce(p, truth).mean((2, 3, 4)).sum(0).double()
         if not example:
             example = {"truth": truth[0], **{k: v[0] for k, v in preds.items()}}
-            if s_all:
-                example["s"], example["pose"] = s_all[0][0], pose_all[0][0]
+            example["states"] = {k: v[0][0] for k, v in states.items()}  # type: ignore[assignment]
+            example["pose"] = poses[0][0]
         n += obs.shape[0]
     curves = {k: {m: (v / n).tolist() for m, v in d.items()} for k, d in sums.items()}
-    metrics: dict = {"episodes": n, "tau": tau, "horizon": H, "curves": curves, "summary": {}}
+    metrics: dict = {"episodes": n, "tau": tau, "horizon": H, "curves": curves, "summary": {},
+                     "runs": runs, "state_r2": {}, "goals": {}}
     for k, d in curves.items():
         mse = np.array(d["mse"])
         metrics["summary"][k] = {
@@ -279,14 +302,14 @@ def evaluate(args: Args) -> dict:
             "mse_step64": float(mse[min(63, H - 1)]), "mse_step256": float(mse[-1]), "mse_mean": float(mse.mean()),
             "bce_step1": float(d["bce"][0]), "bce_step256": float(d["bce"][-1]), "bce_mean": float(np.mean(d["bce"])),
         }
-    if s_all:
-        s, pose = torch.cat(s_all), torch.cat(pose_all)
-        metrics["state_r2_all"] = affine_r2(s, pose)
-        metrics["state_r2_prediction"] = affine_r2(s[:, tau:], pose[:, tau:])
-        metrics["state_r2_memorisation"] = affine_r2(s[:, :tau], pose[:, :tau])
-        g = metrics["summary"]["gtmsm"]
-        base = {k: v["mse_step256"] for k, v in metrics["summary"].items() if k != "gtmsm"}
-        metrics["goals"] = {
+    pose = torch.cat(poses)
+    for label in gt_labels:
+        s = torch.cat(states[label])
+        metrics["state_r2"][label] = {"all": affine_r2(s, pose), "memorisation": affine_r2(s[:, :tau], pose[:, :tau]),
+                                      "prediction": affine_r2(s[:, tau:], pose[:, tau:])}
+        g = metrics["summary"][label]
+        base = {k: v["mse_step256"] for k, v in metrics["summary"].items() if k not in gt_labels}
+        metrics["goals"][label] = {
             "step256_over_step1": g["mse_step256"] / max(g["mse_step1"], 1e-12),
             "step256_within_1.5x_step1": g["mse_step256"] <= 1.5 * g["mse_step1"],
             "baseline_over_gtmsm_step256": {k: v / max(g["mse_step256"], 1e-12) for k, v in base.items()},
@@ -317,29 +340,31 @@ def plots(args: Args, metrics: dict, example: dict) -> None:
     fig.tight_layout()
     fig.savefig(res / f"{args.name}_imagenav_error.png", dpi=110)
     plt.close(fig)
-    if "s" in example:  # Fig. 7.2c: learned states vs true positions
-        s, pose = example["s"].double(), example["pose"].double()
+    for label, s in example.get("states", {}).items():  # Fig. 7.2c: learned states vs true positions
+        s, pose = s.double(), example["pose"].double()
         tau = metrics["tau"]
         X = torch.cat([s, torch.ones(len(s), 1, dtype=s.dtype)], 1)
         W = torch.linalg.lstsq(X, pose).solution
         fit = (X @ W).numpy()
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-        axes[0].plot(s[:tau, 1], s[:tau, 0], ".-", alpha=0.5, label="memorisation")
-        axes[0].plot(s[tau:, 1], s[tau:, 0], ".-", alpha=0.5, label="prediction")
-        axes[0].set_title("learned states s_t (raw)")
+        s_np = s.numpy()
+        axes[0].plot(s_np[:tau, 1], s_np[:tau, 0], ".-", alpha=0.5, label="memorisation")
+        axes[0].plot(s_np[tau:, 1], s_np[tau:, 0], ".-", alpha=0.5, label="prediction")
+        axes[0].set_title(f"{label}: learned states s_t (raw)")
         axes[0].legend()
-        axes[1].scatter(pose[:, 1] + 0.1 * np.random.default_rng(0).standard_normal(len(pose)),
-                        pose[:, 0] + 0.1 * np.random.default_rng(1).standard_normal(len(pose)),
+        p_np = pose.numpy()
+        axes[1].scatter(p_np[:, 1] + 0.1 * np.random.default_rng(0).standard_normal(len(p_np)),
+                        p_np[:, 0] + 0.1 * np.random.default_rng(1).standard_normal(len(p_np)),
                         s=6, c="k", alpha=0.3, label="true position (jittered)")
         axes[1].plot(fit[:, 1], fit[:, 0], "r.", ms=3, alpha=0.6, label="affine map of s_t")
         axes[1].invert_yaxis()
         axes[1].set_title("true vs affinely mapped learned positions")
         axes[1].legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(res / f"{args.name}_imagenav_states.png", dpi=110)
+        fig.savefig(res / f"{args.name}_imagenav_states_{label}.png", dpi=110)
         plt.close(fig)
     # side-by-side GIF: truth | each model (open-loop predictions), upscaled x6
-    keys = ["truth", *[k for k in example if k not in ("truth", "s", "pose")]]
+    keys = ["truth", *[k for k in example if k not in ("truth", "states", "pose")]]
     frames = []
     for t in range(example["truth"].shape[0]):
         row = [np.kron(example[k][t].permute(1, 2, 0).numpy(), np.ones((6, 6, 1))) for k in keys]
@@ -360,15 +385,20 @@ def write_results(args: Args, metrics: dict, wall_clock: float, command: str) ->
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
     budgets = {}
-    for which in ["gtmsm", *args.baselines.split(",")]:
-        csv = Path(args.out) / (args.gtmsm_dir if which == "gtmsm" else which) / "metrics.csv"
+    for which, folder in {**gtmsm_runs(args), **{b: b for b in args.baselines.split(",") if b}}.items():
+        csv = Path(args.out) / folder / "metrics.csv"
         if csv.exists():
             lines = csv.read_text().strip().splitlines()
             header = lines[0].split(",")
             last = dict(zip(header, lines[-1].split(",")))
             budgets[which] = {k: last[k] for k in ("step", "epoch", "wall_clock_s", "elapsed_s", "time_s") if k in last}
+            targs = Path(args.out) / folder / "train_args.json"
+            if targs.exists():
+                ta = json.loads(targs.read_text())
+                keep = ("model", "seed", "curriculum", "lr", "beta0", "beta_anneal_steps", "displacement_weight",
+                        "m_init_scale", "baseline_steps", "baseline_len", "batch_size", "train_episodes")
+                budgets[which]["train_args"] = {k: ta[k] for k in keep if k in ta}
     metrics["training"] = budgets
-    metrics["curriculum"] = args.curriculum
     out = {
         "experiment": "gtmsm_imagenav",
         "command": command,
@@ -412,37 +442,36 @@ def write_markdown(args: Args) -> Path:
     ]
     for k, v in m.get("training", {}).items():
         lines.append(f"- `{k}`: " + ", ".join(f"{a} {b}" for a, b in v.items()))
-    lines += [f"- GTM-SM curriculum (window length:updates): `{m.get('curriculum', '')}`", ""]
+    lines += [f"- GTM-SM runs (label: folder under `{args.out}`): {m.get('runs', {})}", ""]
     lines += ["| model | MSE step 1 | MSE step 32 | MSE step 64 | MSE step 256 | MSE mean | BCE step 1 | "
               "BCE step 256 |", "|---|---|---|---|---|---|---|---|"]
     for k, v in m["summary"].items():
         lines.append(f"| {k} | {v['mse_step1']:.4f} | {v['mse_step32']:.4f} | {v['mse_step64']:.4f} | "
                      f"{v['mse_step256']:.4f} | {v['mse_mean']:.4f} | {v['bce_step1']:.4f} | {v['bce_step256']:.4f} |")
     lines.append("")
-    if "state_r2_all" in m:
+    for label, r2 in m.get("state_r2", {}).items():
         lines += [
-            f"GTM-SM learned-state accuracy (R² of an affine map from `s_t` to the true position, mean over "
-            f"the two axes): all 512 steps {m['state_r2_all']:.3f}, memorisation {m['state_r2_memorisation']:.3f}, "
-            f"prediction {m['state_r2_prediction']:.3f}.",
+            f"`{label}` learned-state accuracy (R² of an affine map from `s_t` to the true position, mean over "
+            f"the two axes): all steps {r2['all']:.3f}, memorisation {r2['memorisation']:.3f}, "
+            f"prediction {r2['prediction']:.3f}.",
             "",
         ]
-    if "goals" in m:
-        g = m["goals"]
+    for label, g in m.get("goals", {}).items():
         ratios = ", ".join(f"{k} {v:.2f}x" for k, v in g["baseline_over_gtmsm_step256"].items())
         lines += [
-            "Goals of the issue:",
+            f"Goals of the issue for `{label}`:",
             "",
-            f"- GTM-SM MSE at step 256 / step 1 = {g['step256_over_step1']:.2f} (goal ≤ 1.5): "
+            f"- MSE at step 256 / step 1 = {g['step256_over_step1']:.2f} (goal ≤ 1.5): "
             f"{'met' if g['step256_within_1.5x_step1'] else 'NOT met'}.",
-            f"- baseline MSE / GTM-SM MSE at step 256: {ratios} (goal ≥ 3x for every baseline): "
+            f"- baseline MSE / `{label}` MSE at step 256: {ratios} (goal ≥ 3x for every baseline): "
             f"{'met' if g['3x_lower_than_every_baseline'] else 'NOT met'}.",
             "",
         ]
     lines += [
         f"![error vs horizon]({args.name}_imagenav_error.png)",
         "",
-        f"![learned vs true states (Fig. 7.2c)]({args.name}_imagenav_states.png)",
-        "",
+        *[f"![{label}: learned vs true states (Fig. 7.2c)]({args.name}_imagenav_states_{label}.png)\n"
+          for label in m.get("state_r2", {})],
         f"Side-by-side GIF of true and predicted frames (open loop): `{args.name}_imagenav_predictions.gif` "
         f"(column order in `{args.name}_imagenav_predictions.txt`).",
         "",
@@ -481,9 +510,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = evaluate(args)
         write_results(args, metrics, time.time() - start, "python scripts/gtmsm_imagenav.py " + " ".join(sys.argv[1:]))
         print(json.dumps(metrics["summary"], indent=1))
-        for k in ("state_r2_all", "goals"):
-            if k in metrics:
-                print(k, metrics[k])
+        print("state_r2", metrics["state_r2"], "goals", metrics["goals"])
     if args.phase in ("eval", "all", "report"):
         print("wrote", write_markdown(args))
 
