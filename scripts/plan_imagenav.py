@@ -184,7 +184,8 @@ def run(args: Args, models: dict[str, tuple[str, Any]], progress: bool = True) -
     for label, kind, model in agents:
         rows = []
         for i, s in enumerate(tqdm(seeds, desc=label, disable=not progress, unit="ep")):
-            gif = pc.MEDIA / f"{args.name}_{label.split()[0].lower().replace('-', '')}.gif" if i == 0 else None
+            slug = "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_").replace("__", "_")
+            gif = pc.MEDIA / f"{args.name}_{slug}.gif" if i == 0 else None
             rows.append(run_agent(env, s, args.tau, kind, model, args, gif))
         results[label] = summarise(rows)
     opt = [explore(env, s, args.tau)["optimal"] for s in seeds]

@@ -47,4 +47,4 @@ def test_gtmsm_agent_beats_random_explorer_on_tiny_imagenav(tmp_path, monkeypatc
     gtmsm, rnd, opt = res["GTM-SM"], res["random explorer"], res["true-dynamics shortest path"]
     assert gtmsm["success_rate"] >= 0.8 and gtmsm["success_rate"] > rnd["success_rate"] + 0.3, res
     assert opt["success_rate"] == 1.0 and opt["mean_extra_steps"] == 0.0
-    assert (tmp_path / "imagenav_gtmsm.gif").exists()
+    assert (tmp_path / "imagenav_gtm_sm.gif").exists()
