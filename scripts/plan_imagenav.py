@@ -154,6 +154,23 @@ def run_agent(env: Any, seed: int, tau: int, kind: str, model: Any, args: Args,
             "final_distance": abs(pose[0] - ep["goal"][0]) + abs(pose[1] - ep["goal"][1])}
 
 
+class FlatFrames:
+    """Adapter for models trained on flattened crops (``obs_shape = (C*H*W,)``, as the VRNN/SRNN baselines of
+    ``scripts/gtmsm_imagenav.py``): image frames in, image frames out."""
+
+    def __init__(self, model: Any, image_shape: tuple[int, ...]) -> None:
+        self.model, self.image_shape = model, tuple(image_shape)
+
+    def observe(self, obs: Any, action: Any, mask: Any = None) -> Any:
+        return self.model.observe(obs.flatten(2), action, mask)
+
+    def imagine(self, belief: Any, actions: Any) -> Any:
+        import dataclasses
+
+        im = self.model.imagine(belief, actions)
+        return dataclasses.replace(im, obs=im.obs.reshape(*im.obs.shape[:2], *self.image_shape))
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     import numpy as np
 
@@ -211,7 +228,10 @@ def main() -> None:
         if kind not in ("gtmsm", "pixels"):
             raise ValueError(f"--models: expected kind gtmsm or pixels for {label!r}, received {kind!r}")
         if (Path(path) / "config.json").exists():
-            models[label] = (kind, load(path))
+            model = load(path)
+            if len(model.config.obs_shape) == 1:  # trained on flattened 8x8x3 crops
+                model = FlatFrames(model, (3, 8, 8))
+            models[label] = (kind, model)
             st = Path(path) / "state.json"
             step = json.loads(st.read_text()).get("trainer", {}).get("step", "?") if st.exists() else "?"
             how = "localize + plan in s" if kind == "gtmsm" else "plan towards the goal crop in pixel space"
