@@ -379,6 +379,8 @@ def plan_gif(
     from PIL import Image, ImageDraw
 
     h, w = real[0].shape[:2]
+    if all(p is None for p in plans):  # a model-free agent: no imagination to show
+        max_plan = 0
     scale = max(1, -(-64 // h))
     gap, top = 4, 14
     width = (1 + max_plan) * (w * scale + gap) + gap
@@ -387,7 +389,8 @@ def plan_gif(
         canvas = Image.new("RGB", (width, h * scale + top + gap + 12), (30, 30, 30))
         draw = ImageDraw.Draw(canvas)
         draw.text((gap, 1), "real", fill=(255, 255, 255))
-        draw.text((w * scale + 2 * gap, 1), "open-loop imagination (plan)", fill=(255, 200, 80))
+        if max_plan:
+            draw.text((w * scale + 2 * gap, 1), "open-loop imagination (plan)", fill=(255, 200, 80))
         big = np.repeat(np.repeat(frame, scale, 0), scale, 1)
         canvas.paste(Image.fromarray(big), (gap, top))
         if plan is not None:
