@@ -200,11 +200,18 @@ def run_env(env: str, args: Args) -> dict:
         if env == "nav":
             seq, true = seq.reshape(-1, 3, 8, 8), true.reshape(-1, 3, 8, 8)
         viz.rollout_gif(docs / f"srnn_video_{env}_{name.lower()}.gif", true, seq.clamp(0, 1), context=args.context)
-    curves = {k: v["prediction_error"] for k, v in res["models"].items()} | res["naive"]
-    viz.plot_metric(docs / f"srnn_video_{env}_prediction.png", curves,
-                    ylabel="pixel error" if spec["metric"] == "pixel" else "MSE per pixel",
-                    title=f"{spec['env_id']}: open-loop prediction after {args.context} frames")
+    plot_prediction(env, res, args.context)
     return res
+
+
+def plot_prediction(env: str, res: dict, context: int) -> None:
+    """``docs/results/srnn_video_<env>_prediction.png``: error per horizon step, models and naive predictors."""
+    from worldmodels import viz
+
+    curves = {k: v["prediction_error"] for k, v in res["models"].items()} | res["naive"]
+    viz.plot_metric(ROOT / "docs" / "results" / f"srnn_video_{env}_prediction.png", curves,
+                    ylabel="pixel error" if res["metric"] == "pixel" else "MSE per pixel",
+                    title=f"{res['env_id'].split('-')[0]}: open loop after {context} frames")
 
 
 def main() -> None:
