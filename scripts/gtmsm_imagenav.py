@@ -85,6 +85,7 @@ class Args:
     m_init_scale: float = 1.0  # std of the initial action matrix M
     beta0: float = 1.0  # KL weight at the start of GTM-SM training (annealed linearly to 1)
     beta_anneal_steps: int = 0
+    init_from: str = ""  # start GTM-SM from the weights of this checkpoint folder (e.g. a run's ``last``)
 
 
 TRAIN_LEN = 288  # frames per training episode: τ = 256 + 32 prediction steps (§7.7.1)
@@ -198,6 +199,9 @@ def train_model(args: Args, which: str) -> Path:
         gate_from = sum(n for length, n in plan if length < args.gate_from_len)
         model = build_model("gtmsm", args.preset, wall_gate_from=gate_from,
                             displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale)
+        if args.init_from:
+            model.load_state_dict(worldmodels.load(args.init_from).state_dict())
+            model.updates.zero_()
         data = EpisodeStartWindows(train_dir, plan, args.batch_size, args.seed)
         cfg = TrainConfig(lr=args.lr, lr_schedule="linear", lr_final=args.lr_final, lr_decay_steps=args.lr_decay_steps,
                           beta0=args.beta0, beta_anneal_steps=args.beta_anneal_steps, epochs=1, max_steps=len(data), batch_size=args.batch_size, seed=args.seed,
@@ -396,7 +400,7 @@ def write_results(args: Args, metrics: dict, wall_clock: float, command: str) ->
             if targs.exists():
                 ta = json.loads(targs.read_text())
                 keep = ("model", "seed", "curriculum", "lr", "beta0", "beta_anneal_steps", "displacement_weight",
-                        "m_init_scale", "baseline_steps", "baseline_len", "batch_size", "train_episodes")
+                        "m_init_scale", "init_from", "baseline_steps", "baseline_len", "batch_size", "train_episodes")
                 budgets[which]["train_args"] = {k: ta[k] for k in keep if k in ta}
     metrics["training"] = budgets
     out = {
