@@ -49,6 +49,7 @@ class Args:
     seed: int = 50_000  # env seeds seed .. seed + episodes - 1 (training data uses small seeds)
     threads: int = 1
     name: str = "imagenav"
+    note: str = ""  # appended to the notes of the results (e.g. how the checkpoints were trained)
 
 
 def parse(argv: list[str] | None = None) -> Args:
@@ -242,6 +243,8 @@ def main() -> None:
     notes.append(f"{args.episodes} episodes (env seeds {args.seed}..{args.seed + args.episodes - 1}), τ = {args.tau} "
                  f"exploration steps, budget 2 x optimal; categorical CEM horizon {args.horizon}, "
                  f"{args.candidates} candidates, {args.iterations} iterations.")
+    if args.note:
+        notes.append(args.note)
     metrics = {"goal_reaching": res}
     pc.bar_plot(pc.MEDIA / f"{args.name}_success.png", {k: v["success_rate"] for k, v in res.items()},
                 "success rate (within 2x optimal)", "ImageNav: return to a remembered cell after τ steps")
