@@ -318,7 +318,7 @@ def test_training_through_the_memory_beats_the_no_memory_baseline() -> None:
     with torch.no_grad():
         m.M.copy_(torch.tensor(MOVES.T, dtype=torch.float32))
     m.M.requires_grad_(False)
-    train = grid_walk(np.random.default_rng(0), 32, 32, n_pos=7)
+    train = grid_walk(np.random.default_rng(0), 16, 32, n_pos=7)
 
     def score() -> tuple[float, float]:
         m.eval()
@@ -331,7 +331,7 @@ def test_training_through_the_memory_beats_the_no_memory_baseline() -> None:
     mse0, base = score()
     assert mse0 > 0.9 * base
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], 1e-2)
-    for _ in range(300):
+    for _ in range(200):
         out = m.loss(train)
         opt.zero_grad()
         out.loss.backward()
@@ -347,10 +347,12 @@ def test_tiny_imagenav_preset_learns_states_and_beats_no_memory_at_64_steps(tmp_
     predictions beat the no-memory baseline (context-mean frame) and that the states track the positions."""
     import importlib.util
     import pathlib
+    import sys
 
     root = pathlib.Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("gtmsm_imagenav", root / "scripts" / "gtmsm_imagenav.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up here
     spec.loader.exec_module(mod)
     args = ["--out", str(tmp_path), "--results", str(tmp_path / "res"), "--train-episodes", "400",
             "--test-episodes", "16", "--preset", "imagenav_tiny", "--curriculum", "24:400,48:800,96:800",
