@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -173,7 +173,7 @@ def upscale(frame: np.ndarray, min_size: int = 256) -> np.ndarray:
 class CoreEnv(gym.Env):
     """A single env over a core with ``N = 1`` (subclasses build the core in ``__init__``)."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 10}
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 10}
     core: Core
 
     def _setup(self, core: Core, render_mode: str | None) -> None:
@@ -227,7 +227,7 @@ class CoreVectorEnv(VectorEnv):
     (ignoring its action) and returns the first observation with reward 0 (``AutoresetMode.NEXT_STEP``).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {
+    metadata: dict[str, Any] = {
         "render_modes": ["rgb_array"],
         "render_fps": 10,
         "autoreset_mode": AutoresetMode.NEXT_STEP,

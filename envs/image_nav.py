@@ -136,7 +136,8 @@ class ImageNavCore(Core):
             self.blocked[i] = False
             start = self.centre
             if cfg.start == "random":
-                start = tuple(int(v) for v in rng.integers(0, p, size=2))
+                row, col = rng.integers(0, p, size=2)
+                start = (int(row), int(col))
             if options is not None and "pose" in options:
                 pose = np.asarray(options["pose"])
                 if pose.shape != (2,) or not np.all((0 <= pose) & (pose < p)):

@@ -16,7 +16,7 @@ import copy
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -120,7 +120,7 @@ class MiniWorldNavEnv(gym.Env):
         ((32, 32, 3), (3,))
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 30}
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 30}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.config = cfg = build_config(MiniWorldNavConfig, kwargs, "MiniWorldNav")
@@ -137,14 +137,17 @@ class MiniWorldNavEnv(gym.Env):
         if cfg.forward_step is not None:
             params.set("forward_step", cfg.forward_step, cfg.forward_step, cfg.forward_step)
         spec = gym.spec(f"MiniWorld-{cfg.env_name}-v0")
-        creator = gym.envs.registration.load_env_creator(spec.entry_point)
+        entry = spec.entry_point  # resolved as gym.make does
+        if entry is None:
+            raise ValueError(f"MiniWorldNav: {spec.id} is registered without an entry_point")
+        creator = entry if callable(entry) else gym.envs.registration.load_env_creator(entry)
         inner_kwargs = dict(spec.kwargs)
         inner_kwargs.update(cfg.env_kwargs or {})
         inner_kwargs.update(
             obs_width=cfg.obs_size, obs_height=cfg.obs_size, params=params, domain_rand=cfg.domain_rand,
             render_mode=render_mode,
         )
-        self.inner = creator(**inner_kwargs)
+        self.inner: Any = creator(**inner_kwargs)  # a miniworld MiniWorldEnv (miniworld ships no types)
         self.render_mode = render_mode
         self.observation_space = self.inner.observation_space
         self.action_space = spaces.Discrete(2) if cfg.actions == "rotate" else self.inner.action_space
