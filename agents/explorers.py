@@ -317,6 +317,7 @@ class VectorExplorer:
         self.n = len(self.explorers)
         self.action_space = first.action_space
         space = self.action_space
+        assert space.shape is not None  # Discrete, MultiDiscrete or Box (checked by _check_space)
         self.actions = np.zeros((self.n, *space.shape), dtype=space.dtype)  # [n, *shape]
         self._left = [0] * self.n  # steps left in each row's current run (Poisson); a list: 16 rows
         # are cheaper to scan in Python than through numpy's per-call overhead

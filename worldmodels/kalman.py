@@ -318,13 +318,13 @@ def _tri_solve_t(L: Tensor, b: Tensor) -> Tensor:
     if n > _SMALL:
         return torch.linalg.solve_triangular(L.mT, b, upper=True)
     Lcols, brows = L.unbind(-1), b.unbind(-2)  # column k of L = row k of L^T
-    w: list[Tensor | None] = [None] * n
+    w: dict[int, Tensor] = {}  # filled from i = n-1 down to 0
     for i in range(n - 1, -1, -1):
         acc = brows[i]
         for k in range(i + 1, n):
             acc = acc - Lcols[i][..., k : k + 1] * w[k]
         w[i] = acc / Lcols[i][..., i : i + 1]
-    return torch.stack(w, -2)  # type: ignore[arg-type]
+    return torch.stack([w[i] for i in range(n)], -2)
 
 
 def _spd_solve(S: Tensor, b: Tensor) -> Tensor:
@@ -468,11 +468,12 @@ def _filter_loop(inp: _Inputs, step_fn: StepFn | None) -> FilterResult:
         out_r.append(r)
         if step_fn is not None:
             est = (C_t @ mu)[..., 0]
-            y_prev = est if ms is None else torch.where(mask[:, t, None], ys[t][..., 0], est)
+            y_prev = est if mask is None else torch.where(mask[:, t, None], ys[t][..., 0], est)
     S = torch.stack(out_S, 1)  # [B, T, x, x]
     r = torch.stack(out_r, 1)[..., 0]  # [B, T, x]
     ll = _gauss_loglik(r, S, mask)  # checks S is PD
     if step_fn is None:
+        assert inp.A is not None and inp.C is not None
         A_full = inp.A.expand(B, T, z, z)
         C_full = inp.C.expand(B, T, x, z)
     else:

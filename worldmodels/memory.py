@@ -259,7 +259,7 @@ def _build_faiss(data: Tensor, valid: Tensor, backend: str, opts: dict[str, Any]
         index.add_core(len(xs), faiss.swig_ptr(xs), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
         index.nprobe = 1
         return {"kind": "lists", "index": index}
-    per = []
+    per: list[tuple[Any, np.ndarray] | None] = []  # (index, slot rows) per memory, None when empty
     for b in range(B):  # approximate indexes are per memory (see module docstring)
         rows = np.flatnonzero(ok[b]).astype(np.int64)
         n = len(rows)

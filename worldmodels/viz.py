@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from PIL import Image, ImageDraw
 
@@ -34,10 +35,10 @@ def to_uint8(frames: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
     x = torch.as_tensor(frames).detach().float().cpu().clamp(0, 1)
     if x.shape[-3] == 1:
         x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
-    x = (x * 255).round().to(torch.uint8).movedim(-3, -1).numpy()
+    img = (x * 255).round().to(torch.uint8).movedim(-3, -1).numpy()
     if scale > 1:
-        x = x.repeat(scale, axis=-3).repeat(scale, axis=-2)
-    return x
+        img = img.repeat(scale, axis=-3).repeat(scale, axis=-2)
+    return img
 
 
 def _atomic_save(path: Path, save) -> Path:
@@ -77,7 +78,7 @@ def rollout_gif(
     a, b = to_uint8(true, scale), to_uint8(pred, scale)
     h, w = a.shape[1:3]
     pad, top = 4, 24
-    frames = []
+    frames: list[npt.ArrayLike] = []  # [H', W', 3] uint8 each (the type imageio.mimsave asks for)
     for t in range(T):
         canvas = Image.new("RGB", (2 * w + 3 * pad, h + top + pad), (255, 255, 255))
         canvas.paste(Image.fromarray(a[t]), (pad, top))
