@@ -306,7 +306,8 @@ def _seeds_per_env(env: gym.vector.VectorEnv) -> tuple[Any, dict] | None:
     """``env.reset`` with one seed per sub-env (those of :func:`_probe`): its result, or ``None`` when the
     env does not take per-env seeds (Gymnasium's own CartPole fast path does not)."""
     try:
-        return env.reset(seed=[episode_seeds(0, i)[0] for i in range(env.num_envs)])
+        # VectorEnv.reset is annotated ``seed: int | None``; the vector envs take a list (one per sub-env)
+        return env.reset(seed=[episode_seeds(0, i)[0] for i in range(env.num_envs)])  # type: ignore[arg-type]
     except (gym.error.Error, TypeError, ValueError, AssertionError):
         return None
 
@@ -336,7 +337,10 @@ def _make_vec(
 def _frames(env: gym.vector.VectorEnv, obs: Any, render: bool) -> np.ndarray:
     if not render:
         return np.asarray(obs)
-    frames = np.stack([np.asarray(f) for f in env.render()])  # [n, H, W, C]
+    rendered = env.render()
+    if rendered is None:
+        raise ValueError("collect: expected frames from render() (render_mode='rgb_array'), received None")
+    frames = np.stack([np.asarray(f) for f in rendered])  # [n, H, W, C]
     if frames.dtype != np.uint8:
         raise ValueError(f"collect: expected uint8 frames from render(), received dtype {frames.dtype}")
     return frames
@@ -357,9 +361,15 @@ def _probe(
 ) -> tuple[_Layout, dict[str, Any]]:
     """Reset once (or use ``first``, the same reset already done) to learn frame shape and
     ground-truth keys; returns the layout and obs info."""
-    obs, info = first or env.reset(seed=[episode_seeds(0, i)[0] for i in range(env.num_envs)])
+    seeds = [episode_seeds(0, i)[0] for i in range(env.num_envs)]
+    obs, info = first or env.reset(seed=seeds)  # type: ignore[arg-type]  # list seed: see _seeds_per_env
     frame = _frames(env, obs, render)[0]
     act = env.single_action_space
+    if act.shape is None:
+        raise ValueError(
+            f"collect: expected an action space with an array shape (Discrete, MultiDiscrete, MultiBinary "
+            f"or Box), received {act}"
+        )
     arrays: dict[str, dict[str, Any]] = {
         "obs": {"shape": [steps + 1, *frame.shape], "dtype": "uint8"},
         "action": {"shape": [steps, *act.shape], "dtype": str(np.dtype(act.dtype))},
@@ -422,7 +432,7 @@ def _run_batch(
     n = env.num_envs
     idx = list(indices) + [indices[-1]] * (n - len(indices))  # pad a short last batch
     env_seeds, policy_seeds = zip(*(episode_seeds(seed, i) for i in idx))
-    obs, info = env.reset(seed=list(env_seeds))
+    obs, info = env.reset(seed=list(env_seeds))  # type: ignore[arg-type]  # list seed: see _seeds_per_env
     policy.reset(list(policy_seeds))
     gt = [k for k in (*_GROUND_TRUTH, "env_obs") if k in out]
     frames, action, reward = out["obs"], out["action"], out["reward"]  # [n, T + 1, ...], [n, T, ...], [n, T]
@@ -740,17 +750,17 @@ def collect(
                 row = 0
                 while row < len(batch):  # consecutive rows of one shard are consecutive episodes
                     s = batch[row] // eps
-                    first, last = s * eps, min((s + 1) * eps, episodes)
-                    k = min(len(batch) - row, last - batch[row])
+                    lo, hi = s * eps, min((s + 1) * eps, episodes)  # episodes of shard s
+                    k = min(len(batch) - row, hi - batch[row])
                     if s not in shards:
-                        shards[s] = (writer.buffer(last - first), [0])
+                        shards[s] = (writer.buffer(hi - lo), [0])
                     arrays, filled = shards[s]
-                    r0 = batch[row] - first
-                    for key, v in arrays.items():
-                        v[r0 : r0 + k] = rollout[key][row : row + k]
+                    r0 = batch[row] - lo
+                    for key, buf in arrays.items():
+                        buf[r0 : r0 + k] = rollout[key][row : row + k]
                     filled[0] += k
-                    if filled[0] == last - first:
-                        writer.submit(s, first, shards.pop(s)[0])
+                    if filled[0] == hi - lo:
+                        writer.submit(s, lo, shards.pop(s)[0])
                     row += k
                 bar.update(len(batch))
                 bar.set_postfix(fps=f"{frames / (time.perf_counter() - start):.0f}")
@@ -1089,6 +1099,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def _alloc(self, B: int) -> dict[str, np.ndarray]:
         L = self.length
         space = self.data.action_space
+        assert space.shape is not None  # Discrete, MultiDiscrete or Box (checked in __init__)
         out = {
             "obs": np.empty((B, L, *self.data.frame_shape), np.uint8),
             "action": np.empty((B, L, *space.shape), np.dtype(space.dtype)),
