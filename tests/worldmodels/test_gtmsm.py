@@ -356,7 +356,7 @@ def test_tiny_imagenav_preset_learns_states_and_beats_no_memory_at_64_steps(tmp_
     spec.loader.exec_module(mod)
     args = ["--out", str(tmp_path), "--results", str(tmp_path / "res"), "--train-episodes", "400",
             "--test-episodes", "16", "--preset", "imagenav_tiny", "--curriculum", "24:400,48:800,96:800",
-            "--displacement-weight", "1.0", "--m-init-scale", "0.1", "--lr", "3e-3", "--beta0", "0.01",
+            "--displacement-weight", "100", "--m-init-scale", "0.1", "--lr", "3e-3", "--beta0", "0.01",
             "--beta-anneal-steps", "1000", "--baselines", "", "--test-tau", "64", "--test-horizon", "64",
             "--threads", "2"]
     mod.main(args)
