@@ -828,7 +828,7 @@ class RolloutDataset:
         (2, (3,), Discrete(2))
     """
 
-    def __init__(self, path: str | Path, verify: str = "lazy") -> None:
+    def __init__(self, path: str | os.PathLike, verify: str = "lazy") -> None:
         if verify not in ("lazy", "open", "none"):
             raise ValueError(f"RolloutDataset: expected verify in 'lazy'|'open'|'none', received {verify!r}")
         self.path = Path(path)
@@ -1025,7 +1025,7 @@ class WindowDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, dataset: RolloutDataset | str | Path, length: int, across_episodes: bool = False
+        self, dataset: RolloutDataset | str | os.PathLike, length: int, across_episodes: bool = False
     ) -> None:
         self.data = dataset if isinstance(dataset, RolloutDataset) else RolloutDataset(dataset)
         if not isinstance(length, (int, np.integer)) or length < 1:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from worldmodels.api import Batch
+from worldmodels.api import Batch, WorldModel
 from worldmodels.train import iterate_batches
 
 __all__ = [
@@ -53,7 +53,7 @@ def elbo_per_step(model: nn.Module, data: Any, batch_size: int = 32, seed: int =
         torch.manual_seed(seed)
         for b in iterate_batches(data, batch_size):
             steps = int(b.mask.sum())
-            total += model.loss(b, beta=1.0).metrics["elbo"] * steps
+            total += cast(WorldModel, model).loss(b, beta=1.0).metrics["elbo"] * steps
             n += steps
     if n == 0:
         raise ValueError("elbo_per_step: the data holds no observed step")
@@ -82,7 +82,7 @@ def prediction_error(
                 f"prediction_error: expected windows of >= context + horizon = "
                 f"{context + horizon} steps, received {T}"
             )
-        pred = model.predict(
+        pred = cast(WorldModel, model).predict(
             b.obs[:, :context], b.action[:, :context], b.action[:, context : context + horizon]
         )
         p, x = pred.obs, b.obs[:, context : context + horizon]  # [B, H, ...]
@@ -139,7 +139,7 @@ def imputation_error(
     for b in iterate_batches(data, batch_size):
         B, T = b.shape
         mask = mask_fn(B, T, g) & b.mask
-        x = model.impute(b.obs, b.action, mask)
+        x = cast(WorldModel, model).impute(b.obs, b.action, mask)
         missing = ~mask  # [B, T]
         diff = ((x > 0.5) != (b.obs > 0.5)).flatten(2)  # [B, T, D]
         wrong += float(diff[missing].sum())
@@ -196,7 +196,8 @@ def evaluate_checkpoint(
 
     model = load(checkpoint)
     windows = WindowDataset(data_dir, length=window)
-    want = tuple(model.config.obs_shape), int(model.config.action_dim)
+    cfg: Any = model.config  # the model's own XConfig dataclass
+    want = tuple(cfg.obs_shape), int(cfg.action_dim)
     first = windows.collate([windows[0]])
     got = tuple(first.obs.shape[2:]), int(first.action.shape[-1])
     if want != got:
@@ -218,7 +219,8 @@ def evaluate_checkpoint(
         )
         with torch.no_grad():
             c, h = report["context"], report["horizon"]
-            pred = model.predict(first.obs[:, :c], first.action[:, :c], first.action[:, c : c + h]).obs
+            wm = cast(WorldModel, model)
+            pred = wm.predict(first.obs[:, :c], first.action[:, :c], first.action[:, c : c + h]).obs
         shown = torch.cat([first.obs[0, :c], pred[0]])
         rollout_gif(out / "rollout.gif", first.obs[0, : c + h], shown, context=c)
     return report

@@ -48,7 +48,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from worldmodels import checkpoint
-from worldmodels.api import Batch
+from worldmodels.api import Batch, WorldModel
 
 __all__ = [
     "TrainConfig",
@@ -252,30 +252,24 @@ def collate_batches(items: list[Any]) -> Batch:
             vals = [getattr(b, name) for b in items]
             return None if any(v is None for v in vals) else torch.cat(vals)
 
-        return Batch(
-            obs=cat("obs"),
-            action=cat("action"),
-            mask=cat("mask"),
-            is_first=cat("is_first"),
-            state=cat("state"),
-        )
-    if isinstance(items[0], dict):
+        joined = {name: cat(name) for name in ("obs", "action", "mask", "is_first", "state")}
+    elif isinstance(items[0], dict):
 
         def stack(name: str) -> Tensor | None:
             vals = [it.get(name) for it in items]
             return None if any(v is None for v in vals) else torch.stack([torch.as_tensor(v) for v in vals])
 
-        return Batch(
-            obs=stack("obs"),
-            action=stack("action"),
-            mask=stack("mask"),
-            is_first=stack("is_first"),
-            state=stack("state"),
+        joined = {name: stack(name) for name in ("obs", "action", "mask", "is_first", "state")}
+    else:
+        raise TypeError(
+            f"collate_batches: expected Batch or dict items, received {type(items[0]).__name__}; "
+            "pass collate_fn=..."
         )
-    raise TypeError(
-        f"collate_batches: expected Batch or dict items, received {type(items[0]).__name__}; "
-        "pass collate_fn=..."
-    )
+    obs, action = joined.pop("obs"), joined.pop("action")
+    if obs is None or action is None:
+        raise ValueError("collate_batches: expected every item to hold 'obs' and 'action'")
+    # a missing mask / is_first / state takes Batch's default
+    return Batch(obs=obs, action=action, **{k: v for k, v in joined.items() if v is not None})
 
 
 def _is_map_dataset(data: Any) -> bool:
@@ -322,7 +316,7 @@ class _LossModule(nn.Module):
         self.model = model
 
     def forward(self, batch: Batch, beta: float) -> tuple[Tensor, dict[str, float]]:
-        out = self.model.loss(batch, beta=beta)
+        out = cast(WorldModel, self.model).loss(batch, beta=beta)  # models are nn.Module + WorldModel
         return out.loss, out.metrics
 
 
@@ -442,14 +436,14 @@ class Trainer:
             n = len(self.train_data)  # type: ignore[arg-type]
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             perm = torch.randperm(n, generator=g)
-            perm = perm[: n - n % self.world_size][self.rank :: self.world_size].tolist()
-            nb = len(perm) // cfg.batch_size
+            mine: list[int] = perm[: n - n % self.world_size][self.rank :: self.world_size].tolist()
+            nb = len(mine) // cfg.batch_size
             if nb == 0:
                 raise ValueError(
                     f"Trainer: the dataset has {n} items for {self.world_size} process(es), fewer "
                     f"than batch_size={cfg.batch_size}"
                 )
-            index_batches = [perm[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(start, nb)]
+            index_batches = [mine[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(start, nb)]
             if not index_batches:
                 return
             yield from torch.utils.data.DataLoader(
@@ -463,7 +457,8 @@ class Trainer:
             )
         else:
             k = 0
-            for i, b in enumerate(self.train_data):  # type: ignore[union-attr]
+            assert isinstance(self.train_data, Iterable)  # checked in __init__
+            for i, b in enumerate(self.train_data):
                 if i % self.world_size != self.rank:
                     continue
                 if k >= start:
@@ -620,7 +615,7 @@ class Trainer:
                     continue
                 with open(p, newline="") as f:  # drop rows logged after the checkpoint
                     rows = list(csv.DictReader(f))
-                    fields = rows and list(rows[0].keys())
+                    fields = list(rows[0].keys()) if rows else []
                 # rows after the last regular one are re-averaged from the restored accumulators
                 last_regular = self.step - self.step % self.config.log_every
                 keep = [r for r in rows if int(r["step"]) <= last_regular or name.startswith("val")]
@@ -677,7 +672,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + 12345)
             for b in iterate_batches(self.val_data, self.config.batch_size, self.collate_fn):
-                out = self.model.loss(b.to(self.device), beta=1.0)
+                out = cast(WorldModel, self.model).loss(b.to(self.device), beta=1.0)
                 vals = {"loss": float(out.loss), **{k: float(v) for k, v in out.metrics.items()}}
                 for k, v in vals.items():
                     sums[k] = sums.get(k, 0.0) + v * b.shape[0]
@@ -712,7 +707,7 @@ class Trainer:
         if cfg.lr_schedule == "linear":
             learning_rate(cfg, 0, 0, self._total)  # fail early without a horizon
         self._open_logs(resumed)
-        handlers: dict[int, Any] = {}
+        handlers: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 handlers[sig] = signal.signal(sig, self._on_signal)
