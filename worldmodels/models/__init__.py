@@ -95,7 +95,7 @@ def get_model_class(name: str) -> type[nn.Module]:
 
 def get_config_class(model: str | type) -> type:
     """The config dataclass of a model class or registered name."""
-    cls = get_model_class(model) if isinstance(model, str) else model
+    cls: type[Any] = get_model_class(model) if isinstance(model, str) else model
     cfg = getattr(cls, "Config", None)
     if cfg is None:
         try:
@@ -104,7 +104,7 @@ def get_config_class(model: str | type) -> type:
             cfg = None
     if cfg is None:
         cfg = getattr(importlib.import_module(cls.__module__), f"{cls.__name__}Config", None)
-    if cfg is None or not dataclasses.is_dataclass(cfg):
+    if not isinstance(cfg, type) or not dataclasses.is_dataclass(cfg):
         raise TypeError(f"{cls.__name__}: cannot find its config dataclass (set {cls.__name__}.Config)")
     return cfg
 
