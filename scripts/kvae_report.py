@@ -190,6 +190,18 @@ def main() -> None:
             lines += [f"| {k} | {_fmt(v)} |" for k, v in f.items()] + [""]
             lines += ["Videos (4 frames observed, then imagined open loop under the true vs. zero forces): "
                       "[sequence 1](kvae_force/forces_0.gif), [sequence 2](kvae_force/forces_1.gif)", ""]
+    bench = kc.ROOT / "docs" / "benchmarks.json"
+    if bench.exists() and "kvae" in json.loads(bench.read_text()).get("groups", {}):
+        g = json.loads(bench.read_text())["groups"]["kvae"]
+        lines += ["### Speed (`make bench`, group `kvae`, from `docs/benchmarks.json`)", "",
+                  f"Machine: {g['machine']} · commit `{g['git_commit']}` · {g['date']}", "",
+                  "| benchmark | value | baseline | baseline value | ratio | goal | met |", "|---|---|---|---|---|---|---|"]
+        for r in g["rows"]:
+            lines.append(f"| {r['name']} | {r['value']} {r['unit']} | {r['baseline']} | {r['baseline_value']} | "
+                         f"{r['ratio']}x | {r['goal']} | {'yes' if r['met'] else 'no'} |")
+            lines.append("")
+            lines.append(f"{r['notes']}.")
+        lines.append("")
     out = kc.RESULTS / "kvae.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
