@@ -90,6 +90,8 @@ def main() -> None:
         rows = importlib.import_module(f"benchmarks.{group}").run()
         for r in rows:
             print("   ", {k: v for k, v in r.items() if k != "notes"}, flush=True)
+        # re-read before writing: other bench runs may have written their groups meanwhile
+        results = json.loads(path.read_text()) if path.exists() else {"groups": {}}
         results["groups"][group] = {
             "rows": rows,
             "machine": _machine(),
