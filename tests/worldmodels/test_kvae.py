@@ -116,6 +116,36 @@ def test_log_p_a_matches_joint_gaussian_with_controls_and_mixture():
             torch.testing.assert_close(Ps[b, t], post_cov[t * 4 : (t + 1) * 4, t * 4 : (t + 1) * 4])
 
 
+def test_eq_6_8_with_a_joint_smoothed_sample_equals_log_p_a():
+    """Eq. (6.8): log p(a, z|u) - log p(z|a, u) at a joint sample z ~ p(z|a, u) is log p(a|u) for every z."""
+    from worldmodels.kalman import LGSSMParams, kalman_smooth, sample_smoothed
+
+    m = _model(action_dim=1)
+    B, T, z = 2, 5, m.config.z_dim
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(B, T, m.config.a_dim, generator=g, dtype=torch.float64)
+    u = torch.randn(B, T, 1, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        fres, _, alpha, _ = m._run_lgssm(a, u, torch.ones(B, T, dtype=torch.bool), smooth=False)
+        A, Bu, C = m.mixture(alpha)  # [B, T, ...] time-varying matrices of eq. (6.10)
+        params = LGSSMParams(A=A, C=C, Q=m.Q, R=m.R, mu0=m.mu0, Sigma0=m.Sigma0, Bu=Bu)
+        zs = sample_smoothed(kalman_smooth(a, params, u=u), params, n=3, generator=g)  # [3, B, T, z]
+        for b in range(B):
+            bu = torch.einsum("tij,tj->ti", Bu[b], u[b])
+            mz, Szz, ma, Saa, Sza, _ = _joint_gaussian(m, A[b], C[b], bu)
+            post_mean = mz + Sza @ torch.linalg.solve(Saa, a[b].reshape(-1) - ma)
+            post_cov = Szz - Sza @ torch.linalg.solve(Saa, Sza.T)
+            q = torch.distributions.MultivariateNormal(post_mean, post_cov)
+            prior = torch.distributions.MultivariateNormal(mz, Szz)
+            for zi in zs[:, b]:
+                lik = torch.distributions.MultivariateNormal(
+                    torch.einsum("tij,tj->ti", C[b], zi), m.R
+                ).log_prob(a[b]).sum()
+                est = prior.log_prob(zi.reshape(-1)) + lik - q.log_prob(zi.reshape(-1))
+                torch.testing.assert_close(est, fres.log_likelihood[b])
+    assert zs.shape == (3, B, T, z)
+
+
 def test_missing_steps_use_filter_estimate_and_smoother_conditions_on_observed_only():
     m = _model()
     B, T = 2, 7
