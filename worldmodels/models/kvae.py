@@ -271,6 +271,10 @@ class KVAE(nn.Module):
     """
 
     Config = KVAEConfig
+    Q: Tensor  # buffers, see __init__
+    R: Tensor
+    mu0: Tensor
+    Sigma0: Tensor
 
     def __init__(self, config: KVAEConfig) -> None:
         super().__init__()
@@ -359,7 +363,7 @@ class KVAE(nn.Module):
 
     def _run_lgssm(
         self, a: Tensor, u: Tensor | None, mask: Tensor, smooth: bool
-    ) -> tuple[FilterResult, Tensor | None, Tensor, tuple[Tensor, Tensor]]:
+    ) -> tuple[FilterResult, tuple[Tensor, Tensor] | None, Tensor, tuple[Tensor, Tensor]]:
         """Kalman filter (and smoother) of ``a [B, T, a]`` with the alpha-network inside the recursion.
 
         The alpha-network sees ``a_{t-1}`` where observed and the filter's estimate
@@ -462,6 +466,7 @@ class KVAE(nn.Module):
         u = action if self._has_control else None
         fres, sm, alpha, lstm = self._run_lgssm(a_enc, u, mask, smooth=smooth)
         C = fres.C  # [B, T, a, z] the emission matrices the filter used
+        assert C is not None
         out = {"a_enc": a_enc, "alpha": alpha, "C": C, "z_filt": fres.mean, "z_filt_cov": fres.cov}
         out["a_filt"] = (C @ fres.mean.unsqueeze(-1)).squeeze(-1)
         out["x_filt"] = self.decode(out["a_filt"])
@@ -483,7 +488,7 @@ class KVAE(nn.Module):
         """
         out = self.infer(obs, action, mask, smooth=False)
         mean, cov = out["z_filt"][:, -1], out["z_filt_cov"][:, -1]
-        state = {"mean": mean, "cov": cov, "h": out["lstm_h"], "c": out["lstm_c"], "a_prev": out["a_last"]}
+        state: dict[str, object] = {"mean": mean, "cov": cov, "h": out["lstm_h"], "c": out["lstm_c"], "a_prev": out["a_last"]}
         return Belief(features=torch.cat([mean, out["a_last"]], -1), state=state)
 
     @torch.no_grad()
@@ -516,7 +521,9 @@ class KVAE(nn.Module):
             cov = A @ cov @ A.transpose(-1, -2) + self.Q
             a_mean = (C @ mean.unsqueeze(-1)).squeeze(-1)  # eq. (6.2)
             a_cov = C @ cov @ C.transpose(-1, -2) + self.R
-            zs.append(mean), as_.append(a_mean), al.append(alpha)
+            zs.append(mean)
+            as_.append(a_mean)
+            al.append(alpha)
             unc.append(a_cov.diagonal(dim1=-2, dim2=-1).sum(-1))
             a_prev = a_mean
         z_seq, a_seq = torch.stack(zs, 1), torch.stack(as_, 1)  # [N, H, z], [N, H, a]
