@@ -48,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import math
+import typing
 import weakref
 from dataclasses import dataclass
 from typing import ClassVar
@@ -275,6 +276,11 @@ def affine_r2(s: Tensor, target: Tensor) -> float:
     return float((1 - ss_res / ss_tot).mean())
 
 
+def _state(belief: Belief) -> dict[str, Tensor]:
+    """The belief's memory tensors (``Belief.state`` is typed ``dict[str, object]``)."""
+    return typing.cast("dict[str, Tensor]", belief.state)
+
+
 def state_features(s: Tensor) -> Tensor:
     """DND key of a state: ``s`` for 2-D, ``(x, y, cos θ, sin θ)`` for 3-D states (§7.7.2)."""
     if s.shape[-1] == 3:
@@ -392,7 +398,8 @@ class GTMSM(nn.Module):
         if c.transition == "wall":
             act = nn.ReLU() if c.gate_act == "relu" else nn.Tanh()
             self.gate = nn.Sequential(nn.Linear(S, 64), act, nn.Linear(64, 1))  # σ_d, eq. (7.3)
-            nn.init.constant_(self.gate[-1].bias, 3.0)  # starts open (≈ linear transition)
+            last: nn.Linear = self.gate[-1]  # type: ignore[assignment]
+            nn.init.constant_(last.bias, 3.0)  # starts open (≈ linear transition)
         if c.transition == "momentum":
             self.c_f = nn.Parameter(torch.zeros(S))  # friction σ(c_f)
             self.c_s = nn.Parameter(torch.ones(S))  # saturation scale
@@ -402,6 +409,7 @@ class GTMSM(nn.Module):
                 nn.Linear(c.k * (F_s + 2 * Z + 1), c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.hidden), nn.ReLU()
             )
             self.combine_out = nn.Sequential(nn.Linear(c.hidden + F_s, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 2 * Z))
+        self.updates: Tensor
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self._dnd_cache: dict[int, tuple[weakref.ref, DND]] = {}  # id(belief keys) -> index
 
@@ -621,7 +629,7 @@ class GTMSM(nn.Module):
         s, d = self.rollout_states(action)
         last = (mask.long() * torch.arange(1, T + 1, device=obs.device)).argmax(1)
         z_last = mu_z[torch.arange(B), last] * mask.any(1, keepdim=True)
-        state = {"keys": s, "mu": mu_z, "std": std_z, "valid": mask, "s": s[:, -1], "d": d[:, -1]}
+        state: dict[str, object] = {"keys": s, "mu": mu_z, "std": std_z, "valid": mask, "s": s[:, -1], "d": d[:, -1]}
         return Belief(features=torch.cat([s[:, -1], z_last], -1), state=state)
 
     @torch.no_grad()
@@ -639,7 +647,7 @@ class GTMSM(nn.Module):
         N, H, A = actions.shape
         if A != self.config.action_dim:
             raise ValueError(f"GTMSM.imagine: expected actions [N, H, {self.config.action_dim}], received {tuple(actions.shape)}")
-        st = belief.state
+        st = _state(belief)
         Bm = st["keys"].shape[0]
         if Bm not in (1, N):
             raise ValueError(f"GTMSM.imagine: belief batch must be 1 or N={N}, received {Bm}")
@@ -678,7 +686,7 @@ class GTMSM(nn.Module):
     def _shared_prior(self, belief: Belief, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Prior for many queries ``[1, Q, S]`` against one memory (batch-1 belief), searched with
         ``config.memory_backend`` (a :class:`worldmodels.memory.DND` index cached in the belief)."""
-        st = belief.state
+        st = _state(belief)
         valid = st["valid"][0]
         keys, mu, std = st["keys"][0, valid], st["mu"][0, valid], st["std"][0, valid]
         if keys.shape[0] == 0:
@@ -708,7 +716,7 @@ class GTMSM(nn.Module):
     def impute(self, obs: Tensor, action: Tensor, mask: Tensor) -> Tensor:
         """Fill missing frames from the spatial memory of the observed ones: ``[B, T, C, H, W]``."""
         belief = self.observe(obs, action, mask)
-        st = belief.state
+        st = _state(belief)
         log_w, mu_p, std_p, _ = self.prior(st["keys"], st["keys"], st["mu"], st["std"], st["valid"].unsqueeze(1))
         z = (log_w.exp().unsqueeze(-1) * mu_p).sum(2)
         pred = self.frame_mean(self.decode(z))
@@ -725,7 +733,7 @@ class GTMSM(nn.Module):
         if frames.dim() != 4 or tuple(frames.shape[1:]) != self.config.obs_shape:
             raise ValueError(f"GTMSM.localize: expected frames [N, {', '.join(map(str, self.config.obs_shape))}], "
                              f"received {tuple(frames.shape)}")
-        st = belief.state
+        st = _state(belief)
         Nf = frames.shape[0]
         Bm = st["keys"].shape[0]
         if Bm not in (1, Nf):

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -227,10 +228,11 @@ class RSSM(nn.Module):
         N, H, A = actions.shape
         if A != self.config.action_dim:
             raise ValueError(f"RSSM.imagine: expected actions [N, H, {self.config.action_dim}], received {tuple(actions.shape)}")
-        Bm = belief.state["h"].shape[0]
+        h0, s0 = typing.cast(Tensor, belief.state["h"]), typing.cast(Tensor, belief.state["s"])
+        Bm = h0.shape[0]
         if Bm not in (1, N):
             raise ValueError(f"RSSM.imagine: belief batch must be 1 or N={N}, received {Bm}")
-        h, s = belief.state["h"].expand(N, -1), belief.state["s"].expand(N, -1)
+        h, s = h0.expand(N, -1), s0.expand(N, -1)
         hs, ss, stds = [], [], []
         for t in range(H):
             h, mu, std = self.img_step(h, s, actions[:, t])
