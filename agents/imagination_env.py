@@ -70,7 +70,7 @@ def _tensor_state(belief: Belief, who: str) -> dict[str, Tensor]:
 def belief_rows(belief: Belief, rows: Tensor | np.ndarray | list[int]) -> Belief:
     """The beliefs of ``rows`` (every tensor indexed along its batch dimension)."""
     idx = torch.as_tensor(np.asarray(rows), dtype=torch.long)
-    state = {k: v[idx] for k, v in _tensor_state(belief, "belief_rows").items()}
+    state: dict[str, object] = {k: v[idx] for k, v in _tensor_state(belief, "belief_rows").items()}
     return Belief(features=belief.features[idx], state=state)
 
 
@@ -226,7 +226,7 @@ class ImaginationBatch:
             a = np.clip(a.astype(np.float32, copy=False), space.low, space.high)
         else:
             a = a.astype(np.int64).reshape(-1)
-        expected = (self.num_envs,) + tuple(space.shape)
+        expected = (self.num_envs,) + tuple(space.shape or ())
         if a.shape != expected:
             raise ValueError(
                 f"ImaginationBatch.step: expected actions of shape {expected}, received {a.shape}"

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.objectives import goal_image, reduce_distance
+from agents.objectives import Reduce, goal_image, reduce_distance
 from agents.planners import Objective
 from worldmodels.api import Belief, Imagination, frames_to_tensor
 
@@ -107,7 +107,7 @@ class GoalImageTask(Task):
     name = "goal-image"
     stop_on_success = True
 
-    def __init__(self, max_steps: int = 50, reduce: str = "sum") -> None:
+    def __init__(self, max_steps: int = 50, reduce: Reduce = "sum") -> None:
         super().__init__(max_steps)
         self.reduce = reduce
 
@@ -289,6 +289,7 @@ class SimulatorModel:
             if isinstance(self.space, gym.spaces.Discrete):
                 act = (a.argmax(-1) + int(self.space.start)).numpy()
             else:
+                assert self.space.shape is not None  # a Box always has a shape
                 act = a.numpy().astype(self.space.dtype).reshape(N, *self.space.shape)
             r, _ = core.step(act)
             frames.append(frames_to_tensor(core.observe()))
@@ -524,7 +525,7 @@ def plan_in_env(
     space = env.action_space
     if model is not None:
         want = getattr(getattr(model, "config", None), "action_dim", None)
-        have = int(space.n) if isinstance(space, gym.spaces.Discrete) else int(np.prod(space.shape))
+        have = int(space.n) if isinstance(space, gym.spaces.Discrete) else int(np.prod(space.shape or ()))
         if want is not None and want != have:
             raise ValueError(
                 f"plan: the model acts with action_dim {want}, {env_id} has {space} (size {have})"
@@ -539,18 +540,16 @@ def plan_in_env(
             kw["num_elites"] = min(num_elites, num_candidates)
         return make_planner(name, space, horizon, **kw)
 
+    def agent_factory(who: str) -> Callable[[Objective], Any]:
+        if who == "random":
+            return lambda obj: RandomAgent(space, seed)
+        m = model if who == "model" else SimulatorModel(env)
+        ctx = 1 if who == "true" else max_context
+        return lambda obj: MPCAgent(m, planner_for(), obj, space, max_context=ctx)
+
     results: dict[str, Any] = {}
     for who in agents:
-        if who == "random":
-
-            def make(obj: Objective) -> Any:
-                return RandomAgent(space, seed)
-        else:
-            m = model if who == "model" else SimulatorModel(env)
-            ctx = 1 if who == "true" else max_context
-
-            def make(obj: Objective, m: Any = m, ctx: int | None = ctx) -> Any:
-                return MPCAgent(m, planner_for(), obj, space, max_context=ctx)
+        make = agent_factory(who)
 
         gif = None if gif_dir is None else Path(gif_dir) / f"{who}.gif"
         results[who] = run_episodes(

@@ -107,4 +107,4 @@ class BeliefObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise RuntimeError("BeliefObservation: call reset() before step()")
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._push(obs, action)
-        return self._features(), reward, terminated, truncated, {**info, "frame": obs}
+        return self._features(), float(reward), terminated, truncated, {**info, "frame": obs}
