@@ -208,6 +208,24 @@ class Planner:
         u = torch.rand(n, H, A, generator=self.generator)
         return self.low + u * (self.high - self.low)
 
+    def _initial_mean(self, init: Tensor | None) -> Tensor:
+        """``[H, A]``: the warm start, else the centre of the action box."""
+        if init is not None:
+            return init.clone()
+        return ((self.low + self.high) / 2).expand(self.horizon, -1).clone()
+
+    def _gaussian(self, mean: Tensor, std: Tensor) -> Tensor:
+        """``N`` samples ``mean + std * eps`` clipped to the action box: ``[N, H, A]``."""
+        noise = torch.randn(self.num_candidates, self.horizon, self.action_dim, generator=self.generator)
+        return torch.maximum(torch.minimum(mean + std * noise, self.high), self.low)
+
+    def _check_elites(self, num_elites: int) -> int:
+        if not 1 <= num_elites <= self.num_candidates:
+            raise ValueError(
+                f"{type(self).__name__}: expected 1 <= num_elites <= {self.num_candidates}, received {num_elites}"
+            )
+        return num_elites
+
 
 class RandomShooting(Planner):
     """Best of ``iterations * num_candidates`` uniformly random sequences (plus ``init`` if given)."""
@@ -245,26 +263,15 @@ class CEM(Planner):
         **kw: object,
     ) -> None:
         super().__init__(space, horizon, num_candidates, iterations, **kw)  # type: ignore[arg-type]
-        if not 1 <= num_elites <= num_candidates:
-            raise ValueError(f"CEM: expected 1 <= num_elites <= {num_candidates}, received {num_elites}")
-        self.num_elites, self.init_std, self.smoothing, self.min_std = (
-            num_elites,
-            init_std,
-            smoothing,
-            min_std,
-        )
+        self.num_elites = self._check_elites(num_elites)
+        self.init_std, self.smoothing, self.min_std = init_std, smoothing, min_std
 
     def _search(self, model, belief, objective, init):  # type: ignore[no-untyped-def]
         span = self.high - self.low  # [A]
-        mean = (
-            init.clone()
-            if init is not None
-            else ((self.low + self.high) / 2).expand(self.horizon, -1).clone()
-        )
+        mean = self._initial_mean(init)  # [H, A]
         std = (self.init_std * span).expand(self.horizon, -1).clone()  # [H, A]
         for _ in range(self.iterations):
-            noise = torch.randn(self.num_candidates, self.horizon, self.action_dim, generator=self.generator)
-            actions = torch.maximum(torch.minimum(mean + std * noise, self.high), self.low)  # [N, H, A]
+            actions = self._gaussian(mean, std)  # [N, H, A]
             actions[0] = mean.clamp(self.low, self.high)
             scores, _ = self._score(model, belief, objective, actions)
             elites = actions[scores.topk(self.num_elites).indices]  # [E, H, A]
@@ -297,11 +304,8 @@ class CategoricalCEM(Planner):
         **kw: object,
     ) -> None:
         super().__init__(space, horizon, num_candidates, iterations, **kw)  # type: ignore[arg-type]
-        if not 1 <= num_elites <= num_candidates:
-            raise ValueError(
-                f"CategoricalCEM: expected 1 <= num_elites <= {num_candidates}, received {num_elites}"
-            )
-        self.num_elites, self.smoothing, self.min_prob = num_elites, smoothing, min_prob
+        self.num_elites = self._check_elites(num_elites)
+        self.smoothing, self.min_prob = smoothing, min_prob
 
     def _search(self, model, belief, objective, init):  # type: ignore[no-untyped-def]
         H, A = self.horizon, self.action_dim
@@ -351,15 +355,10 @@ class MPPI(Planner):
         self.temperature, self.noise_std = temperature, noise_std
 
     def _search(self, model, belief, objective, init):  # type: ignore[no-untyped-def]
-        span = self.high - self.low
-        mean = (
-            init.clone()
-            if init is not None
-            else ((self.low + self.high) / 2).expand(self.horizon, -1).clone()
-        )
+        mean = self._initial_mean(init)  # [H, A]
+        std = self.noise_std * (self.high - self.low)  # [A]
         for _ in range(self.iterations):
-            noise = torch.randn(self.num_candidates, self.horizon, self.action_dim, generator=self.generator)
-            actions = torch.maximum(torch.minimum(mean + self.noise_std * span * noise, self.high), self.low)
+            actions = self._gaussian(mean, std)  # [N, H, A]
             actions[0] = mean
             scores, _ = self._score(model, belief, objective, actions)
             finite = torch.isfinite(scores)
