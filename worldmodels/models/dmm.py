@@ -29,46 +29,23 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from worldmodels.models import register_model
-from worldmodels.models.srnn import _DEBUG, StateSpaceCore, _validate
+from worldmodels.models.srnn import _DEBUG, StateSpaceConfig, StateSpaceCore
 
 __all__ = ["DMMConfig", "DMM"]
 
 
 @dataclass
-class DMMConfig:
+class DMMConfig(StateSpaceConfig):
     """Hyper-parameters of the DMM; defaults match the SRNN music model (same budget of units).
 
-    Attributes:
-        obs_shape, action_dim, obs_kind: as :class:`~worldmodels.models.srnn.SRNNConfig`.
+    Attributes: those of :class:`~worldmodels.models.srnn.StateSpaceConfig`, with
         d_dim: features of the inputs ``u_t`` fed to the transition and the inference network
             (a feed-forward layer; there is no recurrence in a DMM).
-        z_dim: state ``z_t``.
-        a_dim: units of the inference network (backward GRU or MLP).
-        hidden: units of the hidden layer of every MLP.
-        embed_dim: observation features ``phi(x)``.
-        input_prev_obs: ``u_t`` includes the previous frame.
         inference: ``"smooth"`` (backward GRU, eq. (4.8)) or ``"filter"``.
-        residual_q: residual posterior mean ``mu^(q) = mu^(p) + NN(z_{t-1}, a_t)`` (§4.8.1).
-        min_std, obs_min_std, conv_channels, train_drop_prob, train_drop_init, imagine_sample: as SRNN.
+        residual_q: residual posterior mean ``mu^(q) = mu^(p) + NN(z_{t-1}, a_t)`` (§4.8.1); off by default.
     """
 
-    obs_shape: tuple[int, ...] = (88,)
-    action_dim: int = 0
-    obs_kind: str = "bernoulli"
-    d_dim: int = 300
-    z_dim: int = 100
-    a_dim: int = 300
-    hidden: int = 500
-    embed_dim: int = 500
-    input_prev_obs: bool = True
-    inference: str = "smooth"
     residual_q: bool = False
-    min_std: float = 1e-3
-    obs_min_std: float = 1e-2
-    conv_channels: int = 32
-    train_drop_prob: float = 0.0
-    train_drop_init: int = 1
-    imagine_sample: bool = False
 
     PRESETS: ClassVar[dict[str, dict]] = {
         "default": {},
@@ -77,9 +54,6 @@ class DMMConfig:
                   "embed_dim": 128, "input_prev_obs": False, "train_drop_prob": 0.3, "train_drop_init": 4},
         "debug": dict(_DEBUG),
     }
-
-    def __post_init__(self) -> None:
-        _validate(self, "DMMConfig")
 
 
 @register_model("dmm")

@@ -51,6 +51,8 @@ from worldmodels.models import register_model
 from worldmodels.nn import Emission, ObsDistribution, ObsEncoder, softplus_std
 
 __all__ = [
+    "SequenceConfig",
+    "StateSpaceConfig",
     "SRNNConfig",
     "SRNN",
     "TRAIN_PRESETS",
@@ -538,27 +540,30 @@ _DEBUG = {"d_dim": 16, "z_dim": 4, "a_dim": 16, "hidden": 16, "embed_dim": 16, "
 
 
 @dataclass
-class SRNNConfig:
-    """Hyper-parameters of the SRNN; defaults are the thesis's polyphonic-music model (Ch. 5 supp.).
+class SequenceConfig:
+    """Hyper-parameters shared by the SRNN, VRNN and DMM configs (each adds its own fields and presets).
 
     Attributes:
         obs_shape: ``(D,)`` vectors (88-key piano rolls) or ``(C, S, S)`` images, ``S`` in 16/32/64.
         action_dim: size of the (one-hot or continuous) action; 0 for music.
         obs_kind: emission ``"bernoulli"`` | ``"gaussian"`` | ``"discretized"``.
-        d_dim: GRU units of ``d_t`` (300).
+        d_dim: units of ``d_t`` (300).
         z_dim: stochastic units ``z_t`` (100).
-        a_dim: units of the inference network ``a_t`` (backward GRU or MLP).
         hidden: units of the one hidden layer of every MLP (500).
         embed_dim: size of the observation features ``phi(x)``.
         input_prev_obs: ``u_t`` includes the previous frame (``u_t = x_{t-1}`` in §5.4).
-        inference: ``"smooth"`` (backward GRU, eq. (5.7)) or ``"filter"`` (MLP of ``[d_t, x_t]``).
-        residual_q: Res_q parameterisation of the posterior mean, eq. (5.12).
         min_std: std floor of prior and posterior (variance floor 1e-6, §4.8.1).
         obs_min_std: std floor of Gaussian emissions.
         conv_channels: channels of the conv encoder/decoder for images.
         train_drop_prob: probability of dropping a frame in training (learn to impute); frames before
             ``train_drop_init`` are kept.
-        imagine_sample: :meth:`SRNN.imagine` samples ``z`` and frames instead of following means.
+        imagine_sample: ``imagine`` samples ``z`` and frames instead of following means.
+
+    Example:
+        >>> SequenceConfig(obs_shape=(5,), z_dim=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: SequenceConfig.z_dim: expected >= 1, received 0
     """
 
     obs_shape: tuple[int, ...] = (88,)
@@ -566,18 +571,42 @@ class SRNNConfig:
     obs_kind: str = "bernoulli"
     d_dim: int = 300
     z_dim: int = 100
-    a_dim: int = 300
     hidden: int = 500
     embed_dim: int = 500
     input_prev_obs: bool = True
-    inference: str = "smooth"
-    residual_q: bool = True
     min_std: float = 1e-3
     obs_min_std: float = 1e-2
     conv_channels: int = 32
     train_drop_prob: float = 0.0
     train_drop_init: int = 1
     imagine_sample: bool = False
+
+    def __post_init__(self) -> None:
+        _validate(self, type(self).__name__)
+
+
+@dataclass
+class StateSpaceConfig(SequenceConfig):
+    """:class:`SequenceConfig` plus the structured inference network of the SRNN and the DMM.
+
+    Attributes:
+        a_dim: units of the inference network ``a_t`` (backward GRU or MLP).
+        inference: ``"smooth"`` (backward GRU, eq. (5.7)) or ``"filter"`` (MLP of ``[d_t, x_t]``).
+        residual_q: Res_q parameterisation of the posterior mean, eq. (5.12).
+    """
+
+    a_dim: int = 300
+    inference: str = "smooth"
+    residual_q: bool = True
+
+
+@dataclass
+class SRNNConfig(StateSpaceConfig):
+    """Hyper-parameters of the SRNN; defaults are the thesis's polyphonic-music model (Ch. 5 supp.).
+
+    Attributes: those of :class:`SequenceConfig` (``d_dim``: GRU units of ``d_t``) and
+    :class:`StateSpaceConfig`.
+    """
 
     PRESETS: ClassVar[dict[str, dict]] = {
         "default": {},
@@ -591,9 +620,6 @@ class SRNNConfig:
                   "embed_dim": 128, "input_prev_obs": False, "train_drop_prob": 0.3, "train_drop_init": 4},
         "debug": dict(_DEBUG),
     }
-
-    def __post_init__(self) -> None:
-        _validate(self, "SRNNConfig")
 
 
 def _validate(c: Any, name: str) -> None:

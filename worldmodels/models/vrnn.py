@@ -34,8 +34,8 @@ from worldmodels.models.srnn import (
     ConditionalGaussian,
     InputFeatures,
     LatentSequenceModel,
+    SequenceConfig,
     _frames,
-    _validate,
     gaussian_kl,
 )
 from worldmodels.nn import Emission, ObsDistribution
@@ -44,33 +44,12 @@ __all__ = ["VRNNConfig", "VRNN"]
 
 
 @dataclass
-class VRNNConfig:
+class VRNNConfig(SequenceConfig):
     """Hyper-parameters of the VRNN; defaults match the SRNN music model (GRU 300, z 100, MLPs 500).
 
-    Attributes:
-        obs_shape, action_dim, obs_kind: as :class:`~worldmodels.models.srnn.SRNNConfig`.
-        d_dim: GRU units.
-        z_dim: stochastic units.
-        hidden: units of the hidden layer of every MLP (also the size of ``phi_z(z)``).
-        embed_dim: observation features ``phi(x)``.
-        input_prev_obs: ``u_t`` includes the previous frame.
-        min_std, obs_min_std, conv_channels, train_drop_prob, train_drop_init, imagine_sample: as SRNN.
+    Attributes: those of :class:`~worldmodels.models.srnn.SequenceConfig` (``d_dim``: GRU units;
+    ``hidden`` is also the size of ``phi_z(z)``).
     """
-
-    obs_shape: tuple[int, ...] = (88,)
-    action_dim: int = 0
-    obs_kind: str = "bernoulli"
-    d_dim: int = 300
-    z_dim: int = 100
-    hidden: int = 500
-    embed_dim: int = 500
-    input_prev_obs: bool = True
-    min_std: float = 1e-3
-    obs_min_std: float = 1e-2
-    conv_channels: int = 32
-    train_drop_prob: float = 0.0
-    train_drop_init: int = 1
-    imagine_sample: bool = False
 
     PRESETS: ClassVar[dict[str, dict]] = {
         "default": {},
@@ -79,9 +58,6 @@ class VRNNConfig:
                   "input_prev_obs": False, "train_drop_prob": 0.3, "train_drop_init": 4},
         "debug": {k: v for k, v in _DEBUG.items() if k != "a_dim"},
     }
-
-    def __post_init__(self) -> None:
-        _validate(self, "VRNNConfig")
 
 
 @register_model("vrnn")
