@@ -225,12 +225,14 @@ def _frames(mask: Tensor, obs: Tensor) -> Tensor:
 class LatentSequenceModel(nn.Module):
     """The :class:`worldmodels.api.WorldModel` plumbing shared by SRNN, VRNN and DMM.
 
-    Subclasses implement :meth:`elbo_terms`, :meth:`observe`, :meth:`imagine` and :meth:`impute`;
-    this class provides :meth:`loss` (negative ELBO per observed frame with the KL weight ``beta``),
-    :meth:`elbo` (per sequence), :meth:`predict` and input checks.
+    Subclasses implement :meth:`elbo_terms` and the hooks :meth:`_emit`, :meth:`_posterior_path` and
+    :meth:`_prior_step`, and set ``features`` (:class:`InputFeatures`); this class provides :meth:`loss`
+    (negative ELBO per observed frame with the KL weight ``beta``), :meth:`elbo` (per sequence),
+    :meth:`observe`, :meth:`imagine`, :meth:`impute`, :meth:`predict` and input checks.
     """
 
     config: Any
+    features: InputFeatures
 
     def _check_inputs(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> None:
         c = self.config
@@ -289,7 +291,7 @@ class LatentSequenceModel(nn.Module):
     @torch.no_grad()
     def predict(self, obs: Tensor, action: Tensor, future_actions: Tensor) -> Imagination:
         """:meth:`observe` the context, then :meth:`imagine` under ``future_actions [B, H, A]``."""
-        return self.imagine(self.observe(obs, action), future_actions)  # type: ignore[operator]
+        return self.imagine(self.observe(obs, action), future_actions)
 
     def _check_actions(self, belief: Belief, actions: Tensor) -> tuple[int, int]:
         c, name = self.config, type(self).__name__
@@ -304,6 +306,95 @@ class LatentSequenceModel(nn.Module):
     @staticmethod
     def _expand_state(belief: Belief, N: int) -> dict[str, Tensor]:
         return {k: v.expand(N, *v.shape[1:]) for k, v in belief.state.items() if isinstance(v, Tensor)}
+
+    @staticmethod
+    def _first(mask: Tensor) -> Tensor:
+        """``is_first [B, T]`` of a context that starts at its first step."""
+        is_first = torch.zeros_like(mask)
+        is_first[:, 0] = True
+        return is_first
+
+    # -- hooks of the subclasses
+    def _emit(self, z: Tensor, d: Tensor) -> ObsDistribution:
+        """Emission ``p(x_t | z_t, d_t)`` of ``z [..., z]`` and ``d [..., d]``."""
+        raise NotImplementedError
+
+    def _posterior_path(self, obs: Tensor, action: Tensor, mask: Tensor,
+                        is_first: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``d_{1:T} [B, T, d]`` and the posterior-mean chain (``sample=False``): ``z``, ``mu_q``,
+        ``std_q``, ``mu_p``, ``std_p``, all ``[B, T, z]``."""
+        raise NotImplementedError
+
+    def _prior_step(self, u: Tensor, d: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One generative step from ``u_t [N, U]``, ``d_{t-1} [N, d]``, ``z_{t-1} [N, z]``:
+        ``(d_t, mu_t^(p), std_t^(p))``."""
+        raise NotImplementedError
+
+    # -- WorldModel API
+    @torch.no_grad()
+    def observe(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Belief:
+        """Run the inference network over the context; the belief is ``q(z_T)`` (mean, std), ``d_T`` and
+        the last frame (the next ``u`` needs it). ``features [B, d + z] = [d_T, E_q z_T]``."""
+        B, T = obs.shape[:2]
+        if mask is None:
+            mask = torch.ones(B, T, dtype=torch.bool, device=obs.device)
+        self._check_inputs(obs, action, mask)
+        d, ch = self._posterior_path(obs, action, mask, self._first(mask))
+        z, std = ch["mu_q"][:, -1], ch["std_q"][:, -1]
+        d_T = d[:, -1]
+        x_last = obs[:, -1]
+        if not bool(mask[:, -1].all()):  # a missing last frame: use the model's reconstruction
+            x_hat = self._emit(ch["z"][:, -1], d_T).mean
+            x_last = torch.where(_frames(mask[:, -1:], obs[:, -1:])[:, 0], x_last, x_hat)
+        state: dict[str, object] = {"d": d_T, "z": z, "z_std": std, "x_prev": x_last}
+        return Belief(features=torch.cat([d_T, z], -1), state=state)
+
+    @torch.no_grad()
+    def imagine(self, belief: Belief, actions: Tensor, sample: bool | None = None,
+                generator: torch.Generator | None = None) -> Imagination:
+        """Roll the prior forward under ``actions [N, H, A]``, feeding back the model's own frames.
+
+        ``z_t`` follows the prior mean (``sample=False``, the default from ``config.imagine_sample``)
+        or prior samples; the fed-back frame is the emission mean (or a sample when sampling).
+        ``uncertainty`` is the mean prior variance of ``z_t``; ``latent = [d_t, z_t]``.
+        """
+        c = self.config
+        N, H = self._check_actions(belief, actions)
+        sample = c.imagine_sample if sample is None else sample
+        st = self._expand_state(belief, N)
+        d, z, x_prev = st["d"], st["z"], st["x_prev"]
+        if sample:
+            z = z + st["z_std"] * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        means, samples, lat, unc = [], [], [], []
+        for t in range(H):
+            u = self.features.step_inputs(actions[:, t], x_prev)  # [N, U]
+            d, mu_p, std_p = self._prior_step(u, d, z)
+            z = mu_p + std_p * torch.randn(mu_p.shape, generator=generator, device=d.device,
+                                           dtype=d.dtype) if sample else mu_p
+            px = self._emit(z, d)
+            x_mean = px.mean
+            x_s = px.sample(generator) if sample else x_mean
+            means.append(x_mean)
+            samples.append(x_s)
+            lat.append(torch.cat([d, z], -1))
+            unc.append((std_p**2).mean(-1))
+            x_prev = x_s
+        # belief after the last step (z is already a prior mean/sample: no extra noise when continuing)
+        after: dict[str, object] = {"d": d, "z": z, "z_std": torch.zeros_like(z), "x_prev": x_prev}
+        return Imagination(obs=torch.stack(means, 1), latent=torch.stack(lat, 1),
+                           uncertainty=torch.stack(unc, 1),
+                           samples=torch.stack(samples, 1) if sample else None,
+                           belief=Belief(features=torch.cat([d, z], -1), state=after))
+
+    @torch.no_grad()
+    def impute(self, obs: Tensor, action: Tensor, mask: Tensor) -> Tensor:
+        """Fill missing frames with the emission mean at the posterior mean path of ``q(z_{1:T})``
+        (smoothing where the inference network looks ahead, filtering otherwise); observed frames
+        unchanged."""
+        self._check_inputs(obs, action, mask)
+        d, ch = self._posterior_path(obs, action, mask, self._first(mask))
+        x_hat = self._emit(ch["z"], d).mean
+        return torch.where(_frames(mask, obs), obs, x_hat)
 
 
 # ----------------------------------------------------------------------------- SRNN / DSSM core
@@ -457,80 +548,19 @@ class StateSpaceCore(LatentSequenceModel):
                 log_w = torch.where(resample[:, None], torch.zeros_like(log_w), log_w)
         return log_p_hat + torch.logsumexp(log_w, -1) - log_K
 
-    # -- WorldModel API
-    @torch.no_grad()
-    def observe(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Belief:
-        """Run the inference network over the context; the belief is ``q(z_T)`` (mean, std), ``d_T`` and
-        the last frame (the next ``u`` needs it). ``features [B, d + z] = [d_T, E_q z_T]``."""
-        B, T = obs.shape[:2]
-        if mask is None:
-            mask = torch.ones(B, T, dtype=torch.bool, device=obs.device)
-        self._check_inputs(obs, action, mask)
-        is_first = torch.zeros_like(mask)
-        is_first[:, 0] = True
+    # -- hooks of the WorldModel API in LatentSequenceModel
+    def _posterior_path(self, obs: Tensor, action: Tensor, mask: Tensor,
+                        is_first: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         d, a = self.contexts(obs, action, mask, is_first)
-        ch = self.posterior_chain(d, a, is_first, sample=False)
-        z, std = ch["mu_q"][:, -1], ch["std_q"][:, -1]
-        d_T = d[:, -1]
-        x_last = obs[:, -1]
-        if not bool(mask[:, -1].all()):  # a missing last frame: use the model's reconstruction
-            x_hat = self._emit(ch["z"][:, -1], d_T).mean
-            x_last = torch.where(_frames(mask[:, -1:], obs[:, -1:])[:, 0], x_last, x_hat)
-        state: dict[str, object] = {"d": d_T, "z": z, "z_std": std, "x_prev": x_last}
-        return Belief(features=torch.cat([d_T, z], -1), state=state)
+        return d, self.posterior_chain(d, a, is_first, sample=False)
 
-    @torch.no_grad()
-    def imagine(self, belief: Belief, actions: Tensor, sample: bool | None = None,
-                generator: torch.Generator | None = None) -> Imagination:
-        """Roll the prior forward under ``actions [N, H, A]``, feeding back the model's own frames.
-
-        ``z_t`` follows the prior mean (``sample=False``, the default from ``config.imagine_sample``)
-        or prior samples; the fed-back frame is the emission mean (or a sample when sampling).
-        ``uncertainty`` is the mean prior variance of ``z_t``; ``latent = [d_t, z_t]``.
-        """
-        c = self.config
-        N, H = self._check_actions(belief, actions)
-        sample = c.imagine_sample if sample is None else sample
-        st = self._expand_state(belief, N)
-        d, z, x_prev = st["d"], st["z"], st["x_prev"]
-        if sample:
-            z = z + st["z_std"] * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        means, samples, lat, unc = [], [], [], []
-        for t in range(H):
-            u = self.features.step_inputs(actions[:, t], x_prev)  # [N, U]
-            if self.recurrent:
-                d = torch.gru_cell(u, d.contiguous(), *_gru_weights(self.rnn))
-            else:
-                d = self.rnn(u)
-            mu_p, std_p = self.prior(z, self.prior.pre(d))
-            z = mu_p + std_p * torch.randn(mu_p.shape, generator=generator, device=d.device,
-                                           dtype=d.dtype) if sample else mu_p
-            px = self._emit(z, d)
-            x_mean = px.mean
-            x_s = px.sample(generator) if sample else x_mean
-            means.append(x_mean)
-            samples.append(x_s)
-            lat.append(torch.cat([d, z], -1))
-            unc.append((std_p**2).mean(-1))
-            x_prev = x_s
-        # belief after the last step (z is already a prior mean/sample: no extra noise when continuing)
-        after: dict[str, object] = {"d": d, "z": z, "z_std": torch.zeros_like(z), "x_prev": x_prev}
-        return Imagination(obs=torch.stack(means, 1), latent=torch.stack(lat, 1),
-                           uncertainty=torch.stack(unc, 1),
-                           samples=torch.stack(samples, 1) if sample else None,
-                           belief=Belief(features=torch.cat([d, z], -1), state=after))
-
-    @torch.no_grad()
-    def impute(self, obs: Tensor, action: Tensor, mask: Tensor) -> Tensor:
-        """Fill missing frames with the emission mean at the posterior mean path of ``q(z_{1:T})``
-        (smoothing when ``inference="smooth"``: future frames inform ``a_t``); observed frames unchanged."""
-        self._check_inputs(obs, action, mask)
-        is_first = torch.zeros_like(mask)
-        is_first[:, 0] = True
-        d, a = self.contexts(obs, action, mask, is_first)
-        ch = self.posterior_chain(d, a, is_first, sample=False)
-        x_hat = self._emit(ch["z"], d).mean
-        return torch.where(_frames(mask, obs), obs, x_hat)
+    def _prior_step(self, u: Tensor, d: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.recurrent:
+            d = torch.gru_cell(u, d.contiguous(), *_gru_weights(self.rnn))
+        else:
+            d = self.rnn(u)
+        mu_p, std_p = self.prior(z, self.prior.pre(d))  # eq. (5.3)
+        return d, mu_p, std_p
 
 
 # ----------------------------------------------------------------------------- SRNN

@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from worldmodels.api import Batch, Belief, Imagination
+from worldmodels.api import Batch
 from worldmodels.models import register_model
 from worldmodels.models.srnn import (
     _DEBUG,
@@ -35,7 +35,6 @@ from worldmodels.models.srnn import (
     InputFeatures,
     LatentSequenceModel,
     SequenceConfig,
-    _frames,
     gaussian_kl,
 )
 from worldmodels.nn import Emission, ObsDistribution
@@ -114,65 +113,13 @@ class VRNN(LatentSequenceModel):
         kl = gaussian_kl(ch["mu_q"], ch["std_q"], ch["mu_p"], ch["std_p"])
         return {"log_px": log_px, "kl": kl, "z": ch["z"], "d": ch["d"]}
 
-    def _first(self, mask: Tensor) -> Tensor:
-        is_first = torch.zeros_like(mask)
-        is_first[:, 0] = True
-        return is_first
+    # -- hooks of the WorldModel API in LatentSequenceModel
+    def _posterior_path(self, obs: Tensor, action: Tensor, mask: Tensor,
+                        is_first: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        ch = self.chain(obs, action, mask, is_first, sample=False)
+        return ch["d"], ch
 
-    @torch.no_grad()
-    def observe(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Belief:
-        """Filter the context; belief ``d_T``, ``q(z_T | x_T, d_T)`` (mean, std) and the last frame."""
-        B, T = obs.shape[:2]
-        if mask is None:
-            mask = torch.ones(B, T, dtype=torch.bool, device=obs.device)
-        self._check_inputs(obs, action, mask)
-        ch = self.chain(obs, action, mask, self._first(mask), sample=False)
-        d, z = ch["d"][:, -1], ch["mu_q"][:, -1]
-        x_last = obs[:, -1]
-        if not bool(mask[:, -1].all()):
-            x_hat = self._emit(z, d).mean
-            x_last = torch.where(_frames(mask[:, -1:], obs[:, -1:])[:, 0], x_last, x_hat)
-        state: dict[str, object] = {"d": d, "z": z, "z_std": ch["std_q"][:, -1], "x_prev": x_last}
-        return Belief(features=torch.cat([d, z], -1), state=state)
-
-    @torch.no_grad()
-    def imagine(self, belief: Belief, actions: Tensor, sample: bool | None = None,
-                generator: torch.Generator | None = None) -> Imagination:
-        """Roll the prior forward under ``actions [N, H, A]`` feeding back the model's own frames
-        (means, or samples with ``sample``); ``uncertainty`` = mean prior variance of ``z_t``."""
-        c = self.config
-        N, H = self._check_actions(belief, actions)
-        sample = c.imagine_sample if sample is None else sample
-        st = self._expand_state(belief, N)
-        d, z, x_prev = st["d"], st["z"], st["x_prev"]
-        if sample:
-            z = z + st["z_std"] * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        means, samples, lat, unc = [], [], [], []
-        for t in range(H):
-            u = self.features.step_inputs(actions[:, t], x_prev)
-            d = self.cell(torch.cat([u, self.phi_z(z)], -1), d.contiguous())
-            mu_p, std_p = self.prior(d, None)
-            z = mu_p + std_p * torch.randn(mu_p.shape, generator=generator, device=d.device,
-                                           dtype=d.dtype) if sample else mu_p
-            px = self._emit(z, d)
-            x_s = px.sample(generator) if sample else px.mean
-            means.append(px.mean)
-            samples.append(x_s)
-            lat.append(torch.cat([d, z], -1))
-            unc.append((std_p**2).mean(-1))
-            x_prev = x_s
-        # belief after the last step (z is already a prior mean/sample: no extra noise when continuing)
-        after: dict[str, object] = {"d": d, "z": z, "z_std": torch.zeros_like(z), "x_prev": x_prev}
-        return Imagination(obs=torch.stack(means, 1), latent=torch.stack(lat, 1),
-                           uncertainty=torch.stack(unc, 1),
-                           samples=torch.stack(samples, 1) if sample else None,
-                           belief=Belief(features=torch.cat([d, z], -1), state=after))
-
-    @torch.no_grad()
-    def impute(self, obs: Tensor, action: Tensor, mask: Tensor) -> Tensor:
-        """Fill missing frames by filtering (the VRNN has no smoothing network): emission mean at the
-        posterior-mean path; observed frames unchanged."""
-        self._check_inputs(obs, action, mask)
-        ch = self.chain(obs, action, mask, self._first(mask), sample=False)
-        x_hat = self._emit(ch["z"], ch["d"]).mean
-        return torch.where(_frames(mask, obs), obs, x_hat)
+    def _prior_step(self, u: Tensor, d: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        d = self.cell(torch.cat([u, self.phi_z(z)], -1), d.contiguous())  # d_t = f(d_{t-1}, z_{t-1}, u_t)
+        mu_p, std_p = self.prior(d, None)  # p(z_t | d_t)
+        return d, mu_p, std_p
