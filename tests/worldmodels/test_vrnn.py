@@ -7,37 +7,28 @@ import pytest
 import torch
 from torch import distributions as D
 
-from tests.worldmodels.contract import WorldModelContract, run_contract
-from tests.worldmodels.test_srnn import _act, _gauss, _linear, _mlp, make_batch
+from tests.worldmodels._seq_models import (
+    ImageContract,
+    VectorContract,
+    _act,
+    _gauss,
+    _linear,
+    _mlp,
+    _one_thread,  # noqa: F401  (autouse fixture)
+    make_batch,
+)
+from tests.worldmodels.contract import run_contract
 from worldmodels.api import Batch
 from worldmodels.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+class TestVRNNContractVectors(VectorContract):
+    model_name = "vrnn"
 
 
-class TestVRNNContractVectors(WorldModelContract):
-    def make_model(self):
-        return build_model("vrnn", "debug", obs_shape=(10,), action_dim=3)
-
-    def make_batch(self, B, T, seed=0):
-        return make_batch((10,), 3, B, T, seed)
-
-
-class TestVRNNContractImages(WorldModelContract):
-    T = 4
-    overfit_steps = 25
-
-    def make_model(self):
-        return build_model("vrnn", "debug", obs_shape=(1, 16, 16), action_dim=2, input_prev_obs=False)
-
-    def make_batch(self, B, T, seed=0):
-        return make_batch((1, 16, 16), 2, B, T, seed)
+class TestVRNNContractImages(ImageContract):
+    model_name = "vrnn"
+    image_overrides = {"input_prev_obs": False}
 
 
 def test_contract_gaussian_vectors():
