@@ -7,13 +7,14 @@ Every experiment writes ``docs/results/planning_<name>.json`` = ``{"experiment",
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +22,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "docs" / "results"
 MEDIA = RESULTS / "planning"
+
+
+T = TypeVar("T")
+
+
+def parse_args(cls: type[T], description: str, argv: list[str] | None = None) -> T:
+    """One ``--flag`` per field of the argument dataclass ``cls`` (CleanRL style), typed by its default."""
+    p = argparse.ArgumentParser(description=description)
+    for k, v in vars(cls()).items():
+        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    return cls(**vars(p.parse_args(argv)))
 
 
 def git_commit() -> str:

@@ -22,7 +22,6 @@ Run: ``python scripts/plan_imagenav.py`` (checkpoints from ``scripts/gtmsm_image
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import deque
@@ -53,10 +52,7 @@ class Args:
 
 
 def parse(argv: list[str] | None = None) -> Args:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for k, v in vars(Args()).items():
-        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
-    return Args(**vars(p.parse_args(argv)))
+    return pc.parse_args(Args, __doc__.splitlines()[0], argv)
 
 
 def shortest_path(blocked: Any, start: tuple[int, int], goal: tuple[int, int]) -> int:

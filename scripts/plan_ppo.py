@@ -19,7 +19,6 @@ Run: ``python scripts/plan_ppo.py --checkpoint runs/kvae_force/last``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -47,10 +46,7 @@ class Args:
 
 
 def parse() -> Args:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for k, v in vars(Args()).items():
-        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
-    return Args(**vars(p.parse_args()))
+    return pc.parse_args(Args, __doc__.splitlines()[0])
 
 
 def main() -> None:
