@@ -44,6 +44,7 @@ from torch import Tensor
 from agents.objectives import Reduce, goal_image, reduce_distance
 from agents.planners import Objective
 from worldmodels.api import Belief, Imagination, frames_to_tensor
+from worldmodels.files import atomic_save
 
 __all__ = [
     "Task",
@@ -400,12 +401,10 @@ def plan_gif(
                 canvas.paste(Image.fromarray(big), (gap + (k + 1) * (w * scale + gap), top))
         draw.text((gap, h * scale + top + 1), f"step {t}  {title}", fill=(200, 200, 200))
         images.append(canvas)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    os.replace(tmp, path)
-    return path
+    duration = int(1000 / fps)
+    return atomic_save(
+        path, lambda tmp: images[0].save(tmp, save_all=True, append_images=images[1:], duration=duration, loop=0)
+    )
 
 
 def run_episodes(

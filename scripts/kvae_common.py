@@ -8,7 +8,6 @@ frame at 0.5 and count the wrongly guessed pixels on the missing frames (Fig. 6.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from worldmodels import files  # noqa: E402
 from worldmodels.api import Batch  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results"
@@ -212,10 +212,7 @@ def machine() -> str:
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.write_json(path, obj)
 
 
 def result_record(experiment: str, command: str, seed: int, wall_clock_s: float,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -29,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worldmodels import checkpoint  # noqa: E402
+from worldmodels import checkpoint, files  # noqa: E402
 from worldmodels.models import build_model  # noqa: E402
 from worldmodels.music import MusicBuckets, evaluate_elbo, load_chorales  # noqa: E402
 from worldmodels.train import TrainConfig, Trainer  # noqa: E402
@@ -87,10 +86,7 @@ def parse() -> Args:
 
 
 def _write_json(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.write_json(path, obj)
 
 
 def train_variant(variant: str, args: Args) -> dict:

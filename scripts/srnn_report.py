@@ -23,16 +23,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from worldmodels import files  # noqa: E402
+
 DOCS = ROOT / "docs" / "results"
 THESIS_JSB = -4.74  # Table 5.2, SRNN (smooth + Res_q), JSB chorales, test ELBO per time step
 FIVO_PARTICLES = 16
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.write_json(path, obj)
 
 
 def _commit() -> str:

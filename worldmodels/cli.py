@@ -141,10 +141,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def _evaluate_run(args: argparse.Namespace) -> int:
     import json
-    import os
-    from pathlib import Path
 
     from worldmodels.evaluate import evaluate_checkpoint
+    from worldmodels.files import write_json
 
     report = evaluate_checkpoint(
         args.checkpoint,
@@ -159,11 +158,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, out)
+        write_json(args.out, report)
     return 0
 
 
@@ -195,13 +190,13 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _plan_run(args: argparse.Namespace) -> int:
-    import json
     import time
     from pathlib import Path
 
     import envs  # noqa: F401  (registers the env ids)
     from agents.tasks import plan_in_env
     from worldmodels.checkpoint import load
+    from worldmodels.files import write_json
 
     agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
     model = load(args.checkpoint) if args.checkpoint else None
@@ -215,9 +210,7 @@ def _plan_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = {"command": "worldmodels plan " + " ".join(sys.argv[2:]), "checkpoint": args.checkpoint,
               "env": args.env, "seed": args.seed, "wall_clock_s": round(time.time() - t0, 1), "metrics": res}
-    tmp = out / f".metrics.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / "metrics.json")
+    write_json(out / "metrics.json", report)
     for who, m in res.items():
         print(f"{who:>7}: success {m['success_rate']:.0%}  steps {m['mean_steps']:.1f}  return "
               f"{m['mean_return']:.2f}  final distance {m['mean_final_distance']:.2f}  "

@@ -71,6 +71,7 @@ import torch
 from gymnasium import spaces
 
 from worldmodels.api import Batch
+from worldmodels.files import write_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -284,9 +285,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1, sort_keys=True)
 
 
 def _versions() -> dict[str, str]:

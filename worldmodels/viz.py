@@ -25,6 +25,8 @@ import numpy.typing as npt
 import torch
 from PIL import Image, ImageDraw
 
+from worldmodels.files import atomic_save
+
 __all__ = ["rollout_gif", "plot_metric", "contact_sheet", "to_uint8"]
 
 LABELS = ("ground truth", "open-loop prediction", "reconstruction")
@@ -39,14 +41,6 @@ def to_uint8(frames: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
     if scale > 1:
         img = img.repeat(scale, axis=-3).repeat(scale, axis=-2)
     return img
-
-
-def _atomic_save(path: Path, save) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    save(tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def rollout_gif(
@@ -95,7 +89,7 @@ def rollout_gif(
 
         imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
 
-    return _atomic_save(Path(path), save)
+    return atomic_save(Path(path), save)
 
 
 def plot_metric(
@@ -129,7 +123,7 @@ def plot_metric(
         fig.savefig(tmp, format="png")
 
     try:
-        return _atomic_save(Path(path), save)
+        return atomic_save(Path(path), save)
     finally:
         plt.close(fig)
 
@@ -162,4 +156,4 @@ def contact_sheet(
         draw.text((4, y + h // 2 - 5), name, fill=(0, 0, 0))
         for t in range(T):
             sheet.paste(Image.fromarray(img[t]), (left + t * (w + pad), y))
-    return _atomic_save(Path(path), lambda tmp: sheet.save(tmp, format="PNG"))
+    return atomic_save(Path(path), lambda tmp: sheet.save(tmp, format="PNG"))
