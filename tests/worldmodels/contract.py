@@ -45,6 +45,17 @@ from worldmodels.api import Batch, Belief, Imagination, LossOutput
 __all__ = ["WorldModelContract", "run_contract"]
 
 
+def random_binary_batch(
+    B: int, T: int, seed: int = 0, obs_shape: tuple[int, ...] = (1, 8, 8), A: int = 5
+) -> Batch:
+    """Seeded binary frames ``[B, T, *obs_shape]`` with one-hot actions over ``A`` (zero at t = 0)."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.rand(B, T, *obs_shape, generator=g).round()
+    action = torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float()
+    action[:, 0] = 0
+    return Batch(obs=obs, action=action)
+
+
 def _seeded(fn: Callable[[], Any], seed: int = 0) -> Any:
     torch.manual_seed(seed)
     return fn()

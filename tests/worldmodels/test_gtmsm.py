@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.worldmodels.contract import WorldModelContract
+from tests.worldmodels.contract import WorldModelContract, random_binary_batch
 from worldmodels.api import Batch
 from worldmodels.models import build_model
 from worldmodels.models.gtmsm import (
@@ -50,12 +50,6 @@ def grid_walk(rng: np.random.Generator, B: int, T: int, n_pos: int = 4, crop: in
     return Batch(obs=torch.from_numpy(obs), action=action, state=torch.from_numpy(pos))
 
 
-def _batch(B: int, T: int, seed: int = 0, obs_shape=(1, 8, 8), A: int = 5) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.rand(B, T, *obs_shape, generator=g).round()
-    action = torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float()
-    action[:, 0] = 0
-    return Batch(obs=obs, action=action)
 
 
 class TestGTMSMContract(WorldModelContract):
@@ -66,7 +60,7 @@ class TestGTMSMContract(WorldModelContract):
         return build_model("gtmsm", "debug")
 
     def make_batch(self, B, T, seed=0):
-        return _batch(B, T, seed)
+        return random_binary_batch(B, T, seed)
 
 
 class TestGTMSMCombinerContract(WorldModelContract):
@@ -78,7 +72,7 @@ class TestGTMSMCombinerContract(WorldModelContract):
                            transition="momentum", prior="combiner", likelihood="gaussian", tau=4, k=2)
 
     def make_batch(self, B, T, seed=0):
-        return _batch(B, T, seed, obs_shape=(3, 16, 16), A=3)
+        return random_binary_batch(B, T, seed, obs_shape=(3, 16, 16), A=3)
 
 
 # ------------------------------------------------------------------ float64 oracles
@@ -282,9 +276,9 @@ def test_localize_reverse_lookup_returns_the_stored_state() -> None:
 
 def test_imagine_large_shared_memory_equals_per_candidate_memory() -> None:
     m = build_model("gtmsm", "debug").eval()
-    b = _batch(1, 40, seed=3)
+    b = random_binary_batch(1, 40, seed=3)
     belief = m.observe(b.obs, b.action)
-    acts = _batch(7, 5, seed=4).action
+    acts = random_binary_batch(7, 5, seed=4).action
     shared = m.imagine(belief, acts)
     per = m.imagine(type(belief)(features=belief.features.expand(7, -1),
                                  state={k: v.expand(7, *v.shape[1:]) for k, v in belief.state.items()}), acts)
@@ -301,7 +295,7 @@ def test_config_errors_name_the_choices() -> None:
 
 def test_wall_gate_curriculum() -> None:
     m = GTMSM(GTMSMConfig(**{**GTMSMConfig.PRESETS["debug"], "wall_gate_from": 2}))
-    b = _batch(2, 10)
+    b = random_binary_batch(2, 10)
     assert not m._gate_on()
     m.loss(b)
     m.loss(b)

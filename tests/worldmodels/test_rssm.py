@@ -8,18 +8,10 @@ import math
 import pytest
 import torch
 
-from tests.worldmodels.contract import WorldModelContract
+from tests.worldmodels.contract import WorldModelContract, random_binary_batch
 from worldmodels.api import Batch
 from worldmodels.models import build_model
 from worldmodels.models.rssm import RSSM, RSSMConfig
-
-
-def _batch(B: int, T: int, seed: int = 0, obs_shape=(1, 8, 8), A: int = 5) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.rand(B, T, *obs_shape, generator=g).round()
-    action = torch.nn.functional.one_hot(torch.randint(0, A, (B, T), generator=g), A).float()
-    action[:, 0] = 0
-    return Batch(obs=obs, action=action)
 
 
 class TestRSSMContract(WorldModelContract):
@@ -27,7 +19,7 @@ class TestRSSMContract(WorldModelContract):
         return build_model("rssm", "debug")
 
     def make_batch(self, B, T, seed=0):
-        return _batch(B, T, seed)
+        return random_binary_batch(B, T, seed)
 
 
 class TestRSSMConvGaussianContract(WorldModelContract):
@@ -45,7 +37,7 @@ def test_elbo_matches_float64_recomputation() -> None:
     """The ELBO (free nats off) equals a step-by-step float64 recomputation with the same noise."""
     torch.manual_seed(0)
     m = RSSM(RSSMConfig(**RSSMConfig.PRESETS["debug"])).double()
-    b = _batch(2, 5)
+    b = random_binary_batch(2, 5)
     b = Batch(obs=b.obs.double(), action=b.action.double())
     torch.manual_seed(1)
     out = m.loss(b)
@@ -72,7 +64,7 @@ def test_elbo_matches_float64_recomputation() -> None:
 
 def test_free_nats_clip_each_step_from_below() -> None:
     m = build_model("rssm", "debug", free_nats=50.0)
-    b = _batch(2, 4)
+    b = random_binary_batch(2, 4)
     out = m.loss(b)
     # every step's KL is below 50 nats at initialisation, so the loss is -rec + 50
     assert out.metrics["kl"] < 50
@@ -82,7 +74,7 @@ def test_free_nats_clip_each_step_from_below() -> None:
 def test_missing_frames_do_not_reach_the_state() -> None:
     """With mask False at t, the frame at t cannot change the belief, the loss or the imputation of t."""
     m = build_model("rssm", "debug").eval()
-    b = _batch(1, 6, seed=2)
+    b = random_binary_batch(1, 6, seed=2)
     mask = torch.ones(1, 6, dtype=torch.bool)
     mask[0, 3] = False
     other = b.obs.clone()
@@ -101,7 +93,7 @@ def test_missing_frames_do_not_reach_the_state() -> None:
 def test_state_restarts_at_is_first() -> None:
     """A window with a new episode at t = 3 scores steps 3.. exactly as a window starting there."""
     m = build_model("rssm", "debug", free_nats=0.0).eval()
-    b = _batch(1, 7, seed=3)
+    b = random_binary_batch(1, 7, seed=3)
     first = torch.zeros(1, 7, dtype=torch.bool)
     first[0, [0, 3]] = True
     action = b.action.clone()
@@ -115,6 +107,6 @@ def test_config_errors() -> None:
     with pytest.raises(ValueError, match="RSSMConfig.likelihood: expected 'bernoulli' or 'gaussian', received 'bern'"):
         RSSMConfig(likelihood="bern")
     m = build_model("rssm", "debug")
-    belief = m.observe(*(lambda b: (b.obs, b.action))(_batch(2, 3)))
+    belief = m.observe(*(lambda b: (b.obs, b.action))(random_binary_batch(2, 3)))
     with pytest.raises(ValueError, match=r"belief batch must be 1 or N=3, received 2"):
         m.imagine(belief, torch.zeros(3, 2, 5))
