@@ -64,6 +64,14 @@ class Args:
     beta0: float = 0.2
     beta_anneal_steps: int = 400  # optimizer updates for the KL weight to reach 1
     grad_clip: float = 100.0
+    # regularisation (all off by default = the thesis's recipe); the same for every model of a run
+    transpose: int = 0  # random transposition of each training chunk by -k..k semitones (MusicBuckets)
+    dropout: float = 0.0  # dropout on observation features and on the deterministic state at the emission
+    weight_decay: float = 0.0  # Adam L2 penalty
+    # latent models: padding of a variable-length batch adds no KL term and the backward inference GRU
+    # starts at each chorale's own end (eq. (5.7)); without it padded steps act as latent steps
+    trailing_pad: bool = False
+    patience: int = 0  # early stopping: stop after this many evaluations without a better validation ELBO
     eval_samples: int = 4  # ELBO samples averaged for the final valid/test numbers
     seed: int = 0
     threads: int = 1
@@ -103,19 +111,27 @@ def train_variant(variant: str, args: Args) -> dict:
     train, valid, test = data.split("train"), data.split("valid"), data.split("test")
     action_dim = 1 if name == "rnn" else 0
     torch.manual_seed(args.seed)
-    model = build_model(name, preset, obs_shape=(88,), action_dim=action_dim)
-    buckets = MusicBuckets(train, args.batch_size, args.chunk_len, action_dim)
+    overrides: dict[str, object] = {"dropout": args.dropout} if args.dropout > 0 else {}
+    if args.trailing_pad and name != "rnn":  # the RNN's likelihood is exact on padded batches already
+        overrides["trailing_pad"] = True
+    model = build_model(name, preset, obs_shape=(88,), action_dim=action_dim, **overrides)
+    buckets = MusicBuckets(train, args.batch_size, args.chunk_len, action_dim, transpose=args.transpose)
     hist_path = run / "history.json"
     hist = json.loads(hist_path.read_text()) if hist_path.exists() else {"evals": [], "wall_clock_s": 0.0}
     epoch = hist["evals"][-1]["epoch"] if hist["evals"] else 0
     if epoch:  # resume the model weights of the last evaluation
         model = checkpoint.load(run / "last").train()
-    while epoch < args.epochs:
+    def stale() -> int:  # evaluations since the best one
+        vals = [e["valid_elbo"] for e in hist["evals"]]
+        return len(vals) - 1 - int(np.argmax(vals)) if vals else 0
+
+    while epoch < args.epochs and not (args.patience and stale() >= args.patience):
         target = min(epoch + args.eval_every, args.epochs)
         t0 = time.perf_counter()
         cfg = TrainConfig(lr=args.lr, batch_size=1, beta0=args.beta0,
                           beta_anneal_steps=args.beta_anneal_steps,
-                          grad_clip=args.grad_clip, epochs=target, seed=args.seed, out_dir=str(run),
+                          grad_clip=args.grad_clip, weight_decay=args.weight_decay, epochs=target,
+                          seed=args.seed, out_dir=str(run),
                           checkpoint_every=50, log_every=5, progress=False, tensorboard=False)
         res = Trainer(model, buckets, cfg).fit()
         if res.stopped == "signal":
@@ -139,6 +155,11 @@ def train_variant(variant: str, args: Args) -> dict:
         "variant": variant, "model": name, "preset": preset, "label": LABELS[variant],
         "params": sum(p.numel() for p in best_model.parameters()),
         "epochs": args.epochs, "best_epoch": best_epoch, "steps": hist["evals"][-1]["step"],
+        "stopped_epoch": epoch, "early_stopped": epoch < args.epochs,
+        "best_step": next(e["step"] for e in hist["evals"] if e["epoch"] == best_epoch),
+        "regularisation": {"transpose": args.transpose, "dropout": args.dropout,
+                           "weight_decay": args.weight_decay, "patience": args.patience},
+        "trailing_pad": args.trailing_pad,
         "valid_elbo": evaluate_elbo(best_model, valid, args.eval_samples, seed=args.seed + 1),
         "test_elbo": evaluate_elbo(best_model, test, args.eval_samples, seed=args.seed + 2),
         "train_wall_clock_s": hist["wall_clock_s"],

@@ -50,6 +50,7 @@ __all__ = [
     "build_chorales",
     "load_chorales",
     "MusicBuckets",
+    "transpose_rolls",
     "evaluate_elbo",
     "evaluate_fivo",
     "pad_batch",
@@ -267,6 +268,26 @@ def pad_batch(rolls: Sequence[np.ndarray], action_dim: int = 0) -> tuple[Batch, 
     return Batch(obs=obs, action=torch.zeros(B, T, action_dim), mask=mask), lengths
 
 
+def transpose_rolls(obs: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Shift every piano roll of ``obs [B, T, 88]`` by ``shifts [B]`` semitones (keys moved off the keyboard
+    are dropped, vacated keys are silent).
+
+    Example:
+        >>> x = torch.zeros(2, 1, 88); x[:, 0, 40] = 1
+        >>> y = transpose_rolls(x, torch.tensor([3, -2]))
+        >>> y[0, 0].nonzero().flatten().tolist(), y[1, 0].nonzero().flatten().tolist()
+        ([43], [38])
+    """
+    if obs.dim() != 3 or obs.shape[-1] != N_KEYS:
+        raise ValueError(f"transpose_rolls: expected obs [B, T, {N_KEYS}], received shape {tuple(obs.shape)}")
+    if shifts.shape != (obs.shape[0],):
+        raise ValueError(f"transpose_rolls: expected shifts [{obs.shape[0]}], received shape {tuple(shifts.shape)}")
+    src = torch.arange(N_KEYS)[None, :] - shifts[:, None].to(torch.long)  # [B, 88] source key of each key
+    valid = (src >= 0) & (src < N_KEYS)
+    out = torch.gather(obs, 2, src.clamp(0, N_KEYS - 1)[:, None, :].expand(-1, obs.shape[1], -1))
+    return out * valid[:, None, :].to(obs.dtype)
+
+
 class MusicBuckets(torch.utils.data.Dataset):
     """Training batches as a map-style dataset: chorales cut in chunks of ``<= chunk_len`` steps (§5.4),
     sorted by length and grouped ``batch_size`` at a time, so a batch needs almost no padding (padded
@@ -275,6 +296,11 @@ class MusicBuckets(torch.utils.data.Dataset):
     epoch (and resumes exactly). Each chunk starts from the model's initial state (the thesis carries
     the state across chunks; with a median chorale length of ~50 quarter notes few chorales are cut).
 
+    ``transpose = k > 0`` is data augmentation (off by default): every time a batch is drawn, each of its
+    chorales is transposed by its own uniform random shift in ``-k..k`` semitones (drawn from the global
+    torch RNG, which the Trainer saves and restores, so resumed runs draw the same shifts), narrowed so
+    no note leaves the 88 keys. Chorales exist in every key, so a transposed chorale is a plausible one.
+
     Example:
         >>> data = ChoraleSet([np.ones((5, 88), np.uint8), np.ones((3, 88), np.uint8)], [1, 2], ["a", "b"])
         >>> buckets = MusicBuckets(data, batch_size=2, chunk_len=4)
@@ -282,10 +308,14 @@ class MusicBuckets(torch.utils.data.Dataset):
         (2, torch.Size([2, 3, 88]), [1, 3])
     """
 
-    def __init__(self, data: ChoraleSet, batch_size: int = 16, chunk_len: int = 100, action_dim: int = 0):
+    def __init__(self, data: ChoraleSet, batch_size: int = 16, chunk_len: int = 100, action_dim: int = 0,
+                 transpose: int = 0):
         if chunk_len < 1 or batch_size < 1:
             raise ValueError(f"MusicBuckets: expected chunk_len >= 1 and batch_size >= 1, "
                              f"received {chunk_len}, {batch_size}")
+        if not 0 <= transpose < N_KEYS:
+            raise ValueError(f"MusicBuckets: expected 0 <= transpose < {N_KEYS} semitones, received {transpose}")
+        self.transpose = transpose
         chunks = [r[s: s + chunk_len] for r in data.rolls for s in range(0, len(r), chunk_len)]
         chunks.sort(key=len)
         self.batches = [pad_batch(chunks[i: i + batch_size], action_dim)[0]
@@ -295,7 +325,17 @@ class MusicBuckets(torch.utils.data.Dataset):
         return len(self.batches)
 
     def __getitem__(self, i: int) -> Batch:
-        return self.batches[i]
+        b = self.batches[i]
+        if not self.transpose:
+            return b
+        keys = torch.arange(N_KEYS, dtype=b.obs.dtype)
+        on = b.obs.amax(1) > 0  # [B, 88] keys used by each chorale chunk
+        lo = torch.where(on, keys, torch.full_like(keys, N_KEYS)).amin(1)  # lowest key, 88 if silent
+        hi = torch.where(on, keys, torch.full_like(keys, -1)).amax(1)  # highest key, -1 if silent
+        down = torch.clamp(lo, max=self.transpose).long()  # the largest allowed shift down ...
+        up = torch.clamp(N_KEYS - 1 - hi, max=self.transpose).long()  # ... and up
+        shifts = (torch.rand(len(lo)) * (up + down + 1).to(torch.float32)).long().clamp(max=up + down) - down
+        return Batch(obs=transpose_rolls(b.obs, shifts), action=b.action, mask=b.mask, is_first=b.is_first)
 
     @staticmethod
     def collate(items: list[Batch]) -> Batch:

@@ -24,6 +24,7 @@ from worldmodels.music import (  # noqa: E402
     pad_batch,
     piano_roll,
     split_of,
+    transpose_rolls,
 )
 
 
@@ -153,3 +154,31 @@ def test_evaluate_fivo_is_tighter_than_the_elbo_and_needs_fivo():
     assert np.isfinite(fivo) and elbo < fivo < 0
     with pytest.raises(TypeError, match="fivo"):
         evaluate_fivo(build_model("rnn", "debug", obs_shape=(88,), action_dim=1), data)
+
+
+def test_transposed_buckets_shift_each_chorale_within_the_keyboard():
+    """transpose=k: every row is its original chunk shifted by one integer in -k..k, notes never leave the
+    88 keys (a chunk near the top can only go down), padding stays silent, and all shifts occur."""
+    rolls = [np.zeros((4, 88), np.uint8) for _ in range(3)]
+    rolls[0][:, 40] = 1
+    rolls[1][:2, [10, 20]] = 1
+    rolls[2][:, 86] = 1  # one key below the top: shifts up to +1 only
+    data = ChoraleSet(rolls, [1, 2, 4], ["a", "b", "c"])
+    buckets = MusicBuckets(data, batch_size=3, chunk_len=4, transpose=3)
+    base = buckets.batches[0]
+    torch.manual_seed(0)
+    shifts: dict[int, set[int]] = {i: set() for i in range(3)}
+    for _ in range(200):
+        b = buckets[0]
+        assert torch.equal(b.mask, base.mask) and b.obs.sum() == base.obs.sum()
+        for i in range(3):
+            found = [s for s in range(-3, 4)
+                     if torch.equal(transpose_rolls(base.obs[i:i + 1], torch.tensor([s]))[0], b.obs[i])]
+            assert len(found) == 1
+            shifts[i].add(found[0])
+    assert shifts[0] == set(range(-3, 4)) and shifts[2] == {-3, -2, -1, 0, 1}
+    assert buckets.batches[0] is base and torch.equal(MusicBuckets(data, 3, 4)[0].obs, base.obs)
+    with pytest.raises(ValueError, match="transpose"):
+        MusicBuckets(data, batch_size=3, transpose=-1)
+    with pytest.raises(ValueError, match="shifts"):
+        transpose_rolls(base.obs, torch.tensor([1]))

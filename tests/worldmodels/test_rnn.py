@@ -130,3 +130,34 @@ def test_learns_a_deterministic_action_effect():
     with torch.no_grad():
         pred = model.predict(batch.obs[:1], batch.action[:1], future).obs
     assert (pred.argmax(-1) == future.argmax(-1)).all() and float(pred.max(-1).values.min()) > 0.8
+
+
+def test_right_padded_batch_loss_equals_per_sequence_log_likelihood():
+    """Trailing missing frames (padding) take the fused path; the loss is still the exact per-frame
+    log-likelihood of each row's observed prefix."""
+    torch.manual_seed(0)
+    model = build_model("rnn", "debug", obs_shape=(6,), action_dim=2).double()
+    batch = _batch(B=3, T=7)
+    batch = Batch(obs=batch.obs.double(), action=batch.action.double(),
+                  mask=torch.arange(7)[None, :] < torch.tensor([7, 4, 2])[:, None])
+    got = model.loss(batch).metrics["elbo"]
+    total = sum(_brute_loglik(model, Batch(obs=batch.obs[b:b + 1, :L], action=batch.action[b:b + 1, :L]))[0]
+                for b, L in enumerate([7, 4, 2]))
+    assert got == pytest.approx(total / 13, rel=1e-9)
+
+
+def test_dropout_only_in_the_training_loss():
+    torch.manual_seed(0)
+    model = build_model("rnn", "debug", obs_shape=(6,), action_dim=2, dropout=0.5).double()
+    batch = _batch()
+    model.eval()
+    a, b = model.loss(batch).metrics["elbo"], model.loss(batch).metrics["elbo"]
+    assert a == b
+    model.train()
+    assert model.loss(batch).metrics["elbo"] != a
+    with torch.no_grad():  # observe/imagine stay deterministic in training mode
+        f1 = model.observe(batch.obs, batch.action).features
+        f2 = model.observe(batch.obs, batch.action).features
+    torch.testing.assert_close(f1, f2)
+    with pytest.raises(ValueError, match="dropout"):
+        build_model("rnn", "debug", obs_shape=(6,), action_dim=2, dropout=1.5)

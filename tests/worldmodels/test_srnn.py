@@ -215,6 +215,48 @@ def test_bad_config_values_raise():
         build_model("srnn", "musik", obs_shape=(4,), action_dim=1)
 
 
+# ----------------------------------------------------------------------------- padded batches, dropout
+
+
+@pytest.mark.parametrize("name,overrides", [("srnn", {}), ("srnn", {"inference": "filter"}), ("dmm", {}),
+                                            ("vrnn", {})])
+def test_trailing_pad_makes_a_padded_batch_the_sum_of_its_sequences(name, overrides):
+    """trailing_pad: a right-padded batch gives each row the ELBO terms of that row alone (a_{T_i+1} = 0,
+    no KL on padding); without it the padding changes the bound (KL of padded steps, backward GRU)."""
+    torch.manual_seed(0)
+    model = build_model(name, "debug", obs_shape=(6,), action_dim=0, trailing_pad=True, **overrides).double()
+    lengths = [7, 4, 2]
+    batch = make_batch((6,), 0, 3, 7, dtype=torch.float64)
+    batch.mask[:] = torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]
+    batch.obs[~batch.mask] = 0.0
+    got = model.elbo_terms(batch, sample=False)
+    got_elbo = (got["log_px"] - got["kl"]).sum(1)
+    for b, L in enumerate(lengths):
+        one = Batch(obs=batch.obs[b:b + 1, :L], action=batch.action[b:b + 1, :L])
+        ref = model.elbo_terms(one, sample=False)
+        torch.testing.assert_close(got_elbo[b], (ref["log_px"] - ref["kl"]).sum(1)[0])
+    model.config.trailing_pad = False
+    plain = model.elbo_terms(batch, sample=False)
+    assert float((got_elbo - (plain["log_px"] - plain["kl"]).sum(1)).detach().abs()[1:].min()) > 1e-6
+    with pytest.raises(ValueError, match="trailing_pad"):
+        build_model(name, "debug", obs_shape=(6,), action_dim=0, trailing_pad=True, train_drop_prob=0.2)
+
+
+@pytest.mark.parametrize("name", ["srnn", "vrnn", "dmm"])
+def test_dropout_acts_in_training_mode_only(name):
+    torch.manual_seed(0)
+    model = build_model(name, "debug", obs_shape=(6,), action_dim=1, dropout=0.5)
+    batch = make_batch((6,), 1, 3, 5)
+    model.eval()
+    a, b = model.elbo_terms(batch, sample=False), model.elbo_terms(batch, sample=False)
+    torch.testing.assert_close(a["log_px"], b["log_px"])
+    model.train()
+    c = model.elbo_terms(batch, sample=False)
+    assert float((c["log_px"] - a["log_px"]).abs().max()) > 1e-4
+    with pytest.raises(ValueError, match="dropout"):
+        build_model(name, "debug", obs_shape=(6,), action_dim=1, dropout=1.0)
+
+
 # ----------------------------------------------------------------------------- FIVO (§4.3.2)
 
 

@@ -55,6 +55,8 @@ class RNNConfig:
         channels: conv channels of the image encoder / decoder.
         min_std: variance floor (std) of Gaussian emissions (§4.8.1).
         channels_last: channels-last convolutions (faster on CPU).
+        dropout: dropout rate on the observation embedding ``e(x)`` and on ``h_t`` where it enters the
+            emission, in the training loss only (a regulariser for small data sets; 0 = off).
     """
 
     obs_shape: tuple[int, ...] = (1, 32, 32)
@@ -67,6 +69,7 @@ class RNNConfig:
     channels: int = 32
     min_std: float = 1e-2
     channels_last: bool = True
+    dropout: float = 0.0
 
     PRESETS: ClassVar[dict[str, dict]] = {
         "debug": {
@@ -87,6 +90,8 @@ class RNNConfig:
             )
         if self.action_dim < 1:
             raise ValueError(f"RNNConfig.action_dim: expected >= 1, received {self.action_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"RNNConfig.dropout: expected in [0, 1), received {self.dropout}")
 
 
 @register_model("rnn")
@@ -101,6 +106,7 @@ class RNN(nn.Module):
         self.encoder = ObsEncoder(c.obs_shape, c.embed_dim, c.mlp_hidden, c.channels, c.channels_last)
         self.action_embed = ActionEmbedding(c.action_dim, c.action_embed_dim)
         self.gru = nn.GRU(c.embed_dim + c.action_embed_dim, c.hidden_dim, batch_first=True)
+        self.drop = nn.Dropout(c.dropout)  # no parameters: checkpoints are unchanged
         self.emission = Emission(
             c.hidden_dim, c.obs_shape, c.emission, c.mlp_hidden, c.channels, c.min_std, c.channels_last
         )
@@ -124,6 +130,10 @@ class RNN(nn.Module):
 
     # ------------------------------------------------------------------ recurrence
 
+    def _drop_e(self, e: Tensor) -> Tensor:
+        """Dropout on ``e(x)`` in the training loss only (``observe``/``imagine`` run without gradients)."""
+        return self.drop(e) if self.config.dropout > 0 and self.training and torch.is_grad_enabled() else e
+
     def _step(self, h: Tensor, e_prev: Tensor, a_emb: Tensor) -> Tensor:
         """``h_t = GRU(h_{t-1}, [e(x_{t-1}), g(u_t)])``: ``[B, H], [B, E], [B, G] -> [B, H]``."""
         _, h_new = self.gru(torch.cat([e_prev, a_emb], -1).unsqueeze(1), h.unsqueeze(0))
@@ -144,6 +154,7 @@ class RNN(nn.Module):
         if bool(mask.all()) and not bool(is_first[:, 1:].any()):
             # fast path: every frame observed, one episode per row -> one cuDNN-style GRU call
             e = self.encoder(obs)  # [B, T, E]
+            e = self._drop_e(e)
             e_prev = torch.cat([e.new_zeros(B, 1, c.embed_dim), e[:, :-1]], 1)  # e(x_{t-1}), zero at t = 0
             h, _ = self.gru(torch.cat([e_prev, a_emb], -1))  # [B, T, H]
             return h, obs, e[:, -1], h[:, -1]
@@ -158,7 +169,7 @@ class RNN(nn.Module):
                 x_t = obs[:, t]
             else:
                 x_t = torch.where(m, obs[:, t], self.emission(h_t).mean)  # own prediction where missing
-            e_t = self.encoder(x_t)
+            e_t = self._drop_e(self.encoder(x_t))
             hs.append(h_t)
             xs.append(x_t)
         return torch.stack(hs, 1), torch.stack(xs, 1), e_t, h_t
@@ -168,8 +179,13 @@ class RNN(nn.Module):
     def loss(self, batch: Batch, beta: float = 1.0) -> LossOutput:
         """``-log p(x_t | x_{<t}, u_{<=t})`` per observed time step (``beta`` is unused: no KL term)."""
         self._check("loss", batch.obs, batch.action, batch.mask)
-        h, _, _, _ = self._unroll(batch.obs, batch.action, batch.mask, batch.is_first)
-        logp = self.emission(h).log_prob(batch.obs)  # [B, T]
+        run_mask = batch.mask
+        if bool((batch.mask[:, 1:] <= batch.mask[:, :-1]).all()):
+            # only trailing frames are missing (right-padded batches): they enter no earlier h_t and their
+            # terms are masked out below, so the fused GRU over all frames gives the same loss
+            run_mask = torch.ones_like(batch.mask)
+        h, _, _, _ = self._unroll(batch.obs, batch.action, run_mask, batch.is_first)
+        logp = self.emission(self.drop(h)).log_prob(batch.obs)  # [B, T]
         logp = torch.where(batch.mask, logp, torch.zeros_like(logp))
         n = batch.mask.sum().clamp_min(1)
         ll = logp.sum() / n  # log-likelihood per observed time step

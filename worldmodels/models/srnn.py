@@ -181,12 +181,14 @@ class InputFeatures(nn.Module):
     the thesis's experiments ("we share a neural network to extract features", Ch. 5 supp.).
 
     ``u_t = [action_t, m_{t-1} phi(x_{t-1}), m_{t-1}]`` (the last two only when ``prev_obs``);
-    ``m_{t-1} = 0`` at ``t = 1`` and where ``is_first[t]``.
+    ``m_{t-1} = 0`` at ``t = 1`` and where ``is_first[t]``. ``dropout > 0`` drops units of ``phi(x)``
+    in training mode (a regulariser for small data sets; off by default).
     """
 
     def __init__(self, obs_shape: Sequence[int], action_dim: int, embed_dim: int, hidden: int, prev_obs: bool,
-                 channels: int = 32):
+                 channels: int = 32, dropout: float = 0.0):
         super().__init__()
+        self.drop = nn.Dropout(dropout)
         self.action_dim, self.embed_dim, self.prev_obs = action_dim, embed_dim, prev_obs
         self.phi = ObsEncoder(obs_shape, embed_dim, hidden=(hidden,), channels=channels)
         self.act = ClippedLeakyReLU()
@@ -197,7 +199,7 @@ class InputFeatures(nn.Module):
         """``[m_t phi(x_t), m_t]``: ``[B, T, embed_dim + 1]``; missing frames are never looked at."""
         m = mask.to(obs.dtype)  # [B, T]
         x = obs * m.reshape(*m.shape, *([1] * (obs.dim() - 2)))
-        return torch.cat([self.act(self.phi(x)) * m[..., None], m[..., None]], -1)
+        return torch.cat([self.drop(self.act(self.phi(x))) * m[..., None], m[..., None]], -1)
 
     def inputs(self, action: Tensor, xfeat: Tensor | None, is_first: Tensor) -> Tensor:
         """``u_{1:T}`` from actions ``[B, T, A]`` and the features of :meth:`encode` (shifted by one)."""
@@ -215,6 +217,27 @@ class InputFeatures(nn.Module):
         assert x_prev is not None
         f = torch.cat([self.act(self.phi(x_prev)), x_prev.new_ones(x_prev.shape[0], 1)], -1)
         return torch.cat([action_t, f], -1)
+
+
+def _reverse_padded(gru: nn.Module, x: Tensor, lengths: Tensor) -> Tensor:
+    """Backward recursion of a batch-first ``nn.GRU`` over right-padded rows: row ``b`` runs from its own
+    last step ``lengths[b] - 1`` down to 0 starting from a zero state; outputs at padding steps are
+    unspecified. ``x [B, T, I]``, ``lengths [B]`` -> ``[B, T, H]``.
+
+    Example:
+        >>> gru = nn.GRU(2, 3, batch_first=True)
+        >>> x = torch.randn(2, 4, 2)
+        >>> out = _reverse_padded(gru, x, torch.tensor([4, 2]))
+        >>> torch.allclose(out[1, :2], run_gru(gru, x[1:, :2], reverse=True)[0], atol=1e-6)
+        True
+    """
+    T = x.shape[1]
+    t = torch.arange(T, device=x.device)[None, :]  # [1, T]
+    L = lengths.to(t.device)[:, None]  # [B, 1]
+    idx = torch.where(t < L, L - 1 - t, t)  # [B, T]: each row's steps reversed in place (an involution)
+    x_rev = torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+    out = gru(x_rev)[0]  # [B, T, H]
+    return torch.gather(out, 1, idx[..., None].expand(-1, -1, out.shape[-1]))
 
 
 def _frames(mask: Tensor, obs: Tensor) -> Tensor:
@@ -259,6 +282,13 @@ class LatentSequenceModel(nn.Module):
     def elbo_terms(self, batch: Batch, sample: bool = True) -> dict[str, Tensor]:
         """Per-step ``log_px [B, T]`` (zero where missing) and ``kl [B, T]`` of the ELBO."""
         raise NotImplementedError
+
+    def _in_sequence(self, mask: Tensor) -> Tensor | None:
+        """With ``config.trailing_pad``: ``[B, T]`` bool, True up to each row's last observed frame (the
+        steps after it are padding of a variable-length batch); ``None`` otherwise."""
+        if not self.config.trailing_pad:
+            return None
+        return mask.flip(1).to(torch.int8).cummax(1).values.flip(1).bool()
 
     def loss(self, batch: Batch, beta: float = 1.0) -> LossOutput:
         """``-(sum m_t log p(x_t|.) - beta sum KL_t) / #observed frames``; ``metrics["elbo"]``: ``beta = 1``.
@@ -418,7 +448,8 @@ class StateSpaceCore(LatentSequenceModel):
             raise ValueError(f"{type(self).__name__}Config.inference: expected 'smooth' or 'filter', "
                              f"received {c.inference!r}")
         self.features = InputFeatures(c.obs_shape, c.action_dim, c.embed_dim, c.hidden, c.input_prev_obs,
-                                      c.conv_channels)
+                                      c.conv_channels, c.dropout)
+        self.drop_d = nn.Dropout(c.dropout)  # on d_t where it enters the emission (training only)
         u_dim = self.features.u_dim
         if u_dim == 0:
             raise ValueError(f"{type(self).__name__}: no inputs u_t; expected action_dim > 0 or "
@@ -448,7 +479,14 @@ class StateSpaceCore(LatentSequenceModel):
         u = self.features.inputs(action, xfeat if self.config.input_prev_obs else None, is_first)  # [B, T, U]
         d = run_gru(self.rnn, u, is_first) if self.recurrent else self.rnn(u)  # [B, T, d]
         inp = torch.cat([d, xfeat], -1)
-        if self.config.inference == "smooth":
+        inside = self._in_sequence(mask)
+        if self.config.inference == "smooth" and inside is not None and not bool(is_first[:, 1:].any()):
+            # padded batch: every row's backward recursion starts at its own end, a_{T_i + 1} = 0
+            a = _reverse_padded(self.inference_net, inp, inside.sum(1))  # eq. (5.7)
+        elif self.config.inference == "smooth":
+            if inside is not None:  # episode starts inside the window as well: zero the state at both
+                pad_start = torch.cat([torch.zeros_like(inside[:, :1]), inside[:, :-1] & ~inside[:, 1:]], 1)
+                is_first = is_first | pad_start
             a = run_gru(self.inference_net, inp, is_first, reverse=True)  # eq. (5.7), a_{T+1} = 0
         else:
             a = self.inference_net(inp)
@@ -490,9 +528,12 @@ class StateSpaceCore(LatentSequenceModel):
         obs, mask = batch.obs, batch.mask
         d, a = self.contexts(obs, batch.action, mask, batch.is_first)
         ch = self.posterior_chain(d, a, batch.is_first, sample=sample)
-        px = self._emit(ch["z"], d)
+        px = self._emit(ch["z"], self.drop_d(d))
         log_px = px.log_prob(obs) * mask.to(obs.dtype)  # [B, T]
         kl = gaussian_kl(ch["mu_q"], ch["std_q"], ch["mu_p"], ch["std_p"])  # [B, T]
+        inside = self._in_sequence(mask)
+        if inside is not None:  # padding steps are not part of any sequence: no latent state, no KL
+            kl = kl * inside.to(kl.dtype)
         return {"log_px": log_px, "kl": kl, "z": ch["z"], "d": d}
 
     def fivo(self, batch: Batch, n_particles: int = 16, ess_threshold: float = 0.5,
@@ -587,6 +628,12 @@ class SequenceConfig:
         conv_channels: channels of the conv encoder/decoder for images.
         train_drop_prob: probability of dropping a frame in training (learn to impute); frames before
             ``train_drop_init`` are kept.
+        trailing_pad: missing frames after a row's last observed frame are padding of a variable-length
+            batch (music), not latent steps: they add no KL term and the backward inference recursion
+            starts at each row's own end (``a_{T_i+1} = 0``, eq. (5.7)). Off by default (trailing missing
+            frames are then steps to impute); cannot be combined with ``train_drop_prob``.
+        dropout: dropout rate on the observation features ``phi(x)`` and on the deterministic state where
+            it enters the emission, training mode only (regulariser for the small music sets; 0 = off).
         imagine_sample: ``imagine`` samples ``z`` and frames instead of following means.
 
     Example:
@@ -610,6 +657,8 @@ class SequenceConfig:
     train_drop_prob: float = 0.0
     train_drop_init: int = 1
     imagine_sample: bool = False
+    trailing_pad: bool = False
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _validate(self, type(self).__name__)
@@ -667,6 +716,11 @@ def _validate(c: Any, name: str) -> None:
         raise ValueError(f"{name}.train_drop_prob: expected in [0, 1), received {c.train_drop_prob}")
     if c.min_std <= 0:
         raise ValueError(f"{name}.min_std: expected > 0, received {c.min_std}")
+    if c.trailing_pad and c.train_drop_prob > 0:
+        raise ValueError(f"{name}: trailing_pad treats trailing missing frames as padding; it cannot be combined "
+                         f"with train_drop_prob={c.train_drop_prob} (dropped frames would become padding)")
+    if not 0.0 <= c.dropout < 1.0:
+        raise ValueError(f"{name}.dropout: expected in [0, 1), received {c.dropout}")
 
 
 #: Training settings of the music experiments (§5.4 supp.) for :class:`worldmodels.train.TrainConfig`:

@@ -67,7 +67,8 @@ class VRNN(LatentSequenceModel):
         super().__init__()
         c = self.config = config
         self.features = InputFeatures(c.obs_shape, c.action_dim, c.embed_dim, c.hidden, c.input_prev_obs,
-                                      c.conv_channels)
+                                      c.conv_channels, c.dropout)
+        self.drop_d = nn.Dropout(c.dropout)  # on d_t where it enters the emission (training only)
         if self.features.u_dim == 0 and c.z_dim == 0:
             raise ValueError("VRNN: no inputs u_t; expected action_dim > 0 or input_prev_obs=True")
         self.phi_z = nn.Sequential(nn.Linear(c.z_dim, c.hidden), ClippedLeakyReLU())
@@ -109,8 +110,11 @@ class VRNN(LatentSequenceModel):
         """``log p(x_t | z_t, d_t)`` (observed steps) and ``KL(q(z_t | x_t, d_t) || p(z_t | d_t))``:
         ``[B, T]``."""
         ch = self.chain(batch.obs, batch.action, batch.mask, batch.is_first, sample=sample)
-        log_px = self._emit(ch["z"], ch["d"]).log_prob(batch.obs) * batch.mask.to(batch.obs.dtype)
+        log_px = self._emit(ch["z"], self.drop_d(ch["d"])).log_prob(batch.obs) * batch.mask.to(batch.obs.dtype)
         kl = gaussian_kl(ch["mu_q"], ch["std_q"], ch["mu_p"], ch["std_p"])
+        inside = self._in_sequence(batch.mask)
+        if inside is not None:  # padding steps are not part of any sequence: no latent state, no KL
+            kl = kl * inside.to(kl.dtype)
         return {"log_px": log_px, "kl": kl, "z": ch["z"], "d": ch["d"]}
 
     # -- hooks of the WorldModel API in LatentSequenceModel
