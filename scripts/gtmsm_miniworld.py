@@ -1,0 +1,466 @@
+"""GTM-SM in MiniWorld 3-D (thesis §7.4.2, §7.7.2) against RSSM (and VRNN) on the same data and budget.
+
+One command per phase (each resumable; ``all`` runs them in order)::
+
+    .venv/bin/python scripts/gtmsm_miniworld.py --phase collect                 # datasets
+    .venv/bin/python scripts/gtmsm_miniworld.py --phase train --model gtmsm     # resumable checkpoints
+    .venv/bin/python scripts/gtmsm_miniworld.py --phase train --model rssm
+    .venv/bin/python scripts/gtmsm_miniworld.py --phase eval                    # metrics JSON + plots + GIF
+    .venv/bin/python scripts/gtmsm_miniworld.py --phase report                  # Markdown from the JSON
+
+``--agent rotate`` (default, §7.4.2.1): ``WM-MiniWorld-Rotate-v0`` (a room with objects, the agent turns in
+place by 360/41 degrees per step, one direction per episode drawn at random), 80-step episodes, 32x32
+frames. Training windows of 49 frames (τ = 33 memorised + 16 predicted, §7.7.2); test: τ = 33 memorised,
+45 predicted open loop (the unseen last 60° of the first turn and a whole second turn).
+
+``--agent walk`` (§7.4.2.2): ``WM-MiniWorld-FourRooms-v0`` with a correlated random walk over
+{turn left, turn right, forward}; training windows 150 + 32, test τ = 150 memorised, 150 predicted.
+
+GTM-SM uses the 3-D state ``(x, y, θ)``, the combiner prior over the K = 4 retrieved memories with
+``(x, y, cos θ, sin θ)`` keys, z ∈ R^64, r = 1e-2 (presets ``miniworld_rotate`` / ``miniworld_walk`` of
+``worldmodels/models/gtmsm.py``) and the displacement regression loss of §7.4.2.2 on the true pose from
+``info`` (a training target only, never a model input). MiniWorld's ground plane is ``(x, z)`` with the
+heading turning from +x towards −z, so the pose is given to the model as ``(x, −z, θ)`` (a right-handed
+frame in which "forward" is ``(cos θ, sin θ)``, the convention of eq. (7.4)).
+
+Metrics on episodes from a seed never used in training: pixel MSE of the open-loop predicted mean frame per
+prediction step; R² of an affine map from the learned state features to the true pose relative to the
+window start (heading as ``(cos, sin)``; position for the walking agent). References: ``no_memory`` (the
+mean memorised frame) and ``oracle_lookup`` (the memorised frame whose TRUE pose is nearest: what a perfect
+state estimate plus a 1-nearest-neighbour memory read would give; it uses the true pose, so it is not a
+model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PYGLET_HEADLESS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "scripts"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from gtmsm_imagenav import save_train_args  # noqa: E402
+from plan_common import git_commit, machine, parse_args  # noqa: E402
+
+import envs  # noqa: E402,F401  (registers the WM-MiniWorld ids)
+import worldmodels  # noqa: E402
+from agents.explorers import explorer_factory  # noqa: E402
+from worldmodels.api import Batch  # noqa: E402
+from worldmodels.data import WindowDataset, collect  # noqa: E402
+from worldmodels.files import atomic_save, write_json  # noqa: E402
+from worldmodels.models import build_model  # noqa: E402
+from worldmodels.models.gtmsm import affine_r2  # noqa: E402
+from worldmodels.train import TrainConfig, Trainer  # noqa: E402
+
+
+@dataclass
+class Args:
+    """Arguments (CleanRL style: one dataclass, read top to bottom)."""
+
+    phase: str = "all"  # collect | train | eval | report | all
+    agent: str = "rotate"  # rotate (§7.4.2.1) | walk (§7.4.2.2)
+    model: str = "gtmsm"  # gtmsm | rssm | vrnn (train phase)
+    out: str = "runs/gtmsm_miniworld"
+    data: str = "data/gtmsm_miniworld"
+    results: str = "docs/results"
+    seed: int = 0
+    train_episodes: int = 1000
+    test_episodes: int = 64
+    steps: int = 3000  # optimizer updates of every model (same budget for GTM-SM and the baselines)
+    batch_size: int = 16
+    lr: float = 1e-3
+    lr_final: float = 1e-4  # linear decay over ``steps`` (the thesis: 3e-3 -> 5e-5 over 100,000 updates)
+    displacement_weight: float = 100.0  # §7.4.2.2 regression loss (weight 1 was swamped in ImageNav)
+    m_init_scale: float = 0.1
+    beta0: float = 1.0  # KL weight at the start (linearly to 1 over beta_anneal_steps)
+    beta_anneal_steps: int = 0
+    threads: int = 1
+    checkpoint_every: int = 200
+    baselines: str = "rssm"  # evaluated besides GTM-SM (those with a checkpoint)
+
+
+@dataclass(frozen=True)
+class Agent:
+    env_id: str
+    episode_steps: int  # actions per episode (frames = steps + 1)
+    train_len: int  # training window (τ + training prediction steps)
+    tau: int  # memorised frames
+    horizon: int  # predicted frames at test time
+    preset: str
+    explorer: str
+    explorer_kwargs: tuple[tuple[str, object], ...]
+    env_kwargs: tuple[tuple[str, object], ...] = ()
+
+
+AGENTS = {
+    "rotate": Agent("WM-MiniWorld-Rotate-v0", 80, 33 + 16, 33, 45, "miniworld_rotate", "rotate",
+                    (("action", 0), ("opposite", 1), ("random_direction", True))),
+    "walk": Agent("WM-MiniWorld-FourRooms-v0", 300, 150 + 32, 150, 150, "miniworld_walk", "momentum",
+                  (("p_keep", 0.8),), (("env_kwargs", {"max_episode_steps": 400}),)),
+}
+BASELINE_PRESETS = {"rssm": ("rssm", "miniworld"), "vrnn": ("vrnn", "video")}
+
+
+def data_dirs(args: Args) -> tuple[Path, Path]:
+    base = Path(f"{args.data}_{args.agent}")
+    return base / "train", base / "test"
+
+
+def run_dir(args: Args, which: str) -> Path:
+    return Path(args.out) / args.agent / which
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_data(args: Args) -> None:
+    """Collect the train set (seed ``seed``) and the test set (seed ``seed + 10_000``: other worlds)."""
+    ag = AGENTS[args.agent]
+    policy = explorer_factory(ag.explorer, **dict(ag.explorer_kwargs))
+    train, test = data_dirs(args)
+    kw = dict(ag.env_kwargs)
+    collect(ag.env_id, train, args.train_episodes, ag.episode_steps, policy=policy, seed=args.seed, env_kwargs=kw)
+    collect(ag.env_id, test, args.test_episodes, ag.episode_steps, policy=policy, seed=args.seed + 10_000,
+            env_kwargs=kw)
+
+
+def right_handed(state: torch.Tensor | None) -> torch.Tensor | None:
+    """MiniWorld pose ``(x, z, θ)`` -> ``(x, −z, θ)``: forward is then ``(cos θ, sin θ)`` as in eq. (7.4)."""
+    if state is None:
+        return None
+    return torch.cat([state[..., :1], -state[..., 1:2], state[..., 2:]], -1)
+
+
+class PoseWindows(torch.utils.data.Dataset):
+    """Windows of a dataset as :class:`Batch` es with the pose in the right-handed frame (see module doc)."""
+
+    def __init__(self, data: WindowDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):  # noqa: ANN204
+        return self.data[i]
+
+    def __getitems__(self, idx):  # noqa: ANN001, ANN204
+        return self.data.__getitems__(idx)
+
+    def collate(self, items) -> Batch:  # noqa: ANN001
+        b = self.data.collate(items)
+        return Batch(obs=b.obs, action=b.action, mask=b.mask, is_first=b.is_first, state=right_handed(b.state))
+
+
+def build(args: Args, which: str, action_dim: int) -> torch.nn.Module:
+    ag = AGENTS[args.agent]
+    if which == "gtmsm":
+        return build_model("gtmsm", ag.preset, action_dim=action_dim, displacement_weight=args.displacement_weight,
+                           m_init_scale=args.m_init_scale)
+    name, preset = BASELINE_PRESETS[which]
+    return build_model(name, preset, obs_shape=(3, 32, 32), action_dim=action_dim)
+
+
+def train_model(args: Args, which: str) -> Path:
+    """Train one model for ``args.steps`` updates on random ``train_len`` windows (resumes from ``last``)."""
+    torch.set_num_threads(args.threads)
+    ag = AGENTS[args.agent]
+    train_dir, _ = data_dirs(args)
+    windows = PoseWindows(WindowDataset(train_dir, ag.train_len))
+    model = build(args, which, windows.data.action_dim)
+    out_dir = run_dir(args, which)
+    save_train_args(out_dir, args, which)
+    steps_per_epoch = max(1, len(windows) // args.batch_size)
+    gtmsm = which == "gtmsm"
+    cfg = TrainConfig(
+        lr=args.lr, lr_schedule="linear", lr_final=args.lr_final, lr_decay_steps=args.steps, grad_clip=10.0,
+        beta0=args.beta0 if gtmsm else 1.0, beta_anneal_steps=args.beta_anneal_steps if gtmsm else 0,
+        epochs=max(1, -(-args.steps // steps_per_epoch)), max_steps=args.steps, batch_size=args.batch_size,
+        seed=args.seed, out_dir=str(out_dir), checkpoint_every=args.checkpoint_every, log_every=25,
+        tensorboard=False,
+    )
+    Trainer(model, windows, cfg, collate_fn=windows.collate).fit()
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def relative_pose(pose: torch.Tensor) -> torch.Tensor:
+    """Pose ``[B, T, 3]`` (right-handed) in the frame of the window's first pose: ``(x, y, Δθ)``."""
+    p0 = pose[:, :1]
+    d = pose[..., :2] - p0[..., :2]
+    c, s = torch.cos(-p0[..., 2]), torch.sin(-p0[..., 2])
+    xy = torch.stack([c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]], -1)
+    return torch.cat([xy, pose[..., 2:] - p0[..., 2:]], -1)
+
+
+def pose_features(p: torch.Tensor) -> torch.Tensor:
+    """``(x, y, θ) -> (x, y, cos θ, sin θ)`` (the DND key features of §7.7.2)."""
+    return torch.cat([p[..., :2], torch.cos(p[..., 2:]), torch.sin(p[..., 2:])], -1)
+
+
+def test_batches(args: Args, chunk: int = 16):  # noqa: ANN201
+    """The test episodes as windows of ``τ + horizon`` frames from their first frame."""
+    ag = AGENTS[args.agent]
+    _, test_dir = data_dirs(args)
+    w = PoseWindows(WindowDataset(test_dir, ag.tau + ag.horizon))
+    inner = w.data
+    firsts = [int(inner._cum[e]) for e in range(inner.data.num_episodes) if inner._cum[e + 1] > inner._cum[e]]
+    for i in range(0, len(firsts), chunk):
+        yield w.collate(w.__getitems__(firsts[i : i + chunk]))
+
+
+@torch.no_grad()
+def evaluate(args: Args) -> tuple[dict, dict]:
+    torch.set_num_threads(args.threads)
+    ag = AGENTS[args.agent]
+    tau, H = ag.tau, ag.horizon
+    models = {}
+    for which in ["gtmsm", *[b for b in args.baselines.split(",") if b]]:
+        path = run_dir(args, which) / "last"
+        if path.exists():
+            models[which] = worldmodels.load(path).eval()
+        else:
+            print(f"skip {which}: no checkpoint at {path}")
+    labels = [*models, "no_memory", "oracle_lookup"]
+    sse = {k: torch.zeros(H, dtype=torch.float64) for k in labels}
+    n = 0
+    s_all, rel_all = [], []
+    example: dict = {}
+    for batch in test_batches(args):
+        obs, act = batch.obs, batch.action
+        truth = obs[:, tau : tau + H]  # [B, H, C, H, W]
+        rel = relative_pose(batch.state)  # [B, T, 3]
+        f = pose_features(rel)
+        d2 = torch.cdist(f[:, tau : tau + H], f[:, :tau]).square()  # [B, H, tau]
+        nearest = d2.argmin(-1)  # [B, H]
+        preds = {
+            "no_memory": obs[:, :tau].mean(1, keepdim=True).expand_as(truth),
+            "oracle_lookup": obs[:, :tau].gather(1, nearest[..., None, None, None].expand_as(truth)),
+        }
+        for which, model in models.items():
+            im = model.predict(obs[:, :tau], act[:, :tau], act[:, tau : tau + H])
+            preds[which] = im.obs.reshape(truth.shape).clamp(0, 1)
+            if which == "gtmsm":
+                s, _ = model.rollout_states(act[:, : tau + H])
+                s_all.append(s)
+        rel_all.append(rel[:, : tau + H])
+        for k, p in preds.items():
+            sse[k] += (p - truth).square().mean((2, 3, 4)).sum(0).double()
+        if not example:
+            example = {"truth": truth[0], **{k: v[0] for k, v in preds.items()},
+                       "context": obs[0, :tau], "rel": rel[0, : tau + H]}
+            if s_all:
+                example["s"] = s_all[0][0]
+        n += obs.shape[0]
+    curves = {k: (v / n).tolist() for k, v in sse.items()}
+    summary = {}
+    for k, c in curves.items():
+        mse = np.array(c)
+        summary[k] = {"mse_step1": float(mse[0]), "mse_step8": float(mse[min(7, H - 1)]),
+                      "mse_step_last": float(mse[-1]), "mse_mean": float(mse.mean()),
+                      "mse_mean_first_turn": float(mse[: max(1, 41 - tau)].mean())}
+    metrics: dict = {"agent": args.agent, "env_id": ag.env_id, "episodes": n, "tau": tau, "horizon": H,
+                     "curves": curves, "summary": summary, "state": {}}
+    if s_all:
+        s, rel = torch.cat(s_all), torch.cat(rel_all)
+        fs, fr = pose_features(s), pose_features(rel)
+        st: dict = {
+            "heading_r2_all": affine_r2(fs[..., 2:], fr[..., 2:]),
+            "heading_r2_prediction": affine_r2(fs[:, tau:, 2:], fr[:, tau:, 2:]),
+            "M": models["gtmsm"].M.detach().tolist(),
+        }
+        dth = torch.atan2(torch.sin(s[..., 2] - rel[..., 2]), torch.cos(s[..., 2] - rel[..., 2]))  # [B, T]
+        st["heading_abs_error_deg_last_step"] = float(dth[:, -1].abs().mean() * 180 / np.pi)
+        st["heading_abs_error_deg_mean"] = float(dth.abs().mean() * 180 / np.pi)
+        if args.agent == "walk":
+            st["position_r2_all"] = affine_r2(s[..., :2], rel[..., :2])
+            st["position_r2_prediction"] = affine_r2(s[:, tau:, :2], rel[:, tau:, :2])
+        metrics["state"] = st
+    return metrics, example
+
+
+def plots(args: Args, metrics: dict, example: dict) -> list[str]:
+    """Error-vs-horizon PNG, learned-vs-true state PNG, side-by-side prediction GIF; returns file names."""
+    import imageio.v2 as imageio
+    import matplotlib.pyplot as plt
+
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    stem = f"gtmsm_miniworld_{args.agent}"
+    tau, H = metrics["tau"], metrics["horizon"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, c in metrics["curves"].items():
+        ax.plot(np.arange(tau + 1, tau + H + 1), c, label=k, ls="--" if k in ("no_memory", "oracle_lookup") else "-")
+    if args.agent == "rotate":
+        ax.axvline(41, color="gray", lw=0.8)
+        ax.text(41.5, ax.get_ylim()[1] * 0.9, "first turn complete", fontsize=8, color="gray")
+    ax.set_xlabel(f"time step (open-loop prediction after τ = {tau} memorised frames)")
+    ax.set_ylabel("pixel MSE")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{metrics['env_id']}: test set ({metrics['episodes']} episodes, unseen seeds)")
+    fig.tight_layout()
+    fig.savefig(res / f"{stem}_error.png", dpi=110)
+    plt.close(fig)
+    files = [f"{stem}_error.png"]
+    if "s" in example:
+        s, rel = example["s"].double(), example["rel"].double()
+        t = np.arange(1, len(s) + 1)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        axes[0].plot(t, np.unwrap(rel[:, 2].numpy()), "k-", label="true heading change Δθ")
+        axes[0].plot(t, s[:, 2].numpy(), "r--", label="learned s³")
+        axes[0].axvline(tau + 0.5, color="gray", lw=0.8)
+        axes[0].set_xlabel("time step (memorisation | prediction)")
+        axes[0].set_ylabel("radians")
+        axes[0].legend(fontsize=8)
+        axes[0].set_title("heading: learned vs true (one test episode)")
+        if args.agent == "walk":
+            X = torch.cat([s[:, :2], torch.ones(len(s), 1, dtype=s.dtype)], 1)
+            fit = X @ torch.linalg.lstsq(X, rel[:, :2]).solution
+            axes[1].plot(rel[:tau, 0], rel[:tau, 1], "k-", label="true (memorisation)")
+            axes[1].plot(rel[tau:, 0], rel[tau:, 1], "k:", label="true (prediction)")
+            axes[1].plot(fit[:, 0], fit[:, 1], "r--", label="affine map of learned s_{1:2}")
+            axes[1].set_title("position in the start frame")
+            axes[1].axis("equal")
+        else:
+            axes[1].plot(np.cos(rel[:, 2]), np.sin(rel[:, 2]), "k.", label="true (cos Δθ, sin Δθ)")
+            axes[1].plot(0.9 * np.cos(s[:, 2]), 0.9 * np.sin(s[:, 2]), "r.", label="learned (cos s³, sin s³) × 0.9")
+            axes[1].axis("equal")
+            axes[1].set_title("heading on the unit circle")
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(res / f"{stem}_states.png", dpi=110)
+        plt.close(fig)
+        files.append(f"{stem}_states.png")
+    keys = ["truth", *[k for k in metrics["curves"] if k in example]]
+    up = 3
+    frames = []
+    for t in range(example["truth"].shape[0]):
+        row = [np.kron(example[k][t].permute(1, 2, 0).numpy(), np.ones((up, up, 1))) for k in keys]
+        sep = np.ones((32 * up, 2, 3))
+        img = np.concatenate(sum(([r, sep] for r in row), [])[:-1], axis=1)
+        frames.append((img * 255).astype(np.uint8))
+    imageio.mimsave(res / f"{stem}_predictions.gif", frames, duration=0.15, loop=0)
+    files.append(f"{stem}_predictions.gif")
+    metrics["gif_columns"] = keys
+    return files
+
+
+def training_budgets(args: Args) -> dict:
+    out = {}
+    for which in ["gtmsm", *[b for b in args.baselines.split(",") if b]]:
+        folder = run_dir(args, which)
+        csv = folder / "metrics.csv"
+        if not csv.exists():
+            continue
+        lines = csv.read_text().strip().splitlines()
+        last = dict(zip(lines[0].split(","), lines[-1].split(",")))
+        ta = json.loads((folder / "train_args.json").read_text()) if (folder / "train_args.json").exists() else {}
+        keep = ("seed", "steps", "batch_size", "lr", "lr_final", "train_episodes", "displacement_weight",
+                "m_init_scale", "beta0", "beta_anneal_steps")
+        out[which] = {"updates": int(float(last.get("step", 0))), "wall_clock_s": float(last.get("time_s", "nan")),
+                      "last_row": last, "train_args": {k: ta[k] for k in keep if k in ta}}
+    return out
+
+
+def write_markdown(args: Args) -> Path:
+    """Generate ``docs/results/gtmsm_miniworld.md`` from every ``gtmsm_miniworld_<agent>.json``."""
+    res = Path(args.results)
+    lines = ["# GTM-SM in MiniWorld 3-D (thesis §7.4.2)", "",
+             "Generated by `python scripts/gtmsm_miniworld.py --phase report` from "
+             "`docs/results/gtmsm_miniworld_<agent>.json`; do not edit by hand.", ""]
+    for agent in AGENTS:
+        path = res / f"gtmsm_miniworld_{agent}.json"
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        m = d["metrics"]
+        tau, H = m["tau"], m["horizon"]
+        lines += [
+            f"## {'Rotating' if agent == 'rotate' else 'Walking'} agent (`{m['env_id']}`)", "",
+            f"Command: `{d['command']}` · commit `{d['git_commit']}` · seed {d['seed']} · machine: {d['machine']} · "
+            f"wall clock of the evaluation {d['wall_clock_s']:.0f} s.", "",
+            f"Test: {m['episodes']} episodes from seed {d['seed'] + 10_000} (worlds never seen in training), "
+            f"τ = {tau} memorised frames, {H} open-loop predicted frames (32x32 RGB). Errors are of open-loop "
+            "predictions, not reconstructions. `no_memory` = mean memorised frame; `oracle_lookup` = the "
+            "memorised frame with the nearest TRUE pose (uses ground truth: a reference, not a model).", "",
+            "Training (every model on the same windows, same number of updates of batch "
+            f"{m.get('training', {}).get('gtmsm', {}).get('train_args', {}).get('batch_size', '?')}):", "",
+        ]
+        for k, v in m.get("training", {}).items():
+            lines.append(f"- `{k}`: {v['updates']} updates, {v['wall_clock_s'] / 60:.1f} min; "
+                         f"{json.dumps(v['train_args'])}")
+        last_col = f"MSE mean, steps {tau + 1}–41 (unseen part of turn 1)" if agent == "rotate" else "MSE mean, first steps"
+        lines += ["", f"| model | MSE step 1 | MSE step 8 | MSE step {H} | MSE mean | {last_col} |",
+                  "|---|---|---|---|---|---|"]
+        for k, v in m["summary"].items():
+            lines.append(f"| {k} | {v['mse_step1']:.4f} | {v['mse_step8']:.4f} | {v['mse_step_last']:.4f} | "
+                         f"{v['mse_mean']:.4f} | {v['mse_mean_first_turn']:.4f} |")
+        lines.append("")
+        st = m.get("state", {})
+        if st:
+            lines += [
+                "GTM-SM learned state vs true pose (relative to the window start; R² of an affine map from "
+                "`(cos s³, sin s³)` to `(cos Δθ, sin Δθ)`): "
+                f"all steps {st['heading_r2_all']:.4f}, prediction steps {st['heading_r2_prediction']:.4f}; "
+                f"mean |heading error| {st['heading_abs_error_deg_mean']:.2f}° (last step "
+                f"{st['heading_abs_error_deg_last_step']:.2f}°). Learned M (rows x, y, θ; columns = actions): "
+                f"{np.round(np.array(st['M']), 4).tolist()} (true turn per step: ±{360 / 41:.3f}° = "
+                f"±{2 * np.pi / 41:.4f} rad).",
+                "",
+            ]
+            if "position_r2_all" in st:
+                lines += [f"Position R² (affine map of `s_(1:2)`): all {st['position_r2_all']:.4f}, "
+                          f"prediction {st['position_r2_prediction']:.4f}.", ""]
+        stem = f"gtmsm_miniworld_{agent}"
+        lines += [f"![error vs horizon]({stem}_error.png)", ""]
+        if st:
+            lines += [f"![learned vs true state]({stem}_states.png)", ""]
+        lines += [f"Side-by-side GIF of the open-loop predictions (columns: {', '.join(m.get('gif_columns', []))}): "
+                  f"`{stem}_predictions.gif`", "", f"![predictions]({stem}_predictions.gif)", ""]
+    notes = res / "gtmsm_miniworld_notes.md"
+    if notes.exists():
+        lines += [notes.read_text()]
+    out = res / "gtmsm_miniworld.md"
+    text = "\n".join(lines) + "\n"
+    return atomic_save(out, lambda tmp: tmp.write_text(text))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(Args, (__doc__ or "").splitlines()[0], argv)
+    if args.agent not in AGENTS:
+        raise ValueError(f"--agent: expected one of {sorted(AGENTS)}, received {args.agent!r}")
+    start = time.time()
+    if args.phase in ("collect", "all"):
+        make_data(args)
+    if args.phase in ("train", "all"):
+        for which in (["gtmsm", *args.baselines.split(",")] if args.phase == "all" else [args.model]):
+            train_model(args, which)
+    if args.phase in ("eval", "all"):
+        metrics, example = evaluate(args)
+        plots(args, metrics, example)
+        metrics["training"] = training_budgets(args)
+        doc = {"experiment": f"gtmsm_miniworld_{args.agent}",
+               "command": "python scripts/gtmsm_miniworld.py " + " ".join(sys.argv[1:]),
+               "git_commit": git_commit(), "seed": args.seed, "machine": machine(),
+               "wall_clock_s": round(time.time() - start, 1), "metrics": metrics, "args": asdict(args)}
+        write_json(Path(args.results) / f"gtmsm_miniworld_{args.agent}.json", doc)
+        print(json.dumps(metrics["summary"], indent=1), json.dumps(metrics["state"], indent=1))
+    if args.phase in ("eval", "report", "all"):
+        print("wrote", write_markdown(args))
+
+
+if __name__ == "__main__":
+    main()
