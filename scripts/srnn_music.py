@@ -30,7 +30,14 @@ sys.path.insert(0, str(ROOT))
 
 from worldmodels import checkpoint, files  # noqa: E402
 from worldmodels.models import build_model  # noqa: E402
-from worldmodels.music import MusicBuckets, evaluate_elbo, load_chorales  # noqa: E402
+from worldmodels.music import (  # noqa: E402
+    ChoraleSet,
+    MusicBuckets,
+    evaluate_elbo,
+    evaluate_elbo_weighted,
+    load_chorales,
+    load_reference_npz,
+)
 from worldmodels.train import TrainConfig, Trainer  # noqa: E402
 
 #: variant -> (registry name, preset). The RNN gets a constant zero action of size 1 (it needs one).
@@ -74,6 +81,10 @@ class Args:
     patience: int = 0  # early stopping: stop after this many evaluations without a better validation ELBO
     eval_samples: int = 4  # ELBO samples averaged for the final valid/test numbers
     seed: int = 0
+    # data: the music21 chorales at `resolution` quarter notes per step, or the reference SRNN code's
+    # JSB file (github.com/marcofraccaro/srnn data/jsb_raw_batchsize16_seqlen100.npz; not shipped here)
+    resolution: float = 1.0
+    reference_npz: str = ""
     threads: int = 1
     out: str = "runs/srnn_music"
     report: bool = False
@@ -97,6 +108,15 @@ def _write_json(path: Path, obj: object) -> None:
     files.write_json(path, obj)
 
 
+def load_splits(args: Args) -> tuple[ChoraleSet, ChoraleSet, ChoraleSet]:
+    """``(train, valid, test)`` of the data chosen by ``--reference-npz`` / ``--resolution``."""
+    if args.reference_npz:
+        ref = load_reference_npz(args.reference_npz)
+        return ref["train"], ref["valid"], ref["test"]
+    data = load_chorales(resolution=args.resolution)
+    return data.split("train"), data.split("valid"), data.split("test")
+
+
 def train_variant(variant: str, args: Args) -> dict:
     """Train one model with best-validation checkpointing; resumable. Returns its result dict."""
     name, preset = VARIANTS[variant]
@@ -107,8 +127,7 @@ def train_variant(variant: str, args: Args) -> dict:
         if done["epochs"] >= args.epochs:
             return done
         result_path.unlink()  # a larger budget: continue training from the last checkpoint
-    data = load_chorales()
-    train, valid, test = data.split("train"), data.split("valid"), data.split("test")
+    train, valid, test = load_splits(args)
     action_dim = 1 if name == "rnn" else 0
     torch.manual_seed(args.seed)
     overrides: dict[str, object] = {"dropout": args.dropout} if args.dropout > 0 else {}
@@ -161,7 +180,10 @@ def train_variant(variant: str, args: Args) -> dict:
                            "weight_decay": args.weight_decay, "patience": args.patience},
         "trailing_pad": args.trailing_pad,
         "valid_elbo": evaluate_elbo(best_model, valid, args.eval_samples, seed=args.seed + 1),
-        "test_elbo": evaluate_elbo(best_model, test, args.eval_samples, seed=args.seed + 2),
+        **{f"test_elbo{'' if k == 'frames' else '_per_sequence'}": v
+           for k, v in evaluate_elbo_weighted(best_model, test, args.eval_samples, seed=args.seed + 2).items()},
+        "data": {"reference_npz": Path(args.reference_npz).name if args.reference_npz else "",
+                 "resolution": args.resolution},
         "train_wall_clock_s": hist["wall_clock_s"],
     }
     _write_json(result_path, result)

@@ -49,9 +49,11 @@ __all__ = [
     "piano_roll",
     "build_chorales",
     "load_chorales",
+    "load_reference_npz",
     "MusicBuckets",
     "transpose_rolls",
     "evaluate_elbo",
+    "evaluate_elbo_weighted",
     "evaluate_fivo",
     "pad_batch",
 ]
@@ -153,8 +155,10 @@ def _corpus_entries() -> list[tuple[int, str]]:
     return sorted((n, name) for name, n in seen.items())
 
 
-def build_chorales(numbers: Sequence[int] | None = None, progress: bool = True) -> ChoraleSet:
-    """Parse chorales from the ``music21`` corpus (all unique ones, or those with the given numbers).
+def build_chorales(numbers: Sequence[int] | None = None, progress: bool = True,
+                   resolution: float = 1.0) -> ChoraleSet:
+    """Parse chorales from the ``music21`` corpus (all unique ones, or those with the given numbers), one
+    piano-roll row per ``resolution`` quarter notes (1.0: quarter notes, 0.5: eighth notes).
 
     Numbers that are duplicates of an earlier chorale (same file) are not available; asking for
     one raises ``ValueError`` naming the number of the first occurrence.
@@ -184,7 +188,7 @@ def build_chorales(numbers: Sequence[int] | None = None, progress: bool = True) 
 
     rolls, nums, names = [], [], []
     for n, name in tqdm(entries, desc="parsing chorales", disable=not progress):
-        rolls.append(piano_roll(corpus.parse(name)))
+        rolls.append(piano_roll(corpus.parse(name), resolution))
         nums.append(n)
         names.append(name)
     return ChoraleSet(rolls, nums, names)
@@ -239,18 +243,52 @@ def _load(path: Path) -> ChoraleSet:
 
 
 def load_chorales(
-    cache_dir: str | Path | None = None, rebuild: bool = False, progress: bool = True
+    cache_dir: str | Path | None = None, rebuild: bool = False, progress: bool = True, resolution: float = 1.0
 ) -> ChoraleSet:
     """All unique chorales, built once (~25 s) and cached as ``.npz`` under ``cache_dir``/:func:`data_dir`.
 
-    Use ``.split("train" | "valid" | "test")`` for the fixed split of :func:`split_of`.
+    ``resolution``: quarter notes per row (1.0, the default, or e.g. 0.5 for eighth notes; each
+    resolution has its own cache file). Use ``.split("train" | "valid" | "test")`` for the fixed split
+    of :func:`split_of`.
     """
-    path = Path(cache_dir).expanduser() / CACHE_NAME if cache_dir is not None else data_dir() / CACHE_NAME
+    if resolution <= 0:
+        raise ValueError(f"load_chorales: expected resolution > 0 quarter lengths, received {resolution}")
+    name = CACHE_NAME if resolution == 1.0 else CACHE_NAME.replace("_v", f"_r{resolution:g}_v")
+    path = Path(cache_dir).expanduser() / name if cache_dir is not None else data_dir() / name
     if path.exists() and not rebuild:
         return _load(path)
-    data = build_chorales(progress=progress)
+    data = build_chorales(progress=progress, resolution=resolution)
     _save(path, data)
     return data
+
+
+def load_reference_npz(path: str | Path) -> dict[str, ChoraleSet]:
+    """The music data file of the thesis's reference SRNN code (e.g. ``jsb_raw_batchsize16_seqlen100.npz``
+    of github.com/marcofraccaro/srnn, not shipped here): ``{"train", "valid", "test"}`` chorale sets.
+
+    The file holds ``x_train [N, 100, 88]`` and ``x_valid`` as chunks of 100 steps of concatenated songs,
+    and ``x_test [N, T, 88]`` with ``mask_test [N, T]`` as whole songs; the ``u_*`` inputs are not read
+    (our models build ``u_t = x_{t-1}`` themselves, with no input at ``t = 1``). Train/valid chunks become
+    one roll each; test songs are cut to their mask.
+    """
+    try:
+        with np.load(Path(path).expanduser(), allow_pickle=False) as f:
+            x = {k: f[f"x_{k}"] for k in SPLITS}
+            mask_test = f["mask_test"]
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: expected the reference .npz with x_train, x_valid, x_test and mask_test "
+                         f"[N, T, {N_KEYS}] arrays, could not read it ({e})") from e
+    for k, a in x.items():
+        if a.ndim != 3 or a.shape[2] != N_KEYS or not np.isin(a, (0.0, 1.0)).all():
+            raise ValueError(f"{path}: x_{k}: expected binary [N, T, {N_KEYS}], received shape {a.shape}")
+    if mask_test.shape != x["test"].shape[:2]:
+        raise ValueError(f"{path}: mask_test: expected shape {x['test'].shape[:2]}, received {mask_test.shape}")
+    out = {}
+    for k in SPLITS:
+        lengths = mask_test.sum(1).astype(int) if k == "test" else [x[k].shape[1]] * len(x[k])
+        rolls = [x[k][i, :n].astype(np.uint8) for i, n in enumerate(lengths) if n > 0]
+        out[k] = ChoraleSet(rolls, list(range(1, len(rolls) + 1)), [f"reference/{k}/{i}" for i in range(len(rolls))])
+    return out
 
 
 def pad_batch(rolls: Sequence[np.ndarray], action_dim: int = 0) -> tuple[Batch, torch.Tensor]:
@@ -346,8 +384,10 @@ class MusicBuckets(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def evaluate_elbo(model: Any, data: ChoraleSet, n_samples: int = 1, seed: int = 0) -> float:
-    """Test ELBO per time step (nats): ``sum_sequences ELBO / #frames`` of whole chorales (no chunking).
+def evaluate_elbo_weighted(model: Any, data: ChoraleSet, n_samples: int = 1, seed: int = 0) -> dict[str, float]:
+    """Test ELBO per time step (nats) of whole chorales (no chunking), both ways of averaging:
+    ``"frames"``: ``sum_sequences ELBO / #frames``; ``"sequences"``: the mean over chorales of each
+    chorale's ELBO per step (how the reference SRNN code averages its test set).
 
     Chorales of equal length are batched together, so no padding enters the bound; the ELBO of every
     batch is averaged over ``n_samples`` passes (for the RNN it is the exact log-likelihood). Uses only
@@ -359,17 +399,25 @@ def evaluate_elbo(model: Any, data: ChoraleSet, n_samples: int = 1, seed: int = 
     by_len: dict[int, list[np.ndarray]] = {}
     for r in data.rolls:
         by_len.setdefault(len(r), []).append(r)
-    total = 0.0
+    frames = seqs = 0.0
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for T, rolls in sorted(by_len.items()):
                 batch, _ = pad_batch(rolls, action_dim)
                 for _ in range(n_samples):
-                    total += model.loss(batch).metrics["elbo"] * len(rolls) * T / n_samples
+                    per_step = model.loss(batch).metrics["elbo"] * len(rolls) / n_samples  # sum of per-step ELBOs
+                    frames += per_step * T
+                    seqs += per_step
     finally:
         model.train(was)
-    return total / data.n_frames
+    return {"frames": frames / data.n_frames, "sequences": seqs / len(data)}
+
+
+def evaluate_elbo(model: Any, data: ChoraleSet, n_samples: int = 1, seed: int = 0) -> float:
+    """Test ELBO per time step (nats): ``sum_sequences ELBO / #frames`` of whole chorales (no chunking);
+    the ``"frames"`` value of :func:`evaluate_elbo_weighted`."""
+    return evaluate_elbo_weighted(model, data, n_samples, seed)["frames"]
 
 
 @torch.no_grad()

@@ -19,8 +19,10 @@ from worldmodels.music import (  # noqa: E402
     _save,
     build_chorales,
     evaluate_elbo,
+    evaluate_elbo_weighted,
     evaluate_fivo,
     load_chorales,
+    load_reference_npz,
     pad_batch,
     piano_roll,
     split_of,
@@ -182,3 +184,36 @@ def test_transposed_buckets_shift_each_chorale_within_the_keyboard():
         MusicBuckets(data, batch_size=3, transpose=-1)
     with pytest.raises(ValueError, match="shifts"):
         transpose_rolls(base.obs, torch.tensor([1]))
+
+
+def test_reference_npz_is_read_as_chunks_and_masked_songs(tmp_path):
+    """The reference SRNN code's layout: train/valid chunks, test songs cut to their mask; u_* is ignored."""
+    g = np.random.default_rng(0)
+    x = {k: (g.random((n, T, 88)) < 0.05).astype(np.float32) for k, n, T in
+         (("train", 3, 5), ("valid", 2, 5), ("test", 3, 6))}
+    mask = np.zeros((3, 6), np.float32)
+    mask[0, :6], mask[1, :2] = 1, 1  # row 2: all padding (dropped)
+    path = tmp_path / "ref.npz"
+    np.savez(path, **{f"x_{k}": v for k, v in x.items()}, **{f"u_{k}": v for k, v in x.items()}, mask_test=mask)
+    ref = load_reference_npz(path)
+    assert [len(ref[k]) for k in ("train", "valid", "test")] == [3, 2, 2]
+    assert [len(r) for r in ref["test"].rolls] == [6, 2]
+    np.testing.assert_array_equal(ref["test"].rolls[1], x["test"][1, :2])
+    np.testing.assert_array_equal(ref["train"].rolls[2], x["train"][2])
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=x["train"])
+    with pytest.raises(ValueError, match="x_valid"):
+        load_reference_npz(bad)
+
+
+def test_evaluate_elbo_weighted_frames_and_sequences():
+    """"frames" weights chorales by length, "sequences" averages each chorale's per-step value: check both
+    against per-chorale evaluations with the RNN (exact likelihood)."""
+    torch.manual_seed(0)
+    model = build_model("rnn", "debug", obs_shape=(88,), action_dim=1)
+    data = _toy()
+    per = [evaluate_elbo(model, ChoraleSet([r], [1], ["a"])) for r in data.rolls]
+    lengths = np.array([len(r) for r in data.rolls])
+    got = evaluate_elbo_weighted(model, data)
+    assert got["frames"] == pytest.approx(float((np.array(per) * lengths).sum() / lengths.sum()), rel=1e-5)
+    assert got["sequences"] == pytest.approx(float(np.mean(per)), rel=1e-5)
