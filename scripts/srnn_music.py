@@ -7,10 +7,18 @@ reports its test ELBO per time step. Every run lives in ``runs/srnn_music/<varia
 from its last checkpoint; ``--report`` only rebuilds ``docs/results/srnn_music.json`` + plots +
 ``docs/results/srnn.md`` from the finished runs.
 
-Usage (what produced the numbers in docs/results/srnn.md):
-    python scripts/srnn_music.py --variants srnn_smooth_resq srnn_filt_resq dmm rnn &
-    python scripts/srnn_music.py --variants srnn_smooth srnn_filt vrnn &
-    python scripts/srnn_music.py --report
+Data: the music21 chorales (``--resolution`` quarter notes per step) or, to compare with the thesis's
+-4.74, the JSB file of the reference SRNN code (github.com/marcofraccaro/srnn,
+``data/jsb_raw_batchsize16_seqlen100.npz``; not shipped or downloaded here) with ``--reference-npz``.
+Regularisation options (transposition, dropout, weight decay), early stopping and the learning-rate decay
+are off by default and, when given, apply to every model of the invocation.
+
+Usage (what produced the numbers in docs/results/srnn.md; see runs/srnn_music_ref_chain.sh):
+    python scripts/srnn_music.py --reference-npz ~/.cache/worldmodels/jsb_raw_batchsize16_seqlen100.npz \
+        --trailing-pad --epochs 50 --patience 4 --lr-decay 1.2 --out runs/srnn_music_ref
+    python scripts/srnn_music.py --transpose 6 --dropout 0.1 --trailing-pad --epochs 80 --patience 4 \
+        --variants srnn_smooth_resq --out runs/srnn_music_reg          # music21, quarter notes
+    python scripts/srnn_music.py --report --reference-npz ... --out runs/srnn_music_ref
 """
 
 from __future__ import annotations
@@ -68,6 +76,10 @@ class Args:
     batch_size: int = 16
     chunk_len: int = 100
     lr: float = 1e-3
+    # learning rate / lr_decay**(epoch - lr_decay_after) after lr_decay_after epochs, applied per evaluation
+    # block (the reference SRNN code divides it by 1.2 every epoch after 20); 1.0 = constant
+    lr_decay: float = 1.0
+    lr_decay_after: int = 20
     beta0: float = 0.2
     beta_anneal_steps: int = 400  # optimizer updates for the KL weight to reach 1
     grad_clip: float = 100.0
@@ -147,7 +159,8 @@ def train_variant(variant: str, args: Args) -> dict:
     while epoch < args.epochs and not (args.patience and stale() >= args.patience):
         target = min(epoch + args.eval_every, args.epochs)
         t0 = time.perf_counter()
-        cfg = TrainConfig(lr=args.lr, batch_size=1, beta0=args.beta0,
+        block_lr = args.lr / args.lr_decay ** max(0, epoch - args.lr_decay_after)
+        cfg = TrainConfig(lr=block_lr, batch_size=1, beta0=args.beta0,
                           beta_anneal_steps=args.beta_anneal_steps,
                           grad_clip=args.grad_clip, weight_decay=args.weight_decay, epochs=target,
                           seed=args.seed, out_dir=str(run),
@@ -179,6 +192,7 @@ def train_variant(variant: str, args: Args) -> dict:
         "regularisation": {"transpose": args.transpose, "dropout": args.dropout,
                            "weight_decay": args.weight_decay, "patience": args.patience},
         "trailing_pad": args.trailing_pad,
+        "lr_decay": [args.lr_decay, args.lr_decay_after],
         "valid_elbo": evaluate_elbo(best_model, valid, args.eval_samples, seed=args.seed + 1),
         **{f"test_elbo{'' if k == 'frames' else '_per_sequence'}": v
            for k, v in evaluate_elbo_weighted(best_model, test, args.eval_samples, seed=args.seed + 2).items()},

@@ -198,16 +198,17 @@ def music_report(run_dir: Path, args: Any) -> None:
             r.pop("train_curve", None)
     budget = {f: getattr(args, f) for f in ("epochs", "batch_size", "chunk_len", "lr", "beta0", "beta_anneal_steps",
                                              "grad_clip", "eval_every", "patience", "eval_samples", "transpose",
-                                             "dropout", "weight_decay", "trailing_pad")}
+                                             "dropout", "weight_decay", "trailing_pad", "lr_decay",
+                                             "lr_decay_after")}
     out = {
         "experiment": "srnn_music",
         "command": "bash runs/srnn_music_ref_chain.sh (= python scripts/srnn_music.py --variants srnn_smooth_resq "
                    "vrnn rnn dmm srnn_filt srnn_smooth srnn_filt_resq --reference-npz "
                    "~/.cache/worldmodels/jsb_raw_batchsize16_seqlen100.npz --trailing-pad --epochs 50 "
-                   "--eval-every 5 --patience 4 --out runs/srnn_music_ref; the same with --seed 1 --out "
+                   "--eval-every 5 --patience 4 --lr-decay 1.2 --lr-decay-after 20 --out runs/srnn_music_ref; the same with --seed 1 --out "
                    "runs/srnn_music_ref_seed1 for srnn_smooth_resq vrnn); python scripts/srnn_music.py --report "
                    "--reference-npz ~/.cache/worldmodels/jsb_raw_batchsize16_seqlen100.npz --epochs 50 "
-                   "--patience 4 --trailing-pad --out runs/srnn_music_ref",
+                   "--patience 4 --trailing-pad --lr-decay 1.2 --out runs/srnn_music_ref",
         "git_commit": _commit(),
         "seed": args.seed,
         "machine": f"{os.cpu_count()} CPU cores shared with 3 other jobs, {platform.machine()}, torch "
@@ -307,7 +308,9 @@ def _music_markdown(m: dict) -> list[str]:
     lines += [
         "### 1.2 All models on the thesis's JSB file, the same budget", "",
         f"Budget (the same for every model): at most {b['epochs']} epochs of batches of {b['batch_size']} chunks "
-        f"(<= {b['chunk_len']} steps), Adam {b['lr']}, KL weight {b['beta0']} -> 1 over "
+        f"(<= {b['chunk_len']} steps), Adam {b['lr']} (divided by {b['lr_decay']} per epoch after epoch "
+        f"{b['lr_decay_after']}, in steps of {b['eval_every']} epochs, as the reference code's schedule), KL weight "
+        f"{b['beta0']} -> 1 over "
         f"{b['beta_anneal_steps']} updates, gradient-norm clip {b['grad_clip']}; validation ELBO every "
         f"{b['eval_every']} epochs, early stopping after {b['patience']} evaluations without improvement, the best "
         f"checkpoint is scored on the test set with the ELBO averaged over {b['eval_samples']} samples. "
