@@ -242,6 +242,24 @@ def test_trailing_pad_makes_a_padded_batch_the_sum_of_its_sequences(name, overri
         build_model(name, "debug", obs_shape=(6,), action_dim=0, trailing_pad=True, train_drop_prob=0.2)
 
 
+def test_trailing_pad_with_an_episode_start_inside_the_window():
+    """Row 0 holds two episodes (t < 3, 3 <= t < 6) then padding: its ELBO is the sum of both episodes'."""
+    torch.manual_seed(0)
+    model = build_model("srnn", "debug", obs_shape=(6,), action_dim=0, trailing_pad=True).double()
+    batch = make_batch((6,), 0, 2, 8, dtype=torch.float64)
+    batch.mask[0, 6:] = False
+    batch.is_first[0, 3] = True
+    got = model.elbo_terms(batch, sample=False)
+    got_elbo = (got["log_px"] - got["kl"]).sum(1)
+    ref = 0.0
+    for lo, hi in ((0, 3), (3, 6)):
+        t = model.elbo_terms(Batch(obs=batch.obs[:1, lo:hi], action=batch.action[:1, lo:hi]), sample=False)
+        ref = ref + (t["log_px"] - t["kl"]).sum()
+    torch.testing.assert_close(got_elbo[0], ref)
+    full = model.elbo_terms(Batch(obs=batch.obs[1:], action=batch.action[1:]), sample=False)
+    torch.testing.assert_close(got_elbo[1], (full["log_px"] - full["kl"]).sum())
+
+
 @pytest.mark.parametrize("name", ["srnn", "vrnn", "dmm"])
 def test_dropout_acts_in_training_mode_only(name):
     torch.manual_seed(0)
