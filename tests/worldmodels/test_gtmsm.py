@@ -126,6 +126,36 @@ def test_inverse_distance_mixture_prior_float64() -> None:
     assert bound >= kl_mix - 0.02
 
 
+def test_gaussian_likelihood_with_learned_pixel_std_float64() -> None:
+    """``log p(x | z)`` with a learned per-channel σ equals torch's Normal log-density in float64; σ is
+    floored at ``min_obs_std``, gets a gradient, and its maximum-likelihood value is the residual RMS."""
+    m = GTMSM(GTMSMConfig(**{**GTMSMConfig.PRESETS["debug"], "obs_shape": (3, 4, 4), "likelihood": "gaussian",
+                             "learn_obs_std": True, "obs_std": 0.2, "min_obs_std": 0.05})).double()
+    g = torch.Generator().manual_seed(0)
+    mean = torch.rand(2, 5, 3, 4, 4, generator=g, dtype=torch.float64)
+    x = torch.rand(2, 5, 3, 4, 4, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        m.obs_log_std.copy_(torch.log(torch.tensor([0.3, 0.1, 0.01], dtype=torch.float64)))  # last below floor
+    sigma = torch.tensor([0.3, 0.1, 0.05], dtype=torch.float64).reshape(3, 1, 1)
+    expect = torch.distributions.Normal(mean, sigma.expand_as(mean)).log_prob(x).flatten(-3).sum(-1)
+    ll = m.log_likelihood(mean, x)
+    torch.testing.assert_close(ll, expect)
+    ll.sum().backward()
+    assert m.obs_log_std.grad is not None and m.obs_log_std.grad[:2].abs().min() > 0
+    # maximising over log σ alone recovers the per-channel residual RMS (above the floor)
+    with torch.no_grad():
+        m.obs_log_std.fill_(0.0)
+    opt = torch.optim.Adam([m.obs_log_std], 0.05)
+    for _ in range(400):
+        opt.zero_grad()
+        (-m.log_likelihood(mean, x).sum()).backward()
+        opt.step()
+    rms = (x - mean).square().mean((0, 1, 3, 4)).sqrt()
+    torch.testing.assert_close(m.pixel_std().flatten(), rms.clamp_min(0.05), atol=2e-3, rtol=0)
+    with pytest.raises(ValueError, match=r"obs_std > 0.*received obs_std=0"):
+        GTMSMConfig(obs_std=0.0)
+
+
 def test_rows_without_memory_fall_back_to_standard_normal() -> None:
     log_w, ok = inverse_distance_weights(torch.full((2, 3), float("inf")), 1e-4)
     assert not ok.any() and torch.isfinite(log_w).all()
@@ -339,15 +369,7 @@ def test_tiny_imagenav_preset_learns_states_and_beats_no_memory_at_64_steps(tmp_
     """Train the ``imagenav_tiny`` preset with the script's curriculum on ImageNav-v0 (with the displacement
     loss and KL annealing, the recipe that learned in our budget) and check that 64-step open-loop
     predictions beat the no-memory baseline (context-mean frame) and that the states track the positions."""
-    import importlib.util
-    import pathlib
-    import sys
-
-    root = pathlib.Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("gtmsm_imagenav", root / "scripts" / "gtmsm_imagenav.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up here
-    spec.loader.exec_module(mod)
+    mod = _imagenav_script()
     args = ["--out", str(tmp_path), "--results", str(tmp_path / "res"), "--train-episodes", "400",
             "--test-episodes", "16", "--preset", "imagenav_tiny", "--curriculum", "24:400,48:800,96:800",
             "--displacement-weight", "100", "--m-init-scale", "0.1", "--lr", "3e-3", "--beta0", "0.01",
@@ -360,3 +382,32 @@ def test_tiny_imagenav_preset_learns_states_and_beats_no_memory_at_64_steps(tmp_
     res = metrics["summary"]
     assert res["gtmsm"]["mse_step64"] < res["no_memory"]["mse_step64"], res
     assert metrics["state_r2"]["gtmsm"]["all"] > 0.9, metrics["state_r2"]
+
+
+def _imagenav_script():  # noqa: ANN202 - the experiment script as a module
+    import importlib.util
+    import pathlib
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("gtmsm_imagenav", root / "scripts" / "gtmsm_imagenav.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up here
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_memory_copy_reference_is_the_last_memorised_frame_at_the_true_position() -> None:
+    """The evaluation's memory_copy reference against a Python loop over episodes and steps."""
+    mod = _imagenav_script()
+    g = torch.Generator().manual_seed(0)
+    pose_mem = torch.randint(0, 3, (2, 7, 2), generator=g).double()
+    pose = torch.randint(0, 3, (2, 5, 2), generator=g).double()
+    obs_mem = torch.rand(2, 7, 1, 2, 2, generator=g)
+    frames, visited = mod.memory_lookup(obs_mem, pose_mem, pose)
+    for b in range(2):
+        for q in range(5):
+            hits = [t for t in range(7) if torch.equal(pose_mem[b, t], pose[b, q])]
+            assert bool(visited[b, q]) == bool(hits)
+            if hits:
+                torch.testing.assert_close(frames[b, q], obs_mem[b, hits[-1]])

@@ -78,7 +78,14 @@ class GTMSMConfig:
         hidden: width of the MLP encoder/decoder and of the small networks.
         encoder: ``"mlp"`` (small frames), ``"conv"`` (32/64 px frames) or ``"auto"``.
         likelihood: ``"bernoulli"`` (cross-entropy on [0, 1] pixels) or ``"gaussian"``.
-        obs_std: fixed pixel standard deviation of the Gaussian likelihood.
+        obs_std: pixel standard deviation of the Gaussian likelihood (fixed, or the initial value when
+            ``learn_obs_std``).
+        learn_obs_std: learn one pixel standard deviation per channel (maximum likelihood, §2.2: "mean
+            and variance parameterized"), floored at ``min_obs_std``. A fixed σ (or the Bernoulli
+            cross-entropy on continuous pixels, whose curvature corresponds to σ² ≈ x(1 - x) ≈ 0.25) that
+            is larger than the true reconstruction error makes the ELBO call most of the frame noise
+            and the codes carry little information; the learned σ shrinks with the error.
+        min_obs_std: floor of the learned pixel standard deviation.
         tau: memorisation steps of a training window (the rest is the prediction phase).
         k: neighbours retrieved from the DND.
         delta: stabiliser of the inverse-distance weights ``1/(d² + δ)``.
@@ -107,6 +114,8 @@ class GTMSMConfig:
     encoder: str = "auto"
     likelihood: str = "bernoulli"
     obs_std: float = 0.1
+    learn_obs_std: bool = False
+    min_obs_std: float = 1e-2
     tau: int = 256
     k: int = 5
     delta: float = 1e-4
@@ -124,8 +133,10 @@ class GTMSMConfig:
     PRESETS: ClassVar[dict[str, dict]] = {
         "debug": dict(obs_shape=(1, 8, 8), action_dim=5, z_dim=4, hidden=16, tau=6, k=3),
         # §7.4.1 / §7.7.1: 32x32 image, 8x8 crop, τ = 256, K = 5, z ∈ R^16, δ = 1e-4, r = 1e-3.
+        # Continuous pixels: Gaussian likelihood with a learned per-channel σ (see ``learn_obs_std``).
         "imagenav": dict(obs_shape=(3, 8, 8), action_dim=5, z_dim=16, hidden=256, tau=256, k=5,
-                         delta=1e-4, r=1e-3, transition="wall", wall_gate_from=2000, gate_act="relu"),
+                         delta=1e-4, r=1e-3, transition="wall", wall_gate_from=2000, gate_act="relu",
+                         likelihood="gaussian", learn_obs_std=True),
         # a small ImageNav model for the slow test and quick runs
         "imagenav_tiny": dict(obs_shape=(3, 8, 8), action_dim=5, z_dim=8, hidden=64, tau=64, k=5,
                               delta=1e-4, r=1e-3, transition="wall", wall_gate_from=300, gate_act="relu"),
@@ -161,6 +172,9 @@ class GTMSMConfig:
             )
         if self.state_dim not in (2, 3):
             raise ValueError(f"GTMSMConfig.state_dim: expected 2 or 3, received {self.state_dim}")
+        if self.obs_std <= 0 or self.min_obs_std <= 0:
+            raise ValueError(f"GTMSMConfig: expected obs_std > 0 and min_obs_std > 0, received "
+                             f"obs_std={self.obs_std}, min_obs_std={self.min_obs_std}")
         if self.k < 1 or self.tau < 1:
             raise ValueError(f"GTMSMConfig: expected k >= 1 and tau >= 1, received k={self.k}, tau={self.tau}")
 
@@ -393,6 +407,8 @@ class GTMSM(nn.Module):
         enc_cls, dec_cls = (_ConvEncoder, _ConvDecoder) if use_conv else (_MLPEncoder, _MLPDecoder)
         self.encoder = enc_cls(c.obs_shape, c.hidden, Z)
         self.decoder = dec_cls(c.obs_shape, c.hidden, Z)
+        if c.learn_obs_std:  # log σ of p(x | z) per channel, maximum likelihood
+            self.obs_log_std = nn.Parameter(torch.full((c.obs_shape[0],), math.log(c.obs_std)))
         # transition: M maps one-hot actions to displacements (agent frame for 3-D states)
         self.M = nn.Parameter(c.m_init_scale * torch.randn(S, A))  # [S, A]
         if c.transition == "wall":
@@ -437,9 +453,16 @@ class GTMSM(nn.Module):
         if self.config.likelihood == "bernoulli":
             ll = -F.binary_cross_entropy_with_logits(params, x, reduction="none")
         else:
-            std = self.config.obs_std
-            ll = -0.5 * ((x - params) / std).square() - math.log(std) - 0.5 * _LOG_2PI
+            std = self.pixel_std().to(params)  # [C, 1, 1]
+            ll = -0.5 * ((x - params) / std).square() - torch.log(std) - 0.5 * _LOG_2PI
         return ll.flatten(-3).sum(-1)
+
+    def pixel_std(self) -> Tensor:
+        """σ of the Gaussian likelihood per channel, ``[C, 1, 1]`` (learned when ``learn_obs_std``)."""
+        c = self.config
+        if c.learn_obs_std:
+            return self.obs_log_std.exp().clamp_min(c.min_obs_std).reshape(-1, 1, 1)
+        return torch.full((c.obs_shape[0], 1, 1), c.obs_std)
 
     def _gate_on(self) -> bool:
         return self.config.transition == "wall" and (not self.training or int(self.updates) >= self.config.wall_gate_from)
@@ -584,6 +607,8 @@ class GTMSM(nn.Module):
         loss = -(rec_m - beta * kl_m)
         metrics = {"elbo": float((rec_m - kl_m).detach()), "rec": float(rec_m.detach()), "kl": float(kl_m.detach()),
                    "tau": float(tau)}
+        if c.learn_obs_std:
+            metrics["obs_std"] = float(self.pixel_std().mean().detach())
         if c.displacement_weight > 0 and batch.state is not None:
             target = self.true_displacement(batch.state, batch.is_first)  # [B, T, S]
             valid_d = (~batch.is_first).float().unsqueeze(-1)
