@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Protocol, runtime_checkable
 
@@ -185,12 +186,14 @@ class Belief:
         return int(self.features.shape[0])
 
 
-@dataclass
 class Imagination:
     """An open-loop rollout of a model under candidate action sequences.
 
     Attributes:
-        obs: ``[N, H, C, H, W]`` or ``[N, H, D]`` predicted observation means in [0, 1].
+        obs: ``[N, H, C, H, W]`` or ``[N, H, D]`` predicted observation means in [0, 1]. A model may
+            pass a zero-argument decoder instead of a tensor: the frames are then decoded on first
+            access (in the grad mode of the ``imagine`` call), so planners whose objective reads only
+            ``latent`` or ``extras`` never pay for decoding ``N x H`` frames.
         latent: ``[N, H, F]`` latent features per step (what latent-space objectives compare).
         uncertainty: ``[N, H]`` a per-step uncertainty (e.g. predictive variance), >= 0.
         samples: optional ``[N, H, ...]`` sampled observations.
@@ -198,18 +201,47 @@ class Imagination:
         belief: the belief (batch ``N``) after the last imagined step, so that imagination can be
             continued step by step (:class:`agents.imagination_env.ImaginationEnv`); ``None`` when the
             model cannot continue.
+
+    Example:
+        >>> calls = []
+        >>> im = Imagination(obs=lambda: calls.append(1) or torch.zeros(2, 3, 4),
+        ...                  latent=torch.zeros(2, 3, 5), uncertainty=torch.zeros(2, 3))
+        >>> im.horizon, calls
+        (3, [])
+        >>> im.obs.shape, im.obs.shape, calls
+        (torch.Size([2, 3, 4]), torch.Size([2, 3, 4]), [1])
     """
 
-    obs: Tensor
-    latent: Tensor
-    uncertainty: Tensor
-    samples: Tensor | None = None
-    extras: dict[str, Tensor] = field(default_factory=dict)
-    belief: Belief | None = None
+    def __init__(
+        self,
+        obs: Tensor | Callable[[], Tensor],
+        latent: Tensor,
+        uncertainty: Tensor,
+        samples: Tensor | None = None,
+        extras: dict[str, Tensor] | None = None,
+        belief: Belief | None = None,
+    ) -> None:
+        self._obs = obs
+        self._grad = torch.is_grad_enabled()
+        self.latent, self.uncertainty, self.samples = latent, uncertainty, samples
+        self.extras: dict[str, Tensor] = {} if extras is None else extras
+        self.belief = belief
+
+    @property
+    def obs(self) -> Tensor:
+        if callable(self._obs):
+            with torch.set_grad_enabled(self._grad):
+                self._obs = self._obs()
+        return self._obs
 
     @property
     def horizon(self) -> int:
-        return int(self.obs.shape[1])
+        return int(self.latent.shape[1])
+
+    def __repr__(self) -> str:
+        obs = "<not decoded>" if callable(self._obs) else tuple(self._obs.shape)
+        return (f"Imagination(obs={obs}, latent={tuple(self.latent.shape)}, "
+                f"extras={sorted(self.extras)}, belief={'yes' if self.belief is not None else 'no'})")
 
 
 @dataclass

@@ -263,8 +263,33 @@ def test_bad_inputs_raise_clear_errors():
         KVAEConfig(obs_shape=(1, 20, 20))
     with pytest.raises(ValueError, match="'cnn' or 'mlp'"):
         KVAEConfig(encoder="resnet")
+    with pytest.raises(ValueError, match="'float32' or 'bfloat16', received 'fp8'"):
+        KVAEConfig(conv_precision="fp8")
     with pytest.raises(ValueError, match="unknown preset"):
         build_model("kvae", "tiny")
+
+
+def test_bfloat16_convs_match_float32_and_keep_the_kalman_part_in_float32():
+    """Mixed precision touches the conv layers only: same loss and gradients up to bf16 rounding."""
+    torch.manual_seed(0)
+    f32 = build_model("kvae", "box", filters=(8, 8, 8))
+    bf16 = build_model("kvae", "box", filters=(8, 8, 8), conv_precision="bfloat16")
+    bf16.load_state_dict(f32.state_dict())
+    batch = Batch(obs=(torch.rand(4, 6, 1, 32, 32) > 0.95).float(), action=torch.zeros(4, 6, 0))
+    grads, losses = [], []
+    for m in (f32, bf16):
+        torch.manual_seed(1)  # same q(a|x) sample
+        out = m.loss(batch)
+        out.loss.backward()
+        losses.append(out.loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+    assert bf16.decoder(torch.zeros(3, 2)).dtype == torch.float32
+    assert losses[1] == pytest.approx(losses[0], rel=2e-2)
+    assert losses[1] != losses[0]  # bf16 really ran
+    cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert cos > 0.99
+    with torch.no_grad():  # the filter runs in float32
+        assert bf16.observe(batch.obs, batch.action).features.dtype == torch.float32
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -686,7 +686,6 @@ class GTMSM(nn.Module):
         w = log_w.exp().unsqueeze(-1)  # [N, H, K, 1]
         z_mean = (w * mu_p).sum(2)  # [N, H, z]
         z_var = (w * (std_p.square() + mu_p.square())).sum(2) - z_mean.square()
-        obs = self.frame_mean(self.decode(z_mean))
         samples = None
         if sample:
             comp = torch.distributions.Categorical(logits=log_w).sample()  # [N, H]
@@ -696,7 +695,7 @@ class GTMSM(nn.Module):
             samples = torch.bernoulli(p) if self.config.likelihood == "bernoulli" else p
         nn_d2 = d2[..., 0].nan_to_num(posinf=1e30)
         return Imagination(
-            obs=obs,
+            obs=lambda: self.frame_mean(self.decode(z_mean)),  # decoded on first access
             latent=torch.cat([s, z_mean], -1),
             uncertainty=z_var.clamp_min(0).mean(-1),
             samples=samples,

@@ -241,12 +241,11 @@ class RSSM(nn.Module):
             ss.append(s)
             stds.append(std)
         h_all, s_all = torch.stack(hs, 1), torch.stack(ss, 1)
-        d = self.obs_dist(h_all, s_all)
         return Imagination(
-            obs=d.mean.clamp(0, 1),
+            obs=lambda: self.obs_dist(h_all, s_all).mean.clamp(0, 1),  # decoded on first access
             latent=torch.cat([h_all, s_all], -1),
             uncertainty=torch.stack(stds, 1).square().mean(-1),
-            samples=d.sample() if sample else None,
+            samples=self.obs_dist(h_all, s_all).sample() if sample else None,
             belief=Belief(features=torch.cat([h, s], -1), state={"h": h, "s": s}),  # after the last step
         )
 
