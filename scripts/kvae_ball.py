@@ -59,6 +59,7 @@ class Args:
     filters: str = "32,32,32"
     threads: int = 2
     name: str = ""
+    precision: str = "float32"
 
     @property
     def actions(self) -> bool:
@@ -92,6 +93,8 @@ def parse() -> Args:
                    help="conv channels of encoder/decoder (thesis §6.8: 32,32,32)")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--name", default="", help="run name (default: the variant, plus _missNN)")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default=d.precision,
+                   help="conv layers in float32 or bfloat16 mixed precision (KVAEConfig.conv_precision)")
     a = p.parse_args()
     return Args(**{k.replace("-", "_"): v for k, v in vars(a).items()})
 
@@ -116,7 +119,7 @@ def train(args: Args) -> Path:
     torch.manual_seed(args.seed)
     model = build_model("kvae", preset, obs_shape=tuple(obs.shape[2:]), action_dim=int(act.shape[-1]),
                         train_drop_prob=args.train_missing,
-                        filters=tuple(int(f) for f in args.filters.split(",")))
+                        filters=tuple(int(f) for f in args.filters.split(",")), conv_precision=args.precision)
     preset = {**TRAIN_PRESETS["default"], "epochs": args.epochs, "freeze_until": {"alpha_net": args.alpha_from}}
     cfg = TrainConfig(**preset, seed=args.seed,
                       out_dir=str(kc.RUNS / f"kvae_{args.run_name}"), checkpoint_every=50, log_every=10)

@@ -180,6 +180,18 @@ def main() -> None:
         lines.append("")
         for k in ["kvae_box_n1000"] * ("kvae_box_n1000" in recs) + miss:
             lines += [f"`{k}`:", ""] + _header(recs[k]) + [""]
+    if "kvae_box_n1000" in recs and "kvae_box_n1000_bf16" in recs:
+        keys = ["drop_0.5", "drop_0.8", "drop_1.0", "gap_9", "gap_15"]
+        lines += ["### Mixed precision check (`--precision bfloat16`)", "",
+                  "The same run as `kvae_box_n1000` (data, seed, budget) with the encoder/decoder convolutions "
+                  "in bfloat16 (`KVAEConfig.conv_precision`; Kalman smoother, heads and weights in float32). "
+                  "KVAE smoothing, fraction of wrong pixels on the missing frames:", "",
+                  "| convolutions | test ELBO / frame | " + " | ".join(keys) + " |", "|" + "---|" * (2 + len(keys))]
+        for k, label in (("kvae_box_n1000", "float32"), ("kvae_box_n1000_bf16", "bfloat16")):
+            m = recs[k]["metrics"]
+            lines.append(f"| {label} | {m['test_elbo_per_frame']:.2f} | "
+                         + " | ".join(_fmt(m["imputation_error"]["KVAE smoothing"][q]) for q in keys) + " |")
+        lines += ["", "`kvae_box_n1000_bf16`:", ""] + _header(recs["kvae_box_n1000_bf16"]) + [""]
     if "kvae_force" in recs:
         lines += _ball_section(recs["kvae_force"], "5. Action-conditioned bouncing ball (force on the ball)")
         f = recs["kvae_force"]["metrics"].get("action_conditioning")
