@@ -1,0 +1,547 @@
+"""Experiment 2: return to a remembered view in MiniWorld 3-D (GTM-SM, thesis Ch. 7) after τ steps of exploration.
+
+Protocol per episode (env seeds never used in training: ``--seed`` .. ``--seed + episodes - 1``; the training
+data of ``scripts/gtmsm_miniworld.py`` uses hashed ``SeedSequence([0, i])`` seeds and its test set seed 10000):
+
+1. Exploration: ``τ`` steps of the walking agent's exploration policy of ``scripts/gtmsm_miniworld.py``
+   (``AGENTS["walk"]``: ``WM-MiniWorld-OneRoom-v0``, a 10 m room, actions {turn left 15°, turn right 15°,
+   forward 0.15 m}, correlated random walk ``p_keep = 0.8``; ``τ = 150``). Every agent's world model observes
+   these frames and actions.
+2. Goal: the real frame seen at a random previously visited pose (not one that already satisfies the
+   success criterion) is shown. Success = the TRUE position within ``--radius`` metres of the goal's position
+   AND the true heading within ``--heading-tol`` degrees of the goal's heading (the same view), at any step
+   within a budget of ``2 x optimal`` steps; the episode stops at the first success. ``optimal`` = the
+   shortest turn-walk-turn-walk(-turn) action sequence that meets the criterion (exhaustive over two straight
+   segments, the room's walls respected, the box ignored: a slight under-estimate of the optimum, so the budget
+   is if anything tight). "reached position" counts episodes whose position came within the radius at some
+   step of the budget, whatever the heading.
+3. Agents (same episodes, same explorations, same goals):
+   **GTM-SM** localises the goal frame in its spatial memory (``GTMSM.localize``: reverse DND lookup, frame ->
+   state ``s = (x, y, θ)`` in the model's own frame) and plans in ``s`` with categorical CEM + MPC
+   re-planning every step (objective :func:`pose_objective` on ``Imagination.extras["s"]``);
+   **RSSM** (when a walking-agent checkpoint exists) plans towards the goal frame in pixel space;
+   **true dynamics** = the same planner and objective on the env's true pose and the known action effects
+   (:class:`TruePoseModel`: MiniWorld's turn/forward steps, walls and box collisions: an upper bound);
+   **random explorer** = the exploration policy continued.
+
+``--parts rotate`` is the reduced version for the rotating agent (``WM-MiniWorld-Rotate-v0``, turns of
+360/41° in place, τ = 33 as in its training): "turn back to a remembered view"; success = the heading within
+half a turn step of the goal's (exactly the remembered view: headings lie on a 360/41° lattice), optimal =
+the fewer turns either way; position is not part of the objective (the agent cannot move).
+
+Run (one command; ``--snapshot 1`` first copies helper M's ``runs/gtmsm_miniworld/<agent>/<model>/last`` to
+``runs/plan/miniworld_<agent>_<model>``)::
+
+    .venv/bin/python scripts/plan_miniworld.py --snapshot 1
+
+Writes ``docs/results/planning_miniworld.json``, GIFs and plots under ``docs/results/planning/miniworld_*`` and
+regenerates ``docs/results/planning.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PYGLET_HEADLESS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import plan_common as pc  # noqa: E402
+import torch  # noqa: E402
+from gtmsm_miniworld import AGENTS, right_handed  # noqa: E402
+
+import envs  # noqa: E402,F401  (registers the WM-MiniWorld ids)
+from agents.objectives import goal_image, reduce_distance  # noqa: E402
+from agents.planners import Objective  # noqa: E402
+from worldmodels.api import Belief, Imagination  # noqa: E402
+
+
+@dataclass
+class Args:
+    parts: str = "walk,rotate"  # walk (experiment 2) and/or rotate (reduced: turn back to a remembered view)
+    merge: int = 1  # 1: keep the parts of an existing planning_miniworld.json that this run does not redo
+    snapshot: int = 0  # 1: copy helper M's runs/gtmsm_miniworld/<agent>/<model>/last to --checkpoints first
+    source: str = "runs/gtmsm_miniworld"
+    checkpoints: str = "runs/plan/miniworld"  # <checkpoints>_<agent>_<model>, e.g. runs/plan/miniworld_walk_gtmsm
+    episodes: int = 10
+    episodes_rotate: int = 10
+    tau: int = 150  # walk: exploration steps
+    tau_rotate: int = 33  # rotate: the rotating model's training memory length
+    radius: float = 1.0  # metres
+    heading_tol: float = 30.0  # degrees (walk)
+    heading_weight: float = 1.0  # m² per unit of 2 (1 - cos Δθ) in the pose objective
+    horizon: int = 16
+    candidates: int = 200
+    iterations: int = 3
+    horizon_rotate: int = 12
+    candidates_rotate: int = 64
+    seed: int = 50_000
+    threads: int = 1
+    gifs: int = 1  # episodes per agent with a GIF
+    note: str = ""
+
+
+def parse(argv: list[str] | None = None) -> Args:
+    return pc.parse_args(Args, (__doc__ or "").splitlines()[0], argv)
+
+
+def wrap(a: Any) -> Any:
+    """Angles to [-π, π)."""
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+# ----------------------------------------------------------------------------- objective and true model
+
+
+def pose_objective(goal: torch.Tensor, heading_weight: float = 1.0, position: bool = True,
+                   key: str = "s") -> Objective:
+    """Distance of the imagined state ``extras[key] [N, H, 3] = (x, y, θ)`` to ``goal [3]``, summed over the
+    horizon: ``|Δxy|² + heading_weight * 2 (1 - cos Δθ)`` (wrap-free; ``≈ Δθ²`` near the goal)."""
+
+    def objective(im: Imagination) -> torch.Tensor:
+        s = im.extras[key]  # [N, H, 3]
+        g = goal.to(s)
+        d = heading_weight * 2 * (1 - torch.cos(s[..., 2] - g[2]))  # [N, H]
+        if position:
+            d = d + (s[..., :2] - g[:2]).pow(2).sum(-1)
+        return reduce_distance(d, "sum")
+
+    return objective
+
+
+class TruePoseModel:
+    """The env's true pose and MiniWorld's known action effects behind ``observe`` / ``imagine``.
+
+    State = the right-handed pose ``(x, −z, θ)`` of :func:`gtmsm_miniworld.right_handed`. Actions: 0 turn left
+    (``θ += turn``), 1 turn right, 2 forward (``xy += fwd (cos θ, sin θ)``, rejected — the agent stays — when the
+    agent's circle would cross a wall of the rectangular room or touch an entity, as ``MiniWorldEnv.move_agent``
+    does). ``extras["s"]`` is the imagined pose; no frames are rendered (``obs`` is empty).
+    """
+
+    def __init__(self, env: Any) -> None:
+        inner = env.unwrapped.inner
+        self.env = env
+        self.turn = np.deg2rad(float(inner.params.sample(None, "turn_step")))
+        self.fwd = float(inner.params.sample(None, "forward_step"))
+        if float(inner.params.sample(None, "forward_drift")) != 0.0 or inner.domain_rand:
+            raise ValueError("TruePoseModel: expected no forward drift and no domain randomisation")
+        if len(inner.rooms) != 1:
+            raise ValueError(f"TruePoseModel: expected one rectangular room, received {len(inner.rooms)} rooms")
+        r = inner.rooms[0]
+        rad = float(inner.agent.radius)
+        # right-handed y = -z: the room spans y in [-max_z, -min_z]
+        self.low = torch.tensor([r.min_x + rad, -r.max_z + rad], dtype=torch.float64)
+        self.high = torch.tensor([r.max_x - rad, -r.min_z - rad], dtype=torch.float64)
+        ents = [e for e in inner.entities if e is not inner.agent]
+        self.ent_xy = torch.tensor([[e.pos[0], -e.pos[2]] for e in ents], dtype=torch.float64).reshape(-1, 2)
+        self.ent_r = torch.tensor([rad + e.radius for e in ents], dtype=torch.float64)
+
+    def pose(self) -> torch.Tensor:
+        """The env's current right-handed pose ``[3]`` (float64)."""
+        return right_handed(torch.as_tensor(self.env.unwrapped._read_pose()))
+
+    def observe(self, obs: torch.Tensor, action: torch.Tensor, mask: torch.Tensor | None = None) -> Belief:
+        p = self.pose()[None]  # [1, 3]
+        return Belief(features=p.float(), state={"s": p})
+
+    def step(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """One step of poses ``s [N, 3]`` (float64) under action indices ``a [N]``."""
+        th = s[:, 2] + self.turn * ((a == 0).double() - (a == 1).double())
+        fwd = self.fwd * (a == 2).double()
+        xy = s[:, :2] + fwd[:, None] * torch.stack([torch.cos(s[:, 2]), torch.sin(s[:, 2])], -1)
+        ok = ((xy > self.low) & (xy < self.high)).all(-1)
+        if len(self.ent_r):
+            ok &= (torch.cdist(xy, self.ent_xy) >= self.ent_r).all(-1)
+        xy = torch.where(ok[:, None], xy, s[:, :2])
+        return torch.cat([xy, th[:, None]], -1)
+
+    def imagine(self, belief: Belief, actions: torch.Tensor) -> Imagination:
+        N, H, _ = actions.shape
+        s = belief.state["s"].expand(N, 3)  # type: ignore[union-attr]
+        idx = actions.argmax(-1)  # [N, H]
+        path = []
+        for t in range(H):
+            s = self.step(s, idx[:, t])
+            path.append(s)
+        ss = torch.stack(path, 1).float()  # [N, H, 3]
+        return Imagination(obs=torch.zeros(N, H, 0), latent=ss, uncertainty=torch.zeros(N, H), extras={"s": ss})
+
+
+# ----------------------------------------------------------------------------- optimal steps
+
+
+def optimal_steps(p0: np.ndarray, goal: np.ndarray, turn: float, fwd: float, radius: float, tol: float,
+                  low: np.ndarray, high: np.ndarray, max_fwd: int = 80) -> int:
+    """Fewest actions from pose ``p0`` to within ``radius`` of ``goal[:2]`` and ``tol`` rad of ``goal[2]``.
+
+    Exhaustive over turn ``k1`` - forward ``n1`` - turn ``k2`` - forward ``n2`` - turn ``k3`` sequences
+    (``|k| <= π / turn``); forward steps must keep the position inside ``[low, high]`` (a convex room: the
+    endpoints suffice); obstacles inside the room are ignored. Returns ``-1`` if none is found.
+    """
+    K = int(np.ceil(np.pi / turn))
+    ks = np.arange(-K, K + 1)
+    ns = np.arange(0, max_fwd + 1)
+    best = 10**9
+    th1 = p0[2] + ks * turn  # [K1]
+    u1 = np.stack([np.cos(th1), np.sin(th1)], -1)  # [K1, 2]
+    xy1 = p0[:2] + fwd * ns[None, :, None] * u1[:, None, :]  # [K1, N1, 2]
+    in1 = ((xy1 > low) & (xy1 < high)).all(-1)
+    for k2 in ks:
+        th2 = th1 + k2 * turn  # [K1]
+        u2 = np.stack([np.cos(th2), np.sin(th2)], -1)
+        xy2 = xy1[:, :, None, :] + fwd * ns[None, None, :, None] * u2[:, None, None, :]  # [K1, N1, N2, 2]
+        ok = in1[:, :, None] & ((xy2 > low) & (xy2 < high)).all(-1)
+        ok &= np.linalg.norm(xy2 - goal[:2], axis=-1) < radius
+        # final turns to bring the heading within tol
+        dth = wrap(goal[2] - th2)  # [K1]
+        k3 = np.array([min((abs(k) for k in ks if abs(wrap(d - k * turn)) < tol), default=10**6) for d in dth])
+        cost = (np.abs(ks)[:, None, None] + ns[None, :, None] + abs(k2) + ns[None, None, :]
+                + k3[:, None, None])  # [K1, N1, N2]
+        if ok.any():
+            best = min(best, int(cost[ok].min()))
+    return best if best < 10**6 else -1
+
+
+# ----------------------------------------------------------------------------- episodes
+
+
+@dataclass
+class Part:
+    name: str  # walk | rotate
+    tau: int
+    radius: float  # metres (inf: position ignored)
+    tol: float  # radians
+    horizon: int
+    candidates: int
+    episodes: int
+
+
+def make_env(part: str) -> Any:
+    import gymnasium as gym
+
+    ag = AGENTS[part]
+    return gym.make(ag.env_id, **dict(ag.env_kwargs))
+
+
+def explore(env: Any, part: Part, seed: int) -> dict[str, Any]:
+    """Reset with ``seed``, run the agent's exploration policy for ``τ`` steps, draw the goal."""
+    from agents.explorers import explorer_factory
+
+    ag = AGENTS[part.name]
+    obs, info = env.reset(seed=seed)
+    explorer = explorer_factory(ag.explorer, **dict(ag.explorer_kwargs))(env.action_space)
+    explorer.reset(int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
+    frames, actions, poses = [obs], [None], [right_handed(torch.as_tensor(info["pose"])).numpy()]
+    for _ in range(part.tau):
+        a = explorer.act(obs)
+        obs, _, _, _, info = env.step(a)
+        frames.append(obs), actions.append(int(a)), poses.append(right_handed(torch.as_tensor(info["pose"])).numpy())
+    here = poses[-1]
+    far = [i for i, p in enumerate(poses[:-1]) if not satisfied(here, p, part)]
+    rng = np.random.default_rng([seed, 1])
+    gi = far[int(rng.integers(len(far)))]
+    tm = TruePoseModel(env)
+    opt = optimal_steps(here, poses[gi], tm.turn, tm.fwd, part.radius, part.tol, tm.low.numpy(), tm.high.numpy())
+    return {"frames": frames, "actions": actions, "poses": poses, "goal_index": gi, "goal": poses[gi],
+            "goal_obs": frames[gi], "optimal": opt, "explorer": explorer, "obs": obs}
+
+
+def satisfied(p: np.ndarray, goal: np.ndarray, part: Part) -> bool:
+    return bool(np.linalg.norm(p[:2] - goal[:2]) < part.radius and abs(wrap(p[2] - goal[2])) < part.tol + 1e-6)
+
+
+def run_agent(env: Any, part: Part, seed: int, kind: str, model: Any, args: Args,
+              gif: Path | None = None) -> dict[str, Any]:
+    """One episode of agent ``kind`` (``random``, ``gtmsm``, ``pixels``, ``true``) after the shared exploration."""
+    from agents.mpc import MPCAgent
+    from agents.planners import CategoricalCEM
+    from agents.tasks import _frames_uint8
+    from worldmodels.api import frames_to_tensor
+
+    ep = explore(env, part, seed)
+    budget = 2 * ep["optimal"]
+    obs = ep["obs"]
+    agent: Any = None
+    position = part.name == "walk"
+    s_goal_est = None
+    t_plan = 0.0
+    if kind != "random":
+        planner = CategoricalCEM(env.action_space, part.horizon, num_candidates=part.candidates,
+                                 num_elites=max(part.candidates // 10, 2), iterations=args.iterations, seed=seed)
+        goal_x = frames_to_tensor(ep["goal_obs"])  # [C, h, w]
+        if kind == "true":
+            m = TruePoseModel(env)
+            agent = MPCAgent(m, planner, pose_objective(torch.as_tensor(ep["goal"]), args.heading_weight, position),
+                             env.action_space, max_context=1)
+            agent.observe(obs)
+        else:
+            agent = MPCAgent(model, planner, goal_image(goal_x), env.action_space)
+            for frame, a in zip(ep["frames"], ep["actions"]):
+                agent.observe(frame, a)
+            if kind == "gtmsm":  # where was the goal seen? reverse lookup in the spatial memory
+                with torch.no_grad():
+                    s_goal_est = model.localize(agent.belief, goal_x[None])[0]
+                agent.objective = pose_objective(s_goal_est, args.heading_weight, position)
+    real, plans = [], []
+    steps, success, reached = 0, False, False
+    pose = ep["poses"][-1]
+    goal = ep["goal"]
+    path = [pose[:2].tolist()]
+    while steps < budget:
+        t0 = time.perf_counter()
+        if agent is None:
+            a = ep["explorer"].act(obs)
+        else:
+            a = agent.act(obs if steps else None)  # the first frame was observed with the exploration
+        t_plan += time.perf_counter() - t0
+        if gif is not None:
+            real.append(_frames_uint8(obs))
+            im = None if agent is None or kind == "true" else agent.imagination
+            plans.append(None if im is None else _frames_uint8(im.obs[0]))
+        obs, _, _, _, info = env.step(a)  # termination at OneRoom's red box is ignored: the world persists
+        steps += 1
+        pose = right_handed(torch.as_tensor(info["pose"])).numpy()
+        path.append(pose[:2].tolist())
+        reached |= bool(np.linalg.norm(pose[:2] - goal[:2]) < part.radius)
+        if satisfied(pose, goal, part):
+            success = True
+            break
+    if gif is not None:
+        real.append(_frames_uint8(obs))
+        plans.append(None)
+        episode_gif(gif, real, _frames_uint8(ep["goal_obs"]), plans,
+                    f"{kind}, optimal {ep['optimal']}, budget {budget} steps, {'success' if success else 'failure'}")
+    row = {"success": success, "reached_position": reached, "steps": steps, "optimal": ep["optimal"],
+           "extra": steps - ep["optimal"], "final_distance": float(np.linalg.norm(pose[:2] - goal[:2])),
+           "final_heading_error_deg": float(np.degrees(abs(wrap(pose[2] - goal[2])))),
+           "plan_seconds_per_step": t_plan / max(steps, 1), "path": path, "goal_xy": goal[:2].tolist()}
+    if s_goal_est is not None:  # localisation error in the model's frame, after aligning the start poses
+        row["localize"] = localization_error(ep, s_goal_est)
+    return row
+
+
+def episode_gif(path: Path, real: list[np.ndarray], goal: np.ndarray, plans: list[np.ndarray | None],
+                title: str, max_plan: int = 8, scale: int = 2) -> Path:
+    """GIF per step: the real frame, the goal view, and the first ``max_plan`` frames of the plan's open-loop
+    imagination (uint8 ``[h, w, 3]`` frames; ``plans[t]`` is ``[H, h, w, 3]`` or ``None``)."""
+    from PIL import Image, ImageDraw
+
+    from worldmodels.files import atomic_save
+
+    h, w = real[0].shape[:2]
+    n_plan = max_plan if any(p is not None for p in plans) else 0
+    gap, top, W = 4, 14, w * scale
+    big = lambda f: Image.fromarray(np.kron(f, np.ones((scale, scale, 1), np.uint8)))  # noqa: E731
+    images = []
+    for t, (frame, plan) in enumerate(zip(real, plans)):
+        canvas = Image.new("RGB", ((2 + n_plan) * (W + gap) + gap, h * scale + top + 14), (30, 30, 30))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((gap, 1), "real", fill=(255, 255, 255))
+        draw.text((W + 2 * gap, 1), "goal view", fill=(120, 255, 120))
+        canvas.paste(big(frame), (gap, top))
+        canvas.paste(big(goal), (W + 2 * gap, top))
+        if n_plan:
+            draw.text((2 * (W + gap) + gap, 1), "open-loop imagination (plan)", fill=(255, 200, 80))
+        for k, f in enumerate([] if plan is None else plan[:n_plan]):
+            canvas.paste(big(f), ((2 + k) * (W + gap) + gap, top))
+        draw.text((gap, h * scale + top + 1), f"step {t}: {title}", fill=(200, 200, 200))
+        images.append(canvas)
+    return atomic_save(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                                                        duration=300, loop=0))
+
+
+def localization_error(ep: dict[str, Any], s_goal: torch.Tensor) -> dict[str, float]:
+    """Error of GTM-SM's goal state against the true goal pose expressed in the episode's start frame
+    (the model's ``s`` starts at 0 with heading 0: :func:`gtmsm_miniworld.relative_pose`)."""
+    from gtmsm_miniworld import relative_pose
+
+    poses = torch.as_tensor(np.stack(ep["poses"]))[None]  # [1, T, 3]
+    rel = relative_pose(poses)[0, ep["goal_index"]].numpy()
+    s = s_goal.double().numpy()
+    return {"position_m": float(np.linalg.norm(s[:2] - rel[:2])),
+            "heading_deg": float(np.degrees(abs(wrap(s[2] - rel[2]))))}
+
+
+def summarise(rows: list[dict[str, Any]], part: Part) -> dict[str, Any]:
+    ok = [r for r in rows if r["success"]]
+    walk = part.name == "walk"
+    out = {
+        "success_rate": float(np.mean([r["success"] for r in rows])),
+        "mean_extra_steps": float(np.mean([r["extra"] for r in ok])) if ok else None,
+        "mean_steps": float(np.mean([r["steps"] for r in rows])),
+        "mean_optimal_steps": float(np.mean([r["optimal"] for r in rows])),
+        "mean_final_distance": float(np.mean([r["final_distance"] for r in rows])) if walk else None,
+        "plan_seconds_per_step": float(np.mean([r["plan_seconds_per_step"] for r in rows])),
+        "episodes": rows,
+    }
+    return out
+
+
+def details(res: dict[str, dict[str, Any]], part: Part) -> dict[str, dict[str, float]]:
+    """Per agent: the numbers the generic agent table has no column for (rendered as a second table)."""
+    out = {}
+    for label, m in res.items():
+        rows = m["episodes"]
+        d = {"final heading error (deg)": float(np.mean([r["final_heading_error_deg"] for r in rows]))}
+        if part.name == "walk":
+            d[f"reached {part.radius:g} m at some step (any heading)"] = float(
+                np.mean([r["reached_position"] for r in rows]))
+        loc = [r["localize"] for r in rows if "localize" in r]
+        if loc:
+            if part.name == "walk":
+                d["localize: goal position error (m)"] = float(np.mean([x["position_m"] for x in loc]))
+            d["localize: goal heading error (deg)"] = float(np.mean([x["heading_deg"] for x in loc]))
+        out[label] = d
+    return out
+
+
+def slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_").replace("__", "_")
+
+
+def run_part(part: Part, models: dict[str, tuple[str, Any]], args: Args) -> dict[str, dict[str, Any]]:
+    """All agents on ``part.episodes`` shared episodes; ``models``: label -> (kind, model)."""
+    from tqdm.auto import tqdm
+
+    env = make_env(part.name)
+    seeds = range(args.seed, args.seed + part.episodes)
+    agents = ([("random explorer", "random", None)] + [(k, kind, m) for k, (kind, m) in models.items()]
+              + [("true dynamics (CEM)", "true", None)])
+    results: dict[str, dict[str, Any]] = {}
+    for label, kind, model in agents:
+        rows = []
+        for i, s in enumerate(tqdm(seeds, desc=f"{part.name}: {label}", unit="ep")):
+            gif = pc.MEDIA / f"miniworld_{part.name}_{slug(label)}.gif" if i < args.gifs else None
+            rows.append(run_agent(env, part, s, kind, model, args, gif))
+        results[label] = summarise(rows, part)
+    env.close()
+    return results
+
+
+def paths_plot(path: Path, res: dict[str, dict[str, Any]], title: str) -> None:
+    """Top-down true paths of every agent in episode 0 (return phase), goal disc of the success radius."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    for label, m in res.items():
+        ep = m["episodes"][0]
+        xy = np.array(ep["path"])
+        ax.plot(xy[:, 0], xy[:, 1], "-", lw=1.2, label=f"{label} ({'ok' if ep['success'] else 'fail'})")
+    g = res[next(iter(res))]["episodes"][0]["goal_xy"]
+    start = res[next(iter(res))]["episodes"][0]["path"][0]
+    ax.add_patch(plt.Circle(g, 1.0, color="g", alpha=0.2))
+    ax.plot(*g, "g*", ms=12, label="goal")
+    ax.plot(*start, "ko", label="start of return")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y = −z (m)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def snapshot(src: Path, dst: Path) -> None:
+    """Copy a checkpoint folder atomically (``dst`` replaced only after a complete copy that loads)."""
+    from worldmodels.checkpoint import load
+
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    load(tmp)  # verifies the checksums of a complete copy
+    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(tmp, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def updates(path: Path) -> Any:
+    cfg = json.loads((path / "config.json").read_text())
+    return cfg.get("metadata", {}).get("step", "?")
+
+
+def main() -> None:
+    args = parse()
+    from worldmodels.checkpoint import load
+
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    metrics: dict[str, Any] = {}
+    notes: list[str] = []
+    for name in filter(None, args.parts.split(",")):
+        if name not in ("walk", "rotate"):
+            raise ValueError(f"--parts: expected walk and/or rotate, received {name!r}")
+        models: dict[str, tuple[str, Any]] = {}
+        for which, label, kind in (("gtmsm", "GTM-SM", "gtmsm"), ("rssm", "RSSM", "pixels")):
+            dst = Path(f"{args.checkpoints}_{name}_{which}")
+            src = Path(args.source) / name / which / "last"
+            if args.snapshot and (src / "config.json").exists():
+                snapshot(src, dst)
+            if (dst / "config.json").exists():
+                models[label] = (kind, load(dst).eval())
+                how = "localize + CEM in s" if kind == "gtmsm" else "CEM towards the goal frame in pixel space"
+                notes.append(f"{name}: {label} = `{dst}` (snapshot of `{src}` with {updates(dst)} training updates "
+                             f"when this ran; {how}).")
+            else:
+                notes.append(f"{name}: {label}: no checkpoint at `{dst}` when this ran — not evaluated.")
+        if name == "walk":
+            part = Part("walk", args.tau, args.radius, np.deg2rad(args.heading_tol), args.horizon, args.candidates,
+                        args.episodes)
+            crit = f"position within {args.radius} m and heading within {args.heading_tol:.0f}°"
+        else:
+            step = 2 * np.pi / 41
+            part = Part("rotate", args.tau_rotate, float("inf"), step / 2, args.horizon_rotate,
+                        args.candidates_rotate, args.episodes_rotate)
+            crit = f"heading within {np.degrees(step / 2):.2f}° (half a turn step: the remembered view itself)"
+        res = run_part(part, models, args)
+        metrics[name] = res
+        metrics[f"{name} (details)"] = details(res, part)
+        notes.append(f"{name}: `{AGENTS[name].env_id}`, {part.episodes} episodes (env seeds {args.seed}.."
+                     f"{args.seed + part.episodes - 1}), τ = {part.tau} exploration steps, success = {crit} within "
+                     f"2 x optimal steps; categorical CEM horizon {part.horizon}, {part.candidates} candidates, "
+                     f"{args.iterations} iterations, MPC re-planning every step.")
+        pc.bar_plot(pc.MEDIA / f"miniworld_{name}_success.png", {k: v["success_rate"] for k, v in res.items()},
+                    "success rate (within 2x optimal)",
+                    f"MiniWorld {name}: return to a remembered view after τ = {part.tau} steps")
+        if name == "walk":
+            paths_plot(pc.MEDIA / "miniworld_walk_paths.png", res, "episode 0: true paths after exploration")
+        for label, m in res.items():
+            print(f"{name:>6} {label:>22}: success {m['success_rate']:.0%}  reached {m['reached_position_rate']:.0%}"
+                  f"  final dist {m['mean_final_distance']:.2f} m  heading err {m['mean_final_heading_error_deg']:.1f}°"
+                  f"  optimal {m['mean_optimal_steps']:.1f}")
+    if args.note:
+        notes.append(args.note)
+    old_path = pc.RESULTS / "planning_miniworld.json"
+    if args.merge and old_path.exists():
+        old = json.loads(old_path.read_text())
+        done = set(filter(None, args.parts.split(",")))
+        for name in ("walk", "rotate"):
+            if name in done or name not in old["metrics"]:
+                continue
+            for key in (name, f"{name} (details)"):
+                if key in old["metrics"]:
+                    metrics[key] = old["metrics"][key]
+            kept = [n for n in old["notes"] if n.startswith(f"{name}:")]
+            notes += kept
+            if not any("earlier run" in n for n in kept):
+                notes.append(f"{name}: results from an earlier run: `{old['command']}` at commit "
+                             f"`{old['git_commit']}` (wall clock {old['wall_clock_s']:.0f} s for the parts it ran).")
+    notes.append("Machine: 2 CPU cores shared with 3-4 other jobs, one torch thread, nice 5.")
+    cmd = "python scripts/plan_miniworld.py " + " ".join(sys.argv[1:])
+    pc.write_json("miniworld", cmd, args.seed, time.time() - t0, metrics, notes)
+    print(pc.write_report())
+
+
+if __name__ == "__main__":
+    main()
