@@ -322,6 +322,9 @@ def run_agent(env: Any, part: Part, seed: int, kind: str, model: Any, args: Args
            "extra": steps - ep["optimal"], "final_distance": float(np.linalg.norm(pose[:2] - goal[:2])),
            "final_heading_error_deg": float(np.degrees(abs(wrap(pose[2] - goal[2])))),
            "plan_seconds_per_step": t_plan / max(steps, 1), "path": path, "goal_xy": goal[:2].tolist()}
+    if gif is not None:  # the shared exploration, for the paths plot
+        row["explore_path"] = np.stack(ep["poses"])[:, :2].round(3).tolist()
+        row["goal_pose"] = goal.tolist()
     if s_goal_est is not None:  # localisation error in the model's frame, after aligning the start poses
         row["localize"] = localization_error(ep, s_goal_est)
     return row
@@ -425,25 +428,32 @@ def run_part(part: Part, models: dict[str, tuple[str, Any]], args: Args) -> dict
     return results
 
 
-def paths_plot(path: Path, res: dict[str, dict[str, Any]], title: str) -> None:
-    """Top-down true paths of every agent in episode 0 (return phase), goal disc of the success radius."""
+def paths_plot(path: Path, res: dict[str, dict[str, Any]], title: str, radius: float) -> None:
+    """Top view of episode 0: the exploration, every agent's true path after it, the goal disc and heading."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4.6))
+    fig, ax = plt.subplots(figsize=(5.6, 5.2))
+    first = res[next(iter(res))]["episodes"][0]
+    if "explore_path" in first:
+        ex = np.array(first["explore_path"])
+        ax.plot(ex[:, 0], ex[:, 1], "-", color="0.75", lw=0.8, label="exploration (τ steps)")
     for label, m in res.items():
         ep = m["episodes"][0]
         xy = np.array(ep["path"])
-        ax.plot(xy[:, 0], xy[:, 1], "-", lw=1.2, label=f"{label} ({'ok' if ep['success'] else 'fail'})")
-    g = res[next(iter(res))]["episodes"][0]["goal_xy"]
-    start = res[next(iter(res))]["episodes"][0]["path"][0]
-    ax.add_patch(plt.Circle(g, 1.0, color="g", alpha=0.2))
-    ax.plot(*g, "g*", ms=12, label="goal")
+        ax.plot(xy[:, 0], xy[:, 1], "-", lw=1.4, label=f"{label} ({'success' if ep['success'] else 'failure'})")
+    g, start = first["goal_xy"], first["path"][0]
+    ax.add_patch(plt.Circle(g, radius, color="g", alpha=0.2))
+    ax.plot(*g, "g*", ms=12, label=f"goal (disc: {radius:g} m)")
+    if "goal_pose" in first:
+        th = first["goal_pose"][2]
+        ax.arrow(g[0], g[1], 0.6 * np.cos(th), 0.6 * np.sin(th), color="g", width=0.03)
     ax.plot(*start, "ko", label="start of return")
+    ax.plot([0, 10, 10, 0, 0], [0, 0, -10, -10, 0], "k-", lw=1)  # OneRoom's walls
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y = −z (m)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
     fig.savefig(tmp, dpi=110)
@@ -515,11 +525,11 @@ def main() -> None:
                     "success rate (within 2x optimal)",
                     f"MiniWorld {name}: return to a remembered view after τ = {part.tau} steps")
         if name == "walk":
-            paths_plot(pc.MEDIA / "miniworld_walk_paths.png", res, "episode 0: true paths after exploration")
+            paths_plot(pc.MEDIA / "miniworld_walk_paths.png", res, "episode 0: true paths (top view)", args.radius)
         for label, m in res.items():
-            print(f"{name:>6} {label:>22}: success {m['success_rate']:.0%}  reached {m['reached_position_rate']:.0%}"
-                  f"  final dist {m['mean_final_distance']:.2f} m  heading err {m['mean_final_heading_error_deg']:.1f}°"
-                  f"  optimal {m['mean_optimal_steps']:.1f}")
+            extra = "  ".join(f"{k} {v:.2f}" for k, v in metrics[f"{name} (details)"][label].items())
+            print(f"{name:>6} {label:>22}: success {m['success_rate']:.0%}  optimal {m['mean_optimal_steps']:.1f}  "
+                  f"{extra}")
     if args.note:
         notes.append(args.note)
     old_path = pc.RESULTS / "planning_miniworld.json"
@@ -537,6 +547,12 @@ def main() -> None:
             if not any("earlier run" in n for n in kept):
                 notes.append(f"{name}: results from an earlier run: `{old['command']}` at commit "
                              f"`{old['git_commit']}` (wall clock {old['wall_clock_s']:.0f} s for the parts it ran).")
+    notes.append("Agents: random explorer = the exploration policy continued (rotating agent: it keeps turning the "
+                 "same way, so it succeeds whenever the goal lies ahead within the budget); true dynamics = the same "
+                 "CEM and objective on the env's true pose with MiniWorld's known turn/forward steps and collisions "
+                 "(an upper bound); walking episodes ignore OneRoom's termination at the red box (the world "
+                 "persists). 'steps to success' counts the whole budget for failures; 'final distance' is the true "
+                 "position error at the end (m, walk only).")
     notes.append("Machine: 2 CPU cores shared with 3-4 other jobs, one torch thread, nice 5.")
     cmd = "python scripts/plan_miniworld.py " + " ".join(sys.argv[1:])
     pc.write_json("miniworld", cmd, args.seed, time.time() - t0, metrics, notes)
