@@ -86,6 +86,7 @@ class Args:
     beta0: float = 1.0  # KL weight at the start of GTM-SM training (annealed linearly to 1)
     beta_anneal_steps: int = 0
     init_from: str = ""  # start GTM-SM from the weights of this checkpoint folder (e.g. a run's ``last``)
+    init_skip: str = ""  # parameter-name prefixes NOT taken from ``init_from``, e.g. "encoder,decoder" (fresh VAE)
 
 
 TRAIN_LEN = 288  # frames per training episode: τ = 256 + 32 prediction steps (§7.7.1)
@@ -200,7 +201,9 @@ def train_model(args: Args, which: str) -> Path:
         model = build_model("gtmsm", args.preset, wall_gate_from=gate_from,
                             displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale)
         if args.init_from:  # warm start; parameters the parent lacks (e.g. a learned pixel σ) keep their init
-            missing, unexpected = model.load_state_dict(worldmodels.load(args.init_from).state_dict(), strict=False)
+            skip = tuple(p for p in args.init_skip.split(",") if p)
+            parent = {k: v for k, v in worldmodels.load(args.init_from).state_dict().items() if not k.startswith(skip)}
+            missing, unexpected = model.load_state_dict(parent, strict=False)
             if unexpected:
                 raise ValueError(f"--init-from {args.init_from}: parameters unknown to preset {args.preset!r}: {unexpected}")
             if missing:
@@ -442,7 +445,7 @@ def _train_args(folder: Path) -> dict:
     ta = json.loads(path.read_text())
     if ta.get("model") == "gtmsm":
         keep = ("seed", "preset", "curriculum", "lr", "beta0", "beta_anneal_steps", "displacement_weight",
-                "m_init_scale", "batch_size", "train_episodes", "init_from")
+                "m_init_scale", "batch_size", "train_episodes", "init_from", "init_skip")
     else:
         keep = ("model", "seed", "baseline_steps", "baseline_len", "lr", "batch_size", "train_episodes")
     out = {k: ta[k] for k in keep if k in ta and ta[k] != ""}
@@ -466,6 +469,15 @@ def write_results(args: Args, metrics: dict, wall_clock: float, command: str) ->
             last = dict(zip(header, lines[-1].split(",")))
             budgets[which] = {k: last[k] for k in ("step", "epoch", "wall_clock_s", "elapsed_s", "time_s") if k in last}
             budgets[which]["train_args"] = _train_args(Path(args.out) / folder)
+            cfg_path = Path(args.out) / folder / "last" / "config.json"
+            if cfg_path.exists():  # the observation likelihood the run was trained with
+                mc = json.loads(cfg_path.read_text())["config"]
+                lik = mc.get("likelihood", mc.get("obs_kind", "?"))
+                if mc.get("learn_obs_std"):
+                    lik += " (learned σ)"
+                elif lik == "gaussian":
+                    lik += f" (σ = {mc.get('obs_std')})"
+                budgets[which]["likelihood"] = lik
     metrics["training"] = budgets
     out = {
         "experiment": "gtmsm_imagenav",
@@ -510,7 +522,8 @@ def write_markdown(args: Args) -> Path:
         "",
     ]
     for k, v in m.get("training", {}).items():
-        lines.append(f"- `{k}`: {v.get('step', '?')} updates; {json.dumps(v.get('train_args', {}))}")
+        lik = f"likelihood {v['likelihood']}; " if "likelihood" in v else ""
+        lines.append(f"- `{k}`: {v.get('step', '?')} updates; {lik}{json.dumps(v.get('train_args', {}))}")
     lines += [f"- GTM-SM runs (label: folder under `{args.out}`): {m.get('runs', {})}", ""]
     lines += ["| model | MSE step 1 | MSE step 32 | MSE step 64 | MSE step 256 | MSE mean | MSE mean, seen "
               "position | MSE mean, unseen position | BCE step 1 | BCE step 256 |",
