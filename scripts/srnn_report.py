@@ -203,11 +203,11 @@ def music_report(run_dir: Path, args: Any) -> None:
                                              "lr_decay_after")}
     out = {
         "experiment": "srnn_music",
-        "command": "bash runs/srnn_music_ref_chain.sh (= python scripts/srnn_music.py --variants srnn_smooth_resq "
-                   "vrnn rnn dmm srnn_filt srnn_smooth srnn_filt_resq --reference-npz "
-                   "~/.cache/worldmodels/jsb_raw_batchsize16_seqlen100.npz --trailing-pad --epochs 50 "
-                   "--eval-every 5 --patience 4 --lr-decay 1.2 --lr-decay-after 20 --out runs/srnn_music_ref; the same with --seed 1 --out "
-                   "runs/srnn_music_ref_seed1 for srnn_smooth_resq vrnn); python scripts/srnn_music.py --report "
+        "command": "python scripts/srnn_music.py --variants srnn_smooth_resq vrnn rnn dmm srnn_filt srnn_smooth "
+                   "srnn_filt_resq --reference-npz ~/.cache/worldmodels/jsb_raw_batchsize16_seqlen100.npz "
+                   "--trailing-pad --epochs 50 --eval-every 5 --patience 4 --lr-decay 1.2 --lr-decay-after 20 "
+                   "--out runs/srnn_music_ref (one variant at a time); the same with --seed 1 --out "
+                   "runs/srnn_music_ref_seed1 for the seed-1 rows; python scripts/srnn_music.py --report "
                    "--reference-npz ~/.cache/worldmodels/jsb_raw_batchsize16_seqlen100.npz --epochs 50 "
                    "--patience 4 --trailing-pad --lr-decay 1.2 --out runs/srnn_music_ref",
         "git_commit": _commit(),
