@@ -80,8 +80,9 @@ class GTMSMConfig:
         likelihood: ``"bernoulli"`` (cross-entropy on [0, 1] pixels) or ``"gaussian"``.
         obs_std: pixel standard deviation of the Gaussian likelihood (fixed, or the initial value when
             ``learn_obs_std``).
-        learn_obs_std: learn one pixel standard deviation per channel (maximum likelihood, §2.2: "mean
-            and variance parameterized"), floored at ``min_obs_std``. A fixed σ (or the Bernoulli
+        learn_obs_std: learn one pixel standard deviation per channel (maximum likelihood; §2.4.1: a
+            Gaussian with learned mean and variance for continuous data), floored at ``min_obs_std``. A
+            fixed σ (or the Bernoulli
             cross-entropy on continuous pixels, whose curvature corresponds to σ² ≈ x(1 - x) ≈ 0.25) that
             is larger than the true reconstruction error makes the ELBO call most of the frame noise
             and the codes carry little information; the learned σ shrinks with the error.
