@@ -272,11 +272,12 @@ def evaluate(args: Args) -> tuple[dict, dict]:
         n += obs.shape[0]
     curves = {k: (v / n).tolist() for k, v in sse.items()}
     summary = {}
+    early = 41 - tau if args.agent == "rotate" else ag.train_len - tau  # unseen part of turn 1 / training horizon
     for k, c in curves.items():
         mse = np.array(c)
         summary[k] = {"mse_step1": float(mse[0]), "mse_step8": float(mse[min(7, H - 1)]),
                       "mse_step_last": float(mse[-1]), "mse_mean": float(mse.mean()),
-                      "mse_mean_first_turn": float(mse[: max(1, 41 - tau)].mean())}
+                      "mse_mean_early": float(mse[:early].mean())}
     metrics: dict = {"agent": args.agent, "env_id": ag.env_id, "episodes": n, "tau": tau, "horizon": H,
                      "curves": curves, "summary": summary, "state": {}}
     if s_all:
@@ -389,8 +390,9 @@ def training_budgets(args: Args) -> dict:
         lines = csv.read_text().strip().splitlines()
         last = dict(zip(lines[0].split(","), lines[-1].split(",")))
         ta = json.loads((folder / "train_args.json").read_text()) if (folder / "train_args.json").exists() else {}
-        keep = ("seed", "steps", "batch_size", "lr", "lr_final", "train_episodes", "displacement_weight",
-                "m_init_scale", "beta0", "beta_anneal_steps")
+        keep = ("seed", "steps", "batch_size", "lr", "lr_final", "train_episodes")
+        if which == "gtmsm":
+            keep += ("displacement_weight", "m_init_scale", "beta0", "beta_anneal_steps")
         out[which] = {"updates": int(float(last.get("step", 0))), "wall_clock_s": tqdm_elapsed(args, which),
                       "last_row": last, "train_args": {k: ta[k] for k in keep if k in ta}}
     return out
@@ -425,13 +427,18 @@ def write_markdown(args: Args) -> Path:
         for k, v in m.get("training", {}).items():
             lines.append(f"- `{k}`: {v['updates']} updates, {v['wall_clock_s'] / 60:.1f} min (tqdm; one thread); "
                          f"{json.dumps(v['train_args'])}")
-        last_col = f"MSE mean, steps {tau + 1}–41 (unseen part of turn 1)" if agent == "rotate" else "MSE mean, first steps"
+        last_col = (f"MSE mean, t = {tau + 1}–41 (unseen part of turn 1)" if agent == "rotate" else
+                    f"MSE mean, first {AGENTS[agent].train_len - tau} steps (the training horizon)")
+        # rotating agent: views memorised in turn 1 come back at t = 42..74 (heading within the first 33 frames)
+        revisit = (42 - tau - 1, 74 - tau) if agent == "rotate" else None
+        rev_col = " MSE mean, t = 42–74 (views seen in memory) |" if revisit else ""
         lines += ["", f"| model | MSE step 1 (t = {tau + 1}) | MSE step 8 | MSE step {H} (t = {tau + H}) | MSE mean | "
-                  f"{last_col} |",
-                  "|---|---|---|---|---|---|"]
+                  f"{last_col} |{rev_col}",
+                  "|---|---|---|---|---|---|" + ("---|" if revisit else "")]
         for k, v in m["summary"].items():
+            rev = f" {np.mean(m['curves'][k][revisit[0] : revisit[1]]):.4f} |" if revisit else ""
             lines.append(f"| {k} | {v['mse_step1']:.4f} | {v['mse_step8']:.4f} | {v['mse_step_last']:.4f} | "
-                         f"{v['mse_mean']:.4f} | {v['mse_mean_first_turn']:.4f} |")
+                         f"{v['mse_mean']:.4f} | {v.get('mse_mean_early', float('nan')):.4f} |{rev}")
         lines.append("")
         st = m.get("state", {})
         if st:
