@@ -424,9 +424,11 @@ def write_markdown(args: Args) -> Path:
             "Training (every model on the same windows, same number of updates of batch "
             f"{m.get('training', {}).get('gtmsm', {}).get('train_args', {}).get('batch_size', '?')}):", "",
         ]
+        gtmsm_only = ("displacement_weight", "m_init_scale", "beta0", "beta_anneal_steps")
         for k, v in m.get("training", {}).items():
+            targs = {a: b for a, b in v["train_args"].items() if k == "gtmsm" or a not in gtmsm_only}
             lines.append(f"- `{k}`: {v['updates']} updates, {v['wall_clock_s'] / 60:.1f} min (tqdm; one thread); "
-                         f"{json.dumps(v['train_args'])}")
+                         f"{json.dumps(targs)}")
         last_col = (f"MSE mean, t = {tau + 1}–41 (unseen part of turn 1)" if agent == "rotate" else
                     f"MSE mean, first {AGENTS[agent].train_len - tau} steps (the training horizon)")
         # rotating agent: views memorised in turn 1 come back at t = 42..74 (heading within the first 33 frames)
