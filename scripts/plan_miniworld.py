@@ -69,6 +69,7 @@ class Args:
     merge: int = 1  # 1: keep the parts of an existing planning_miniworld.json that this run does not redo
     snapshot: int = 0  # 1: copy helper M's runs/gtmsm_miniworld/<agent>/<model>/last to --checkpoints first
     source: str = "runs/gtmsm_miniworld"
+    models: str = "gtmsm,rssm"  # which world models to evaluate (each when its checkpoint exists)
     checkpoints: str = "runs/plan/miniworld"  # <checkpoints>_<agent>_<model>, e.g. runs/plan/miniworld_walk_gtmsm
     episodes: int = 10
     episodes_rotate: int = 10
@@ -494,6 +495,8 @@ def main() -> None:
             raise ValueError(f"--parts: expected walk and/or rotate, received {name!r}")
         models: dict[str, tuple[str, Any]] = {}
         for which, label, kind in (("gtmsm", "GTM-SM", "gtmsm"), ("rssm", "RSSM", "pixels")):
+            if which not in args.models.split(","):
+                continue
             dst = Path(f"{args.checkpoints}_{name}_{which}")
             src = Path(args.source) / name / which / "last"
             if args.snapshot and (src / "config.json").exists():
