@@ -289,6 +289,7 @@ def run_agent(env: Any, part: Part, seed: int, kind: str, model: Any, args: Args
             if kind == "gtmsm":  # where was the goal seen? reverse lookup in the spatial memory
                 with torch.no_grad():
                     s_goal_est = model.localize(agent.belief, goal_x[None])[0]
+                s_now_est = agent.belief.state["s"][0]  # the model's own pose after the exploration
                 agent.objective = pose_objective(s_goal_est, args.heading_weight, position)
     real, plans = [], []
     steps, success, reached = 0, False, False
@@ -321,13 +322,13 @@ def run_agent(env: Any, part: Part, seed: int, kind: str, model: Any, args: Args
                     f"{kind}, optimal {ep['optimal']}, budget {budget} steps, {'success' if success else 'failure'}")
     row = {"success": success, "reached_position": reached, "steps": steps, "optimal": ep["optimal"],
            "extra": steps - ep["optimal"], "final_distance": float(np.linalg.norm(pose[:2] - goal[:2])),
-           "final_heading_error_deg": float(np.degrees(abs(wrap(pose[2] - goal[2])))),
+           "final_heading_error_deg": round(float(np.degrees(abs(wrap(pose[2] - goal[2])))), 6),
            "plan_seconds_per_step": t_plan / max(steps, 1), "path": path, "goal_xy": goal[:2].tolist()}
     if gif is not None:  # the shared exploration, for the paths plot
         row["explore_path"] = np.stack(ep["poses"])[:, :2].round(3).tolist()
         row["goal_pose"] = goal.tolist()
     if s_goal_est is not None:  # localisation error in the model's frame, after aligning the start poses
-        row["localize"] = localization_error(ep, s_goal_est)
+        row["localize"] = localization_error(ep, s_goal_est, s_now_est)
     return row
 
 
@@ -361,16 +362,29 @@ def episode_gif(path: Path, real: list[np.ndarray], goal: np.ndarray, plans: lis
                                                         duration=300, loop=0))
 
 
-def localization_error(ep: dict[str, Any], s_goal: torch.Tensor) -> dict[str, float]:
-    """Error of GTM-SM's goal state against the true goal pose expressed in the episode's start frame
-    (the model's ``s`` starts at 0 with heading 0: :func:`gtmsm_miniworld.relative_pose`)."""
+def localization_error(ep: dict[str, Any], s_goal: torch.Tensor, s_now: torch.Tensor) -> dict[str, float]:
+    """Errors of GTM-SM's goal state (``localize``) and of its own state after the exploration against the true
+    poses expressed in the episode's start frame (the model's ``s`` starts at 0 with heading 0:
+    :func:`gtmsm_miniworld.relative_pose`)."""
     from gtmsm_miniworld import relative_pose
 
-    poses = torch.as_tensor(np.stack(ep["poses"]))[None]  # [1, T, 3]
-    rel = relative_pose(poses)[0, ep["goal_index"]].numpy()
-    s = s_goal.double().numpy()
-    return {"position_m": float(np.linalg.norm(s[:2] - rel[:2])),
-            "heading_deg": float(np.degrees(abs(wrap(s[2] - rel[2]))))}
+    rel = relative_pose(torch.as_tensor(np.stack(ep["poses"]))[None])[0].numpy()  # [T, 3]
+    out = {}
+    for key, s, true in (("", s_goal, rel[ep["goal_index"]]), ("self_", s_now, rel[-1])):
+        s = s.double().numpy()
+        out[f"{key}position_m"] = float(np.linalg.norm(s[:2] - true[:2]))
+        out[f"{key}heading_deg"] = float(np.degrees(abs(wrap(s[2] - true[2]))))
+
+    def in_own_frame(goal: np.ndarray, own: np.ndarray) -> np.ndarray:  # goal pose seen from the own pose
+        c, sn = np.cos(-own[2]), np.sin(-own[2])
+        d = goal[:2] - own[:2]
+        return np.array([c * d[0] - sn * d[1], sn * d[0] + c * d[1], goal[2] - own[2]])
+
+    est = in_own_frame(s_goal.double().numpy(), s_now.double().numpy())
+    true = in_own_frame(rel[ep["goal_index"]], rel[-1])
+    out["relative_position_m"] = float(np.linalg.norm(est[:2] - true[:2]))
+    out["relative_heading_deg"] = float(np.degrees(abs(wrap(est[2] - true[2]))))
+    return out
 
 
 def summarise(rows: list[dict[str, Any]], part: Part) -> dict[str, Any]:
@@ -402,6 +416,13 @@ def details(res: dict[str, dict[str, Any]], part: Part) -> dict[str, dict[str, f
             if part.name == "walk":
                 d["localize: goal position error (m)"] = float(np.mean([x["position_m"] for x in loc]))
             d["localize: goal heading error (deg)"] = float(np.mean([x["heading_deg"] for x in loc]))
+            if part.name == "walk":
+                d["own pose after exploration: position error (m)"] = float(
+                    np.mean([x["self_position_m"] for x in loc]))
+                d["goal relative to own pose: position error (m)"] = float(
+                    np.mean([x["relative_position_m"] for x in loc]))
+            d["goal relative to own pose: heading error (deg)"] = float(
+                np.mean([x["relative_heading_deg"] for x in loc]))
         out[label] = d
     return out
 

@@ -132,3 +132,25 @@ def test_pose_objective_prefers_the_goal_and_ignores_heading_wraps() -> None:
 def test_bfs_oracle_itself() -> None:  # three forward steps reach 0.45 m ahead; a quarter turn takes 6 turns
     assert _bfs_steps(np.array([0.45, 0.0, 0.0]), 0.01, 0.01, 4) == 3
     assert _bfs_steps(np.array([0.0, 0.0, np.pi / 2]), 0.01, 0.01, 7) == 6
+
+
+def test_localization_error_relative_part_is_invariant_to_the_model_frame() -> None:
+    import plan_miniworld as pm
+    from gtmsm_miniworld import relative_pose
+
+    rng = np.random.default_rng(1)
+    poses = [np.array([2.0, -3.0, 0.4])]
+    for _ in range(20):
+        poses.append(poses[-1] + np.array([*rng.normal(0, 0.3, 2), rng.normal(0, 0.4)]))
+    ep = {"poses": poses, "goal_index": 7}
+    rel = relative_pose(torch.as_tensor(np.stack(poses))[None])[0]
+    exact = pm.localization_error(ep, rel[7], rel[-1])
+    assert max(exact.values()) < 1e-9
+    a = 0.5  # the model's frame rotated by 0.5 rad and shifted: absolute errors, no relative error
+    R = torch.tensor([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]], dtype=torch.float64)
+    moved = torch.cat([rel[:, :2] @ R.T + torch.tensor([1.0, 2.0], dtype=torch.float64), rel[:, 2:] + a], -1)
+    err = pm.localization_error(ep, moved[7], moved[-1])
+    assert err["position_m"] > 0.5 and err["heading_deg"] == pytest.approx(np.degrees(a))
+    assert err["relative_position_m"] < 1e-9 and err["relative_heading_deg"] < 1e-9
+    off = pm.localization_error(ep, rel[7] + torch.tensor([0.3, 0.4, 0.0], dtype=torch.float64), rel[-1])
+    assert off["relative_position_m"] == pytest.approx(0.5) and off["position_m"] == pytest.approx(0.5)
