@@ -281,7 +281,11 @@ def _music_reading(m: dict) -> list[str]:
     out.append(f"- Early stopping ended {len(stopped)} of {len(rs)} runs before {m['budget']['epochs']} epochs"
                + (f" ({', '.join(stopped)})" if stopped else "")
                + f"; {len(last)} had their best validation ELBO at the last epoch"
-               + (f" ({', '.join(last)}: still improving)" if last else "") + ".")
+               + (f" ({', '.join(last)}; with the learning rate decayed to "
+                  f"1/{m['budget']['lr_decay']}^{m['budget']['epochs'] - m['budget']['lr_decay_after'] - m['budget']['eval_every']:d} "
+                  "of its start in the last block, it improved the validation ELBO by at most "
+                  f"{max(r['curve']['valid_elbo'][-1] - r['curve']['valid_elbo'][-2] for r in rs.values()):.3f} "
+                  "nats per step)" if last else "") + ".")
     return out + [""]
 
 
