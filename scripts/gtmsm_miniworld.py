@@ -58,7 +58,7 @@ import envs  # noqa: E402,F401  (registers the WM-MiniWorld ids)
 import worldmodels  # noqa: E402
 from agents.explorers import explorer_factory  # noqa: E402
 from worldmodels.api import Batch  # noqa: E402
-from worldmodels.data import WindowDataset, collect  # noqa: E402
+from worldmodels.data import RolloutDataset, WindowDataset, collect  # noqa: E402
 from worldmodels.files import atomic_save, write_json  # noqa: E402
 from worldmodels.models import build_model  # noqa: E402
 from worldmodels.models.gtmsm import affine_r2  # noqa: E402
@@ -390,11 +390,12 @@ def training_budgets(args: Args) -> dict:
         lines = csv.read_text().strip().splitlines()
         last = dict(zip(lines[0].split(","), lines[-1].split(",")))
         ta = json.loads((folder / "train_args.json").read_text()) if (folder / "train_args.json").exists() else {}
-        keep = ("seed", "steps", "batch_size", "lr", "lr_final", "train_episodes")
+        keep = ("seed", "steps", "batch_size", "lr", "lr_final")
         if which == "gtmsm":
             keep += ("displacement_weight", "m_init_scale", "beta0", "beta_anneal_steps")
         out[which] = {"updates": int(float(last.get("step", 0))), "wall_clock_s": tqdm_elapsed(args, which),
-                      "last_row": last, "train_args": {k: ta[k] for k in keep if k in ta}}
+                      "last_row": last, "train_args": {k: ta[k] for k in keep if k in ta},
+                      "train_episodes_in_data": RolloutDataset(data_dirs(args)[0]).num_episodes}
     return out
 
 
@@ -427,7 +428,8 @@ def write_markdown(args: Args) -> Path:
         gtmsm_only = ("displacement_weight", "m_init_scale", "beta0", "beta_anneal_steps")
         for k, v in m.get("training", {}).items():
             targs = {a: b for a, b in v["train_args"].items() if k == "gtmsm" or a not in gtmsm_only}
-            lines.append(f"- `{k}`: {v['updates']} updates, {v['wall_clock_s'] / 60:.1f} min (tqdm; one thread); "
+            lines.append(f"- `{k}`: {v['updates']} updates, {v['wall_clock_s'] / 60:.1f} min (tqdm; one thread), "
+                         f"{v.get('train_episodes_in_data', '?')} training episodes; "
                          f"{json.dumps(targs)}")
         last_col = (f"MSE mean, t = {tau + 1}–41 (unseen part of turn 1)" if agent == "rotate" else
                     f"MSE mean, first {AGENTS[agent].train_len - tau} steps (the training horizon)")
@@ -450,8 +452,10 @@ def write_markdown(args: Args) -> Path:
                 f"all steps {st['heading_r2_all']:.4f}, prediction steps {st['heading_r2_prediction']:.4f}; "
                 f"mean |heading error| {st['heading_abs_error_deg_mean']:.2f}° (last step "
                 f"{st['heading_abs_error_deg_last_step']:.2f}°). Learned M (rows x, y, θ; columns = actions): "
-                f"{np.round(np.array(st['M']), 4).tolist()} (true turn per step: ±{360 / 41:.3f}° = "
-                f"±{2 * np.pi / 41:.4f} rad).",
+                f"{np.round(np.array(st['M']), 4).tolist()} (true per step: "
+                + (f"turn ±{360 / 41:.3f}° = ±{2 * np.pi / 41:.4f} rad)." if agent == "rotate" else
+                   f"turn ±15° = ±{np.pi / 12:.4f} rad, forward 0.15 m unless blocked by a wall; the momentum "
+                   "model's d_t = c_s ⊙ tanh(σ(c_f) ⊙ d_(t-1) + M a_t) also scales these)."),
                 "",
             ]
             if "position_r2_all" in st:
