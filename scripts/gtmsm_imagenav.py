@@ -31,6 +31,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,12 +162,11 @@ class EpisodeStartWindows:
             yield w.collate(w.__getitems__(idx))
 
 
-class FlatObs(torch.utils.data.Dataset):
-    """Batches with frames flattened to vectors ``[B, T, C·H·W]`` (VRNN/SRNN encoders take 16/32/64 px
-    images or vectors; our 8x8 crops go in as 192-d Bernoulli vectors)."""
+class MappedWindows(torch.utils.data.Dataset):
+    """Windows of a :class:`WindowDataset` whose collated :class:`Batch` goes through ``fn``."""
 
-    def __init__(self, data: WindowDataset) -> None:
-        self.data = data
+    def __init__(self, data: WindowDataset, fn: Callable[[Batch], Batch]) -> None:
+        self.data, self.fn = data, fn
 
     def __len__(self) -> int:
         return len(self.data)
@@ -178,8 +178,13 @@ class FlatObs(torch.utils.data.Dataset):
         return self.data.__getitems__(idx)
 
     def collate(self, items) -> Batch:  # noqa: ANN001
-        b = self.data.collate(items)
-        return Batch(obs=b.obs.flatten(2), action=b.action, mask=b.mask, is_first=b.is_first, state=b.state)
+        return self.fn(self.data.collate(items))
+
+
+def flat_obs(data: WindowDataset) -> MappedWindows:
+    """Batches with frames flattened to vectors ``[B, T, C·H·W]`` (VRNN/SRNN encoders take 16/32/64 px
+    images or vectors; our 8x8 crops go in as 192-d vectors)."""
+    return MappedWindows(data, lambda b: dataclasses.replace(b, obs=b.obs.flatten(2)))
 
 
 def save_train_args(out_dir: Path, args: Args, which: str) -> None:
@@ -223,7 +228,7 @@ def train_model(args: Args, which: str) -> Path:
         data, collate = windows, windows.collate
     else:
         model = build_model(name, preset, obs_shape=(192,), action_dim=5)
-        flat = FlatObs(windows)
+        flat = flat_obs(windows)
         data, collate = flat, flat.collate
     steps_per_epoch = len(windows) // args.batch_size
     cfg = TrainConfig(lr=args.lr, lr_schedule="constant", grad_clip=10.0, beta0=0.2 if which != "rssm" else 1.0,

@@ -34,6 +34,7 @@ model).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -51,13 +52,12 @@ for p in (ROOT, ROOT / "scripts"):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from gtmsm_imagenav import save_train_args  # noqa: E402
+from gtmsm_imagenav import MappedWindows, save_train_args  # noqa: E402
 from plan_common import git_commit, machine, parse_args  # noqa: E402
 
 import envs  # noqa: E402,F401  (registers the WM-MiniWorld ids)
 import worldmodels  # noqa: E402
 from agents.explorers import explorer_factory  # noqa: E402
-from worldmodels.api import Batch  # noqa: E402
 from worldmodels.data import RolloutDataset, WindowDataset, collect  # noqa: E402
 from worldmodels.files import atomic_save, write_json  # noqa: E402
 from worldmodels.models import build_model  # noqa: E402
@@ -146,24 +146,9 @@ def right_handed(state: torch.Tensor | None) -> torch.Tensor | None:
     return torch.cat([state[..., :1], -state[..., 1:2], state[..., 2:]], -1)
 
 
-class PoseWindows(torch.utils.data.Dataset):
+def pose_windows(data: WindowDataset) -> MappedWindows:
     """Windows of a dataset as :class:`Batch` es with the pose in the right-handed frame (see module doc)."""
-
-    def __init__(self, data: WindowDataset) -> None:
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int):  # noqa: ANN204
-        return self.data[i]
-
-    def __getitems__(self, idx):  # noqa: ANN001, ANN204
-        return self.data.__getitems__(idx)
-
-    def collate(self, items) -> Batch:  # noqa: ANN001
-        b = self.data.collate(items)
-        return Batch(obs=b.obs, action=b.action, mask=b.mask, is_first=b.is_first, state=right_handed(b.state))
+    return MappedWindows(data, lambda b: dataclasses.replace(b, state=right_handed(b.state)))
 
 
 def build(args: Args, which: str, action_dim: int) -> torch.nn.Module:
@@ -180,7 +165,7 @@ def train_model(args: Args, which: str) -> Path:
     torch.set_num_threads(args.threads)
     ag = AGENTS[args.agent]
     train_dir, _ = data_dirs(args)
-    windows = PoseWindows(WindowDataset(train_dir, ag.train_len))
+    windows = pose_windows(WindowDataset(train_dir, ag.train_len))
     model = build(args, which, windows.data.action_dim)
     out_dir = run_dir(args, which)
     save_train_args(out_dir, args, which)
@@ -218,7 +203,7 @@ def test_batches(args: Args, chunk: int = 16):  # noqa: ANN201
     """The test episodes as windows of ``τ + horizon`` frames from their first frame."""
     ag = AGENTS[args.agent]
     _, test_dir = data_dirs(args)
-    w = PoseWindows(WindowDataset(test_dir, ag.tau + ag.horizon))
+    w = pose_windows(WindowDataset(test_dir, ag.tau + ag.horizon))
     inner = w.data
     firsts = [int(inner._cum[e]) for e in range(inner.data.num_episodes) if inner._cum[e + 1] > inner._cum[e]]
     for i in range(0, len(firsts), chunk):
