@@ -77,7 +77,7 @@ class Args:
     tau_rotate: int = 33  # rotate: the rotating model's training memory length
     radius: float = 1.0  # metres
     heading_tol: float = 30.0  # degrees (walk)
-    heading_weight: float = 1.0  # m² per unit of 2 (1 - cos Δθ) in the pose objective
+    heading_weight: float = 0.3  # m² per unit of 2 (1 - cos Δθ) in the pose objective (1.0: stalls near walls)
     horizon: int = 16
     candidates: int = 200
     iterations: int = 3
@@ -102,16 +102,22 @@ def wrap(a: Any) -> Any:
 
 
 def pose_objective(goal: torch.Tensor, heading_weight: float = 1.0, position: bool = True,
-                   key: str = "s") -> Objective:
+                   radius: float | None = None, key: str = "s") -> Objective:
     """Distance of the imagined state ``extras[key] [N, H, 3] = (x, y, θ)`` to ``goal [3]``, summed over the
-    horizon: ``|Δxy|² + heading_weight * 2 (1 - cos Δθ)`` (wrap-free; ``≈ Δθ²`` near the goal)."""
+    horizon: ``|Δxy|² + heading_weight * g * 2 (1 - cos Δθ)`` (wrap-free; ``≈ Δθ²`` near the goal).
+
+    ``g = exp(-|Δxy|² / radius²)`` when ``radius`` is given (else 1): the heading counts only near the goal
+    position, so matching it far away is no local optimum that stops the walk (seen with ``g = 1``)."""
 
     def objective(im: Imagination) -> torch.Tensor:
         s = im.extras[key]  # [N, H, 3]
         g = goal.to(s)
         d = heading_weight * 2 * (1 - torch.cos(s[..., 2] - g[2]))  # [N, H]
         if position:
-            d = d + (s[..., :2] - g[:2]).pow(2).sum(-1)
+            d2 = (s[..., :2] - g[:2]).pow(2).sum(-1)  # [N, H]
+            if radius is not None:
+                d = d * torch.exp(-d2 / radius**2)
+            d = d + d2
         return reduce_distance(d, "sum")
 
     return objective
@@ -271,6 +277,7 @@ def run_agent(env: Any, part: Part, seed: int, kind: str, model: Any, args: Args
     obs = ep["obs"]
     agent: Any = None
     position = part.name == "walk"
+    rad = part.radius if position else None
     s_goal_est = None
     t_plan = 0.0
     if kind != "random":
@@ -279,7 +286,7 @@ def run_agent(env: Any, part: Part, seed: int, kind: str, model: Any, args: Args
         goal_x = frames_to_tensor(ep["goal_obs"])  # [C, h, w]
         if kind == "true":
             m = TruePoseModel(env)
-            agent = MPCAgent(m, planner, pose_objective(torch.as_tensor(ep["goal"]), args.heading_weight, position),
+            agent = MPCAgent(m, planner, pose_objective(torch.as_tensor(ep["goal"]), args.heading_weight, position, rad),
                              env.action_space, max_context=1)
             agent.observe(obs)
         else:
@@ -290,7 +297,7 @@ def run_agent(env: Any, part: Part, seed: int, kind: str, model: Any, args: Args
                 with torch.no_grad():
                     s_goal_est = model.localize(agent.belief, goal_x[None])[0]
                 s_now_est = agent.belief.state["s"][0]  # the model's own pose after the exploration
-                agent.objective = pose_objective(s_goal_est, args.heading_weight, position)
+                agent.objective = pose_objective(s_goal_est, args.heading_weight, position, rad)
     real, plans = [], []
     steps, success, reached = 0, False, False
     pose = ep["poses"][-1]
