@@ -113,7 +113,7 @@ AGENTS = {
                   (("p_keep", 0.8),), (("env_kwargs", {"max_episode_steps": 400}),)),
 }
 REFERENCES = ("no_memory", "oracle_lookup", "gtmsm_vae_reconstruction")  # not models' open-loop predictions
-BASELINE_PRESETS = {"rssm": ("rssm", "miniworld"), "vrnn": ("vrnn", "video")}
+BASELINE_PRESETS = {"rssm": ("rssm", "miniworld"), "vrnn": ("vrnn", "video"), "srnn": ("srnn", "video")}
 
 
 def data_dirs(args: Args) -> tuple[Path, Path]:
