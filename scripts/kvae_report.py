@@ -14,6 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kvae_common as kc  # noqa: E402
 
+#: The columns of the summary tables (missing-data training, mixed precision).
+SUMMARY_KEYS = ["drop_0.5", "drop_0.8", "drop_1.0", "gap_9", "gap_15"]
+
 THESIS_BOX_SMOOTHING = {
     "drop_0.1": 0.006, "drop_0.5": 0.0075, "drop_0.8": 0.013, "drop_0.9": 0.019, "drop_1.0": 0.027,
     "gap_1": 0.006, "gap_9": 0.015, "gap_15": 0.023,
@@ -168,7 +171,7 @@ def main() -> None:
                   "Same data and budget for every row (`--train 1000`); the 0% row is `kvae_box_n1000`.", ""]
         runs = [("kvae_box_n1000", 0)] if "kvae_box_n1000" in recs else []
         runs += [(k, int(k.split("miss")[1])) for k in miss]
-        keys = ["drop_0.5", "drop_0.8", "drop_1.0", "gap_9", "gap_15"]
+        keys = SUMMARY_KEYS
         lines += ["| missing in training | budget (epochs) | " + " | ".join(f"smooth {k}" for k in keys)
                   + " | " + " | ".join(f"filter {k}" for k in keys) + " |",
                   "|" + "---|" * (2 + 2 * len(keys))]
@@ -186,7 +189,7 @@ def main() -> None:
         for k in ["kvae_box_n1000"] * ("kvae_box_n1000" in recs) + miss:
             lines += [f"`{k}`:", ""] + _header(recs[k]) + [""]
     if "kvae_box_n1000" in recs and "kvae_box_n1000_bf16" in recs:
-        keys = ["drop_0.5", "drop_0.8", "drop_1.0", "gap_9", "gap_15"]
+        keys = SUMMARY_KEYS
         lines += ["### Mixed precision check (`--precision bfloat16`)", "",
                   "The same run as `kvae_box_n1000` (data, seed, budget) with the encoder/decoder convolutions "
                   "in bfloat16 (`KVAEConfig.conv_precision`; Kalman smoother, heads and weights in float32). "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import distributions as D
@@ -17,14 +16,6 @@ from torch import distributions as D
 from tests.worldmodels.contract import WorldModelContract
 from worldmodels.api import Batch
 from worldmodels.models import build_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_batch(obs_shape, A, B, T, seed=0, binary=True, dtype=torch.float32) -> Batch:

@@ -61,6 +61,7 @@ def _seeded(fn: Callable[[], Any], seed: int = 0) -> Any:
     return fn()
 
 
+@pytest.mark.usefixtures("one_thread")
 class WorldModelContract:
     """Base class of the contract tests; subclass and implement :meth:`make_model` / :meth:`make_batch`."""
 
@@ -72,13 +73,6 @@ class WorldModelContract:
     obs_range: tuple[float, float] | None = (0.0, 1.0)
     stochastic_predictions: bool = False
     loss_is_negative_elbo: bool = True
-
-    @pytest.fixture(autouse=True)
-    def _one_thread(self):  # tiny models: extra threads only add contention on a shared machine
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(n)
 
     # ------------------------------------------------------------------ to implement
 

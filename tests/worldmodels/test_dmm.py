@@ -10,13 +10,13 @@ import torch
 from tests.worldmodels._seq_models import (
     ImageContract,
     VectorContract,
-    _one_thread,  # noqa: F401  (autouse fixture)
     brute_elbo,
     make_batch,
 )
 from tests.worldmodels.contract import run_contract
 from worldmodels.models import build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 class TestDMMContractVectors(VectorContract):
     model_name = "dmm"

@@ -20,13 +20,7 @@ from worldmodels.nn import (
 )
 from worldmodels.train import free_bits_kl
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("size,layers", [(8, 1), (16, 2), (32, 3), (64, 4)])

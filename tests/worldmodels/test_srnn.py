@@ -15,7 +15,6 @@ from tests.worldmodels._seq_models import (
     _gauss,
     _gru,
     _mlp,
-    _one_thread,  # noqa: F401  (autouse fixture)
     brute_elbo,
     make_batch,
 )
@@ -23,6 +22,8 @@ from tests.worldmodels.contract import run_contract
 from worldmodels.api import Batch
 from worldmodels.models import build_model
 from worldmodels.models.srnn import SRNNConfig, gaussian_kl, run_gru
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ----------------------------------------------------------------------------- contract
 

@@ -17,13 +17,7 @@ from worldmodels.api import Batch, LossOutput
 from worldmodels.models import build_model, register_model
 from worldmodels.train import NonFiniteError, TrainConfig, Trainer, kl_beta, learning_rate
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @dataclass

@@ -14,13 +14,13 @@ from tests.worldmodels._seq_models import (
     _gauss,
     _linear,
     _mlp,
-    _one_thread,  # noqa: F401  (autouse fixture)
     make_batch,
 )
 from tests.worldmodels.contract import run_contract
 from worldmodels.api import Batch
 from worldmodels.models import build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 class TestVRNNContractVectors(VectorContract):
     model_name = "vrnn"
