@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import typing
 from dataclasses import dataclass
@@ -241,11 +242,12 @@ class RSSM(nn.Module):
             ss.append(s)
             stds.append(std)
         h_all, s_all = torch.stack(hs, 1), torch.stack(ss, 1)
+        dist = functools.cache(lambda: self.obs_dist(h_all, s_all))  # decode at most once, only when read
         return Imagination(
-            obs=lambda: self.obs_dist(h_all, s_all).mean.clamp(0, 1),  # decoded on first access
+            obs=lambda: dist().mean.clamp(0, 1),
             latent=torch.cat([h_all, s_all], -1),
             uncertainty=torch.stack(stds, 1).square().mean(-1),
-            samples=self.obs_dist(h_all, s_all).sample() if sample else None,
+            samples=dist().sample() if sample else None,
             belief=Belief(features=torch.cat([h, s], -1), state={"h": h, "s": s}),  # after the last step
         )
 
