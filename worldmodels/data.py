@@ -56,6 +56,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -286,6 +287,29 @@ def _sha256_file(path: Path) -> str:
 
 def _write_json(path: Path, obj: Any) -> None:
     write_json(path, obj, indent=1, sort_keys=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_dead_temps(out_dir: Path) -> None:
+    """Delete ``.<name>.tmp-<pid>...`` files/folders whose writer process no longer runs (a kill
+    during an atomic write leaves them); temps of live writers (other shard writers) are kept."""
+    for p in out_dir.glob(".*.tmp-*"):
+        m = re.search(r"\.tmp-(\d+)", p.name)
+        if m is None or _pid_alive(int(m.group(1))) and int(m.group(1)) != os.getpid():
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _versions() -> dict[str, str]:
@@ -684,6 +708,7 @@ def collect(
     if (out / "meta.json").exists():
         meta = json.loads((out / "meta.json").read_text())
         _check_compatible(out, meta, want)
+        _remove_dead_temps(out)
         render = meta["observation"]["source"] == "render"
         layout = _Layout(meta["arrays"])
     else:
