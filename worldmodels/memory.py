@@ -288,8 +288,12 @@ def _search_faiss(built: dict[str, Any], queries: Tensor, k: int) -> Tensor:
     B, Q, _ = queries.shape
     xq = np.ascontiguousarray(queries.detach().to("cpu", torch.float32).numpy())  # [B, Q, d]
     if built["kind"] == "flat":
-        _, lab = built["index"].search(xq[0], k)
-        out = np.where(lab >= 0, built["rows"][np.maximum(lab, 0)], -1)[None]
+        rows = built["rows"]
+        if len(rows) == 0:  # every write so far was masked: nothing to return
+            out = np.full((1, Q, k), -1, dtype=np.int64)
+        else:
+            _, lab = built["index"].search(xq[0], k)
+            out = np.where(lab >= 0, rows[np.maximum(lab, 0)], -1)[None]
     elif built["kind"] == "lists":
         lists = np.ascontiguousarray(np.repeat(np.arange(B, dtype=np.int64), Q)[:, None])  # [B*Q, 1]
         coarse = np.zeros((B * Q, 1), dtype=np.float32)

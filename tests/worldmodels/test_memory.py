@@ -9,6 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from worldmodels.memory import DND, kernel_read, knn_search
 
@@ -244,3 +246,124 @@ def test_torch_faiss_import_order(first: str, second: str) -> None:
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# property-based: random write/read sequences against a per-entry Python model of the DND
+
+
+class _ReferenceDND:
+    """The DND's documented semantics, one entry at a time: slots, LRU clock, exact-key replacement."""
+
+    def __init__(self, B: int, capacity: int | None) -> None:
+        self.capacity, self.clock = capacity, 0
+        n = capacity or 0
+        self.slots: list[list[tuple[tuple[float, ...], tuple[float, ...]] | None]] = [[None] * n for _ in range(B)]
+        self.used = [[-1] * n for _ in range(B)]
+
+    def write(self, keys: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        B, N = mask.shape
+        self.clock += 1
+        out = np.full((B, N), -1, dtype=np.int64)
+        if self.capacity is None:
+            for b in range(B):
+                self.slots[b] += [None] * N
+                self.used[b] += [-1] * N
+        for b in range(B):
+            mem, used = self.slots[b], self.used[b]
+            C_old = len(mem) - (N if self.capacity is None else 0)
+            pairs = [(n, tuple(keys[b, n]), tuple(values[b, n])) for n in range(N) if mask[b, n]]
+            last = {kk: n for n, kk, _ in pairs}  # within one write the last of equal keys wins
+            pairs = [p for p in pairs if last[p[1]] == p[0]]
+            stored = {e[0]: s for s, e in enumerate(mem) if e is not None}
+            upd = [(n, kk, v, stored[kk]) for n, kk, v in pairs if kk in stored]
+            fresh = [(n, kk, v) for n, kk, v in pairs if kk not in stored]
+            for n, kk, v, s in upd:
+                used[s] = self.clock
+                mem[s], out[b, n] = (kk, v), s
+            if self.capacity is None:
+                free = [C_old + n for n, _, _ in fresh]
+            else:
+                order = sorted(range(len(mem)), key=lambda s: (used[s], s))  # empty (-1) first, then LRU
+                room = len(mem) - len(upd)
+                fresh = fresh[max(0, len(fresh) - room):]  # one write over capacity: its oldest pairs drop
+                free = order[: len(fresh)]
+            for (n, kk, v), s in zip(fresh, free):
+                mem[s], used[s], out[b, n] = (kk, v), self.clock, s
+        return out
+
+    def read(self, queries: np.ndarray, k: int, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
+        self.clock += 1
+        B, Q = queries.shape[:2]
+        d_out, i_out = np.full((B, Q, k), np.inf), np.full((B, Q, k), -1, dtype=np.int64)
+        for b in range(B):
+            live = [(s, e) for s, e in enumerate(self.slots[b]) if e is not None]
+            for q in range(Q):
+                cand = sorted((float(((queries[b, q] - np.array(e[1 if reverse else 0])) ** 2).sum()), s)
+                              for s, e in live)[:k]
+                for j, (d, s) in enumerate(cand):
+                    d_out[b, q, j], i_out[b, q, j] = d, s
+                    self.used[b][s] = self.clock
+        return d_out, i_out
+
+
+def _draw(rng: np.random.Generator, grid: bool, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.integers(-2, 3, shape).astype(np.float64) if grid else rng.standard_normal(shape)
+
+
+@st.composite
+def _dnd_program(draw):
+    B = draw(st.integers(1, 3))
+    kd, vd = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    capacity = draw(st.one_of(st.none(), st.integers(1, 12)))
+    grid = draw(st.booleans())  # small integer grid: exact duplicate keys and distance ties
+    ops = []
+    for _ in range(draw(st.integers(1, 6))):
+        if draw(st.booleans()):
+            N = draw(st.integers(1, 8))
+            ops.append(("write", N, draw(st.integers(0, 2**31 - 1))))
+        else:
+            ops.append((draw(st.sampled_from(["read", "reverse"])), draw(st.integers(1, 5)),
+                        draw(st.integers(1, 6)), draw(st.integers(0, 2**31 - 1))))
+    return B, kd, vd, capacity, grid, ops
+
+
+@pytest.mark.parametrize("backend", EXACT)
+@given(program=_dnd_program())
+def test_property_random_writes_and_reads_match_the_reference(backend: str, program) -> None:
+    B, kd, vd, capacity, grid, ops = program
+    dnd = DND(key_dim=kd, value_dim=vd, capacity=capacity, backend=backend, delta=1e-3)
+    ref = _ReferenceDND(B, capacity)
+    written = False
+    for op in ops:
+        if op[0] == "write":
+            _, N, seed = op
+            rng = np.random.default_rng(seed)
+            keys, values = (_draw(rng, grid, (B, N, d)) for d in (kd, vd))
+            mask = rng.random((B, N)) < 0.85
+            slot = dnd.write(torch.from_numpy(keys), torch.from_numpy(values), torch.from_numpy(mask))
+            np.testing.assert_array_equal(slot.numpy(), ref.write(keys, values, mask))
+            written = True  # reads before the first write are an error (tested elsewhere)
+            continue
+        if not written:
+            continue
+        kind, Q, k, seed = op
+        rng = np.random.default_rng(seed)
+        dim = vd if kind == "reverse" else kd
+        q = _draw(rng, grid, (B, Q, dim))
+        r = (dnd.reverse_read if kind == "reverse" else dnd.read)(torch.from_numpy(q), k)
+        d_ref, i_ref = ref.read(q, k, reverse=kind == "reverse")
+        np.testing.assert_allclose(r.sq_dist.numpy(), d_ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(r.index.numpy(), i_ref)  # ties: lower slot first, both backends
+        # the kernel read over the retrieved entries, w ∝ 1/(d² + δ)
+        w = np.where(np.isfinite(d_ref), 1.0 / (np.where(np.isfinite(d_ref), d_ref, 0) + 1e-3), 0.0)
+        np.testing.assert_allclose(r.weights.numpy(), w / np.maximum(w.sum(-1, keepdims=True), 1e-300), rtol=1e-10,
+                                   atol=1e-12)  # an empty memory reads all-zero weights
+    # the stored entries equal the reference's, slot by slot
+    if dnd.keys is not None:
+        for b in range(B):
+            for s, e in enumerate(ref.slots[b]):
+                assert bool(dnd.valid[b, s]) == (e is not None)
+                if e is not None:
+                    np.testing.assert_array_equal(dnd.keys[b, s].numpy(), e[0])
+                    np.testing.assert_array_equal(dnd.values[b, s].numpy(), e[1])
