@@ -76,6 +76,7 @@ from worldmodels.files import write_json
 
 __all__ = [
     "FORMAT_VERSION",
+    "CorruptDatasetError",
     "CorruptShardError",
     "Episode",
     "Policy",
@@ -117,7 +118,11 @@ class BatchPolicy(Protocol):
     def act(self, obs: Any) -> Any: ...
 
 
-class CorruptShardError(ValueError):
+class CorruptDatasetError(ValueError):
+    """A dataset file does not match its checksum (flipped bytes, truncation, unreadable JSON)."""
+
+
+class CorruptShardError(CorruptDatasetError):
     """A shard's files do not match the checksums in ``meta.json`` (flipped bytes, truncation)."""
 
 
@@ -285,8 +290,30 @@ def _sha256_file(path: Path) -> str:
     return sha.hexdigest()
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    write_json(path, obj, indent=1, sort_keys=True)
+_SELF_HASH = "json_sha256"  # meta.json / shard.json carry the sha256 of their own canonical content
+
+
+def _json_digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    body = {k: v for k, v in obj.items() if k != _SELF_HASH}
+    write_json(path, {**body, _SELF_HASH: _json_digest(body)}, indent=1, sort_keys=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """Read a meta.json / shard.json and check its self-checksum (files of format 1 without one pass)."""
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptDatasetError(f"{path}: expected a JSON object, the file is unreadable ({e}) (corrupt?)") from e
+    if not isinstance(obj, dict):
+        raise CorruptDatasetError(f"{path}: expected a JSON object, received {type(obj).__name__} (corrupt?)")
+    stored = obj.pop(_SELF_HASH, None)
+    if stored is not None and stored != _json_digest(obj):
+        raise CorruptDatasetError(f"{path}: content does not match its {_SELF_HASH} checksum (corrupt)")
+    return obj
 
 
 def _pid_alive(pid: int) -> bool:
@@ -599,12 +626,12 @@ class _ShardWriter:
 
 def _refresh_meta(out_dir: Path, new: dict[str, dict] | None = None) -> dict[str, Any]:
     """Merge shards written by us (``new``) or other writers into ``meta.json`` (atomic)."""
-    meta = json.loads((out_dir / "meta.json").read_text())
+    meta = _read_json(out_dir / "meta.json")
     shards = meta.setdefault("shards", {})
     shards.update(new or {})
     for d in sorted(out_dir.glob("shard-*")):
         if d.name not in shards and (d / "shard.json").exists():
-            shards[d.name] = json.loads((d / "shard.json").read_text())
+            shards[d.name] = _read_json(d / "shard.json")
     meta["shards"] = dict(sorted(shards.items()))
     _write_json(out_dir / "meta.json", meta)
     return meta
@@ -706,7 +733,7 @@ def collect(
     }
     env = None
     if (out / "meta.json").exists():
-        meta = json.loads((out / "meta.json").read_text())
+        meta = _read_json(out / "meta.json")
         _check_compatible(out, meta, want)
         _remove_dead_temps(out)
         render = meta["observation"]["source"] == "render"
@@ -745,7 +772,7 @@ def collect(
         out.mkdir(parents=True, exist_ok=True)
         if not (out / "meta.json").exists():  # another writer may have created it meanwhile
             _write_json(out / "meta.json", meta)
-        meta = json.loads((out / "meta.json").read_text())
+        meta = _read_json(out / "meta.json")
         _check_compatible(out, meta, want)
     eps = int(meta["episodes_per_shard"])
     n_files = int(meta["num_shard_files"])
@@ -858,7 +885,7 @@ class RolloutDataset:
         self.path = Path(path)
         if not (self.path / "meta.json").exists():
             raise FileNotFoundError(f"{self.path}: expected a dataset folder with meta.json, none found")
-        meta = json.loads((self.path / "meta.json").read_text())
+        meta = _read_json(self.path / "meta.json")
         if meta.get("format") != FORMAT_NAME:
             raise ValueError(
                 f"{self.path}/meta.json: expected format {FORMAT_NAME!r}, received {meta.get('format')!r}"
@@ -872,7 +899,7 @@ class RolloutDataset:
         shards = dict(meta.get("shards", {}))
         for d in sorted(self.path.glob("shard-*")):  # written by another machine after the last merge
             if d.name not in shards and (d / "shard.json").exists():
-                shards[d.name] = json.loads((d / "shard.json").read_text())
+                shards[d.name] = _read_json(d / "shard.json")
         self.meta = meta
         self.verify_mode = verify
         self.shard_names = sorted(shards)

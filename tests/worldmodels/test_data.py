@@ -17,6 +17,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats
 
 import envs  # noqa: F401
@@ -200,6 +202,7 @@ def test_foreign_newer_and_non_dataset_folders_are_refused(tmp_path: Path) -> No
     assert _digest(out) == before
     meta = json.loads((out / "meta.json").read_text())
     meta["format_version"] = 99
+    meta.pop("json_sha256")  # as a newer writer without a self-checksum would write it
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="version 99 is newer"):
         collect("ImageNav-v0", out, 2, 5, policy=POISSON, progress=False)
@@ -335,3 +338,58 @@ def test_loader_with_worker_processes(nav: RolloutDataset) -> None:
     ref = make_loader(nav.path, 4, batch_size=8, num_workers=0, seed=0)
     for a, b in zip(batches, ref):
         torch.testing.assert_close(a.obs, b.obs)
+
+
+# ------------------------------------------------------------------------------------------------
+# property-based: random corruption of any file is detected, never silently read
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory) -> tuple[Path, list]:
+    out = collect("ImageNav-v0", tmp_path_factory.mktemp("clean") / "d", 6, 12, policy=POISSON,
+                  episodes_per_shard=2, progress=False)
+    data = RolloutDataset(out)
+    return out, [(data.lengths.tolist(), data.action_space)] + [_episode_bytes(data[i]) for i in range(6)]
+
+
+def _episode_bytes(ep) -> tuple:
+    return (ep.obs.tobytes(), ep.action.tobytes(), ep.reward.tobytes(), ep.terminated, ep.truncated, ep.env_seed,
+            tuple((k, v.tobytes()) for k, v in sorted(ep.extras.items())))
+
+
+def _read_all(path: Path) -> list:
+    data = RolloutDataset(path)
+    return [(data.lengths.tolist(), data.action_space)] + [_episode_bytes(data[i]) for i in range(len(data))]
+
+
+@given(file_pick=st.integers(0, 10**6), kind=st.sampled_from(["flip", "truncate", "append", "delete"]),
+       where=st.floats(0, 1, exclude_max=True), xor=st.integers(1, 255))
+def test_property_random_corruption_is_detected_never_read_silently(small_dataset, file_pick, kind, where, xor):
+    import shutil
+    import tempfile
+
+    clean, expected = small_dataset
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d"
+        shutil.copytree(clean, path)
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        victim = files[file_pick % len(files)]
+        raw = bytearray(victim.read_bytes())
+        at = int(where * len(raw))
+        if kind == "flip":
+            raw[at] ^= xor
+            victim.write_bytes(bytes(raw))
+        elif kind == "truncate":
+            victim.write_bytes(bytes(raw[:at]))
+        elif kind == "append":
+            victim.write_bytes(bytes(raw) + bytes([xor]))
+        else:
+            victim.unlink()
+        try:
+            got = _read_all(path)
+        except (ValueError, FileNotFoundError) as e:  # CorruptDatasetError/CorruptShardError are ValueErrors
+            assert victim.name in str(e) or victim.parent.name in str(e), f"error does not name {victim}: {e}"
+            return
+        # a change that does not alter the content (e.g. whitespace in a JSON file) may read fine: but then
+        # every byte a user can read must be the original
+        assert got == expected, f"{kind} of {victim.relative_to(path)} at {at} was read silently"

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from worldmodels.kalman import (
     LGSSMParams,
@@ -407,3 +409,68 @@ def test_shape_and_input_errors_name_expected_and_received():
                         params.Bu)
     with pytest.raises(ValueError, match="innovation covariance .* expected a positive definite matrix"):
         kalman_filter(y, notpd, u, mask)
+
+
+# ------------------------------------------------------------------------------------------------
+# property-based: random stable systems, random masks, T up to 1,000
+
+
+def _random_system(seed: int, T: int, z: int, x: int, radius: float, varying: bool, p_missing: float):
+    """A random LGSSM with spectral norm(A) = radius ≤ 1 and Q, R bounded away from singular (float64)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def stable(*shape):
+        A = torch.randn(*shape, z, z, generator=g, dtype=D)
+        return radius * A / torch.linalg.matrix_norm(A, ord=2)[..., None, None]
+
+    A = stable(T) if varying else stable()
+    C = torch.randn(*((T,) if varying else ()), x, z, generator=g, dtype=D)
+    Q = _spd(z, 0.1, g) + 0.01 * torch.eye(z, dtype=D)
+    R = _spd(x, 0.3, g) + 0.05 * torch.eye(x, dtype=D)
+    params = LGSSMParams(A=A[None] if varying else A, C=C[None] if varying else C, Q=Q, R=R,
+                         mu0=torch.randn(z, generator=g, dtype=D), Sigma0=_spd(z, 3.0, g))
+    y = 2 * torch.randn(1, T, x, generator=g, dtype=D)
+    mask = torch.rand(1, T, generator=g) >= p_missing
+    return y, params, mask
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    T=st.one_of(st.integers(2, 40), st.integers(41, 1000)),
+    z=st.integers(1, 4),
+    x=st.integers(1, 3),
+    radius=st.floats(0.3, 1.0),
+    varying=st.booleans(),
+    p_missing=st.sampled_from([0.0, 0.3, 0.9, 1.0]),
+)
+def test_property_random_stable_systems_match_pykalman_and_stay_psd_in_float32(seed, T, z, x, radius, varying,
+                                                                              p_missing):
+    pykalman = pytest.importorskip("pykalman")
+    y, params, mask = _random_system(seed, T, z, x, radius, varying, p_missing)
+    sm64 = kalman_smooth(y, params, mask=mask)
+    # the float64 oracle: pykalman with masked observations (A_t for t ≥ 2 only: z_1 has no transition)
+    kf = pykalman.KalmanFilter(
+        transition_matrices=params.A[0, 1:].numpy() if varying else params.A.numpy(),
+        observation_matrices=params.C[0].numpy() if varying else params.C.numpy(),
+        transition_covariance=params.Q.numpy(), observation_covariance=params.R.numpy(),
+        transition_offsets=np.zeros(z), observation_offsets=np.zeros(x),
+        initial_state_mean=params.mu0.numpy(), initial_state_covariance=params.Sigma0.numpy(),
+    )
+    X = np.ma.array(y[0].numpy(), mask=np.repeat(~mask[0].numpy()[:, None], x, axis=1))
+    fm, fP = kf.filter(X)
+    smm, smP = kf.smooth(X)
+    np.testing.assert_allclose(sm64.filtered.mean[0].numpy(), fm, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(sm64.filtered.cov[0].numpy(), fP, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(sm64.mean[0].numpy(), smm, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(sm64.cov[0].numpy(), smP, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(sm64.filtered.log_likelihood[0].item(), kf.loglikelihood(X), rtol=1e-8, atol=1e-8)
+    # float32: finite, symmetric PSD covariances, close to float64
+    p32 = LGSSMParams(*(getattr(params, k).float() for k in ("A", "C", "Q", "R", "mu0", "Sigma0")))
+    sm32 = kalman_smooth(y.float(), p32, mask=mask)
+    for P in (sm32.cov, sm32.filtered.cov, sm32.filtered.pred_cov):
+        _assert_psd(P, 1e-5)
+    scale = 1 + sm64.mean.abs().amax()
+    assert (sm32.mean.double() - sm64.mean).abs().amax() <= 1e-3 * scale
+    assert (sm32.cov.double() - sm64.cov).abs().amax() <= 1e-3 * (1 + sm64.cov.abs().amax())
+    ll64 = sm64.filtered.log_likelihood
+    assert (sm32.filtered.log_likelihood.double() - ll64).abs().item() <= 1e-4 * (1 + ll64.abs().item())
