@@ -4,14 +4,18 @@ Layout of a checkpoint folder::
 
     config.json          {"format": "worldmodels-checkpoint", "format_version": 1, "model": name,
                           "config": {...}, "worldmodels_version", "torch_version", "created",
-                          "sha256": {file: hex digest}, "metadata": {...}}
+                          "sha256": {file: hex digest}, "metadata": {...},
+                          "config_sha256": sha256 of this JSON's own canonical content}
     model.safetensors    the model's ``state_dict``
     state.safetensors    optional training state tensors (optimizer moments, RNG states, ...)
     state.json           optional training state structure; tensors referenced by key
 
 Any nested structure of dicts / lists / tuples / numbers / strings / tensors / numpy arrays (an
 optimizer ``state_dict``, RNG states) is stored by :func:`save` as ``extra_state`` and returned
-unchanged by :func:`load_state`. Writes go to a temporary folder that is renamed into place.
+unchanged by :func:`load_state`. Writes go to a temporary folder that is renamed into place; an
+overwrite moves the old folder aside first, so a process killed between the two renames leaves the old
+and the new copy beside an empty name: :func:`recover` (called by :func:`save` and by the Trainer before
+it resumes) puts the newest complete copy back.
 
 Example:
     >>> import tempfile, torch
@@ -39,7 +43,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["save", "load", "load_state", "read_meta", "is_checkpoint", "FORMAT", "FORMAT_VERSION"]
+from worldmodels.files import dead_temps, json_digest
+
+__all__ = ["save", "load", "load_state", "read_meta", "recover", "is_checkpoint", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "worldmodels-checkpoint"
 FORMAT_VERSION = 1
@@ -165,6 +171,7 @@ def save(
             f"checkpoint.save: {path} exists and is not a worldmodels checkpoint; not overwriting"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -189,7 +196,8 @@ def save(
         "sha256": {f: _sha256(tmp / f) for f in files},
         "metadata": metadata or {},
     }
-    (tmp / _CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    meta["config_sha256"] = json_digest(meta)
+    (tmp / _CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")  # written last: marks it complete
     old = path.parent / f".{path.name}.old-{os.getpid()}"
     if path.exists():
         os.replace(path, old)
@@ -197,6 +205,39 @@ def save(
     if old.exists():
         shutil.rmtree(old)
     return path
+
+
+def recover(path: str | os.PathLike) -> Path | None:
+    """Finish an overwrite of ``path`` that a killed process left half done; remove dead writers' temps.
+
+    :func:`save` writes ``.<name>.tmp-<pid>``, moves the existing ``<name>`` to ``.<name>.old-<pid>``,
+    renames the temp into place and deletes the old copy. A kill between the renames leaves no ``<name>``:
+    the complete temp (its ``config.json`` is written last and every hash verifies) is newer than the
+    old copy, so it wins; otherwise the old copy is restored. Temps of live processes are left alone.
+
+    Returns:
+        ``path`` when a checkpoint is there afterwards, else ``None``.
+
+    Example:
+        >>> import tempfile
+        >>> recover(Path(tempfile.mkdtemp()) / "last") is None
+        True
+    """
+    path = Path(path)
+    leftovers = dead_temps(path.parent, f".{path.name}.*")
+    if not path.exists():
+        newest_first = sorted(leftovers, key=lambda p: (".tmp-" in p.name, p.stat().st_mtime), reverse=True)
+        for cand in newest_first:
+            try:
+                read_meta(cand)
+            except (ValueError, FileNotFoundError):
+                continue
+            os.replace(cand, path)
+            break
+    for p in leftovers:
+        if p.exists():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return path if path.exists() else None
 
 
 def read_meta(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
@@ -228,6 +269,9 @@ def read_meta(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
     for key in ("model", "config", "sha256"):
         if key not in meta:
             raise ValueError(f"checkpoint: {cfg} is corrupt (missing {key!r})")
+    stored = meta.pop("config_sha256", None)  # absent in checkpoints of worldmodels <= 0.1 sessions 1-2
+    if stored is not None and stored != json_digest(meta):
+        raise ValueError(f"checkpoint: {cfg} does not match its config_sha256 (edited or corrupt)")
     if verify:
         for f, digest in meta["sha256"].items():
             fp = path / f

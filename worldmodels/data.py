@@ -56,7 +56,6 @@ import inspect
 import json
 import os
 import platform
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -72,7 +71,7 @@ import torch
 from gymnasium import spaces
 
 from worldmodels.api import Batch
-from worldmodels.files import write_json
+from worldmodels.files import dead_temps, json_digest, write_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -293,13 +292,9 @@ def _sha256_file(path: Path) -> str:
 _SELF_HASH = "json_sha256"  # meta.json / shard.json carry the sha256 of their own canonical content
 
 
-def _json_digest(obj: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
     body = {k: v for k, v in obj.items() if k != _SELF_HASH}
-    write_json(path, {**body, _SELF_HASH: _json_digest(body)}, indent=1, sort_keys=True)
+    write_json(path, {**body, _SELF_HASH: json_digest(body)}, indent=1, sort_keys=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -311,28 +306,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CorruptDatasetError(f"{path}: expected a JSON object, received {type(obj).__name__} (corrupt?)")
     stored = obj.pop(_SELF_HASH, None)
-    if stored is not None and stored != _json_digest(obj):
+    if stored is not None and stored != json_digest(obj):
         raise CorruptDatasetError(f"{path}: content does not match its {_SELF_HASH} checksum (corrupt)")
     return obj
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _remove_dead_temps(out_dir: Path) -> None:
-    """Delete ``.<name>.tmp-<pid>...`` files/folders whose writer process no longer runs (a kill
-    during an atomic write leaves them); temps of live writers (other shard writers) are kept."""
-    for p in out_dir.glob(".*.tmp-*"):
-        m = re.search(r"\.tmp-(\d+)", p.name)
-        if m is None or _pid_alive(int(m.group(1))) and int(m.group(1)) != os.getpid():
-            continue
+    """Delete temp files/folders of writers that no longer run (other shard writers' are kept)."""
+    for p in dead_temps(out_dir):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

@@ -12,13 +12,15 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_save", "write_json"]
+__all__ = ["atomic_save", "dead_temps", "json_digest", "pid_alive", "write_json"]
 
 
 def atomic_save(path: str | os.PathLike, save: Callable[[Path], object]) -> Path:
@@ -39,3 +41,30 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2, sort_keys: bo
     """Write ``obj`` as JSON (with a final newline) atomically; parent folders are created."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
     return atomic_save(path, lambda tmp: tmp.write_text(text))
+
+
+def json_digest(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys, no whitespace): a file's self-checksum."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (the writers of temp files record their pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def dead_temps(folder: Path, pattern: str = ".*") -> list[Path]:
+    """Files/folders ``<pattern>`` in ``folder`` named ``...tmp-<pid>...`` or ``...old-<pid>...`` whose
+    writer no longer runs (a kill during an atomic write leaves them); this process counts as dead."""
+    out = []
+    for p in sorted(Path(folder).glob(pattern)):
+        m = re.search(r"\.(?:tmp|old)-(\d+)", p.name)
+        if m is not None and (int(m.group(1)) == os.getpid() or not pid_alive(int(m.group(1)))):
+            out.append(p)
+    return out

@@ -582,7 +582,13 @@ class Trainer:
         return path
 
     def _resume(self) -> bool:
-        if self.out_dir is None or not (self.out_dir / "last").exists():
+        if self.out_dir is None:
+            return False
+        if self.rank == 0:
+            checkpoint.recover(self.out_dir / "last")
+        if self.world_size > 1:
+            dist.barrier()  # rank 0 may have just put a killed run's checkpoint back in place
+        if not (self.out_dir / "last").exists():
             return False
         path = self.out_dir / "last"
         meta = checkpoint.read_meta(path)

@@ -114,6 +114,7 @@ def test_refuses_foreign_corrupt_and_newer(tmp_path):
     ck = worldmodels.save(tmp_path / "ck4", model)
     meta = json.loads((ck / "config.json").read_text())
     meta["model"] = "rnm"
+    meta.pop("config_sha256")  # as in checkpoints written before the self-checksum existed
     (ck / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="unknown model 'rnm'.*did you mean 'rnn'"):
         worldmodels.load(ck)
@@ -122,3 +123,54 @@ def test_refuses_foreign_corrupt_and_newer(tmp_path):
 def test_unregistered_model_cannot_be_saved(tmp_path):
     with pytest.raises(TypeError, match="registered model"):
         worldmodels.save(tmp_path / "x", torch.nn.Linear(2, 2))
+
+
+def test_refuses_tampered_config_and_truncated_weights(tmp_path):
+    model = _model()
+    ck = worldmodels.save(tmp_path / "ck", model)
+    meta = json.loads((ck / "config.json").read_text())
+    meta["config"]["min_std"] = 0.5  # loads without a shape error: only the checksum can catch it
+    (ck / "config.json").write_text(json.dumps(meta, indent=2))
+    with pytest.raises(ValueError, match="config.json does not match its config_sha256"):
+        worldmodels.load(ck)
+    ck = worldmodels.save(tmp_path / "ck2", model)
+    raw = (ck / "model.safetensors").read_bytes()
+    (ck / "model.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="corrupt.*model.safetensors"):
+        worldmodels.load(ck)
+    legacy = worldmodels.save(tmp_path / "ck3", model)  # a checkpoint without the self-checksum still loads
+    meta = json.loads((legacy / "config.json").read_text())
+    meta.pop("config_sha256")
+    (legacy / "config.json").write_text(json.dumps(meta))
+    assert type(worldmodels.load(legacy)).__name__ == "RNN"
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.parametrize("new_complete", [True, False])
+def test_recover_after_a_kill_between_the_two_renames(tmp_path, new_complete):
+    """save() moves ``last`` to .last.old-<pid> before renaming the new temp into place: a kill between
+    the two leaves no ``last``. recover() restores the newest complete copy and deletes the leftovers."""
+    from worldmodels.checkpoint import recover
+
+    old_model, new_model = _model(), _model()
+    with torch.no_grad():
+        next(new_model.parameters()).add_(1.0)
+    pid = _dead_pid()
+    worldmodels.save(tmp_path / f".last.old-{pid}", old_model, metadata={"step": 1})
+    new = worldmodels.save(tmp_path / f".last.tmp-{pid}", new_model, metadata={"step": 2})
+    if not new_complete:  # killed before config.json (written last) was in place
+        (new / "config.json").unlink()
+    assert recover(tmp_path / "last") == tmp_path / "last"
+    assert read_meta(tmp_path / "last")["metadata"]["step"] == (2 if new_complete else 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    # a live writer's temp is not touched; nothing to recover when 'last' exists
+    live = worldmodels.save(tmp_path / ".last.tmp-1", old_model)  # pid 1 (init) always runs
+    assert recover(tmp_path / "last") == tmp_path / "last" and live.exists()

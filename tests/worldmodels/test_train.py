@@ -6,6 +6,7 @@ import csv
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -378,3 +379,81 @@ def test_ddp_two_processes_gloo_equals_single_process_on_joined_batches(tmp_path
         torch.testing.assert_close(ddp.state_dict()[k], v, atol=1e-5, rtol=1e-4)
     state = worldmodels.checkpoint.load_state(tmp_path / "ddp" / "last")
     assert state["trainer"]["world_size"] == 2 and len(state["rng"]["torch_per_rank"]) == 2
+
+
+_KILL_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from worldmodels.api import Batch
+from worldmodels.models import build_model
+from worldmodels.train import TrainConfig, Trainer
+g = torch.Generator().manual_seed(0)
+batches = [Batch(obs=torch.rand(4, 5, 6, generator=g).round(), action=torch.zeros(4, 5, 2)) for _ in range(5)]
+torch.manual_seed(0)
+model = build_model("rnn", "debug", obs_shape=(6,), action_dim=2)
+print("ready", flush=True)
+Trainer(model, batches, TrainConfig(lr=1e-2, epochs=int(sys.argv[2]), out_dir=sys.argv[1], progress=False,
+                                    grad_clip=1.0, checkpoint_every=1, log_every=3)).fit()
+"""
+
+
+def _saved_step(out: Path) -> int:
+    try:
+        return worldmodels.checkpoint.read_meta(out / "last", verify=False)["metadata"]["step"]
+    except (FileNotFoundError, ValueError):
+        return -1
+
+
+def sigkill_resume_trial(out: Path, kills: int, epochs: int, seed: int) -> dict[str, int]:
+    """Train in a subprocess, SIGKILL it ``kills`` times, resume until it completes.
+
+    Odd kills land at a random moment; even kills fire as soon as a checkpoint write is in flight (its temp
+    folder exists), the moment an overwrite is most fragile. Returns counts: kills injected, kills that
+    left an unfinished checkpoint write behind, processes started."""
+    import random
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(seed)
+    counts = {"kills": 0, "mid_write": 0, "runs": 0}
+    script = out.parent / "train_kill.py"
+    script.write_text(_KILL_SCRIPT)
+    while True:
+        counts["runs"] += 1
+        proc = subprocess.Popen([sys.executable, str(script), str(out), str(epochs)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        if counts["kills"] < kills:
+            if counts["kills"] % 2:
+                time.sleep(rng.uniform(0.05, 1.0))  # the run takes ~1.5 s after 'ready'
+            else:
+                deadline = time.monotonic() + rng.uniform(0.1, 1.0)
+                while proc.poll() is None and not (time.monotonic() > deadline and any(out.glob(".last.*"))):
+                    pass
+            if proc.poll() is None:
+                step_before = _saved_step(out)
+                proc.kill()
+                proc.wait()
+                counts["kills"] += 1
+                counts["mid_write"] += any(out.glob(".last.*"))
+                worldmodels.checkpoint.recover(out / "last")  # what the next run's Trainer does first
+                assert _saved_step(out) >= step_before, f"kill {counts['kills']} lost saved progress"
+                continue
+        assert proc.wait(timeout=120) == 0
+        return counts
+
+
+def test_sigkill_at_random_points_then_resume_reaches_the_same_parameters(tmp_path):
+    epochs = 6
+    ref_dir = tmp_path / "ref"
+    sigkill_resume_trial(ref_dir, kills=0, epochs=epochs, seed=0)
+    killed = tmp_path / "killed"
+    counts = sigkill_resume_trial(killed, kills=int(os.environ.get("WM_FAULT_KILLS", "3")), epochs=epochs, seed=1)
+    assert counts["kills"] >= 1
+    ref, got = worldmodels.load(ref_dir / "last"), worldmodels.load(killed / "last")
+    assert worldmodels.checkpoint.read_meta(killed / "last")["metadata"]["step"] == 5 * epochs
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, got.state_dict()[k]), f"{k} differs after {counts}"
+    assert not [p.name for p in killed.iterdir() if p.name.startswith(".")], "temp folders left behind"
+    assert (killed / "metrics.csv").read_text() == (ref_dir / "metrics.csv").read_text()  # no lost/doubled rows
