@@ -43,7 +43,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from worldmodels.files import dead_temps, json_digest
+from worldmodels.files import dead_temps, explain_write_error, json_digest
 
 __all__ = ["save", "load", "load_state", "read_meta", "recover", "is_checkpoint", "FORMAT", "FORMAT_VERSION"]
 
@@ -175,29 +175,35 @@ def save(
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(weights, str(tmp / _MODEL_FILE))
-    files = [_MODEL_FILE]
-    if extra_state is not None:
-        tensors: dict[str, torch.Tensor] = {}
-        structure = _encode(extra_state, tensors, "s")
-        save_file(tensors, str(tmp / _STATE_FILE))
-        (tmp / _STATE_JSON).write_text(json.dumps(structure))
-        files += [_STATE_FILE, _STATE_JSON]
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model": name,
-        "config": config_to_dict(config),
-        "worldmodels_version": _version(),
-        "torch_version": torch.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "sha256": {f: _sha256(tmp / f) for f in files},
-        "metadata": metadata or {},
-    }
-    meta["config_sha256"] = json_digest(meta)
-    (tmp / _CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")  # written last: marks it complete
+    try:
+        tmp.mkdir()
+        weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / _MODEL_FILE))
+        files = [_MODEL_FILE]
+        if extra_state is not None:
+            tensors: dict[str, torch.Tensor] = {}
+            structure = _encode(extra_state, tensors, "s")
+            save_file(tensors, str(tmp / _STATE_FILE))
+            (tmp / _STATE_JSON).write_text(json.dumps(structure))
+            files += [_STATE_FILE, _STATE_JSON]
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": name,
+            "config": config_to_dict(config),
+            "worldmodels_version": _version(),
+            "torch_version": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "sha256": {f: _sha256(tmp / f) for f in files},
+            "metadata": metadata or {},
+        }
+        meta["config_sha256"] = json_digest(meta)
+        (tmp / _CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")  # written last: marks it complete
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+        if isinstance(e, OSError):
+            raise explain_write_error(e, "checkpoint.save", path, "The previous checkpoint there is intact.") from e
+        raise
     old = path.parent / f".{path.name}.old-{os.getpid()}"
     if path.exists():
         os.replace(path, old)

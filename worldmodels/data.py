@@ -71,7 +71,7 @@ import torch
 from gymnasium import spaces
 
 from worldmodels.api import Batch
-from worldmodels.files import dead_temps, json_digest, write_json
+from worldmodels.files import dead_temps, explain_write_error, json_digest, write_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -516,6 +516,16 @@ def _write_shard(out_dir: Path, index: int, first: int, arrays: dict[str, np.nda
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir / f".{name}.tmp-{os.getpid()}"
     tmp.mkdir()
+    try:
+        entry = _write_shard_files(tmp, first, arrays)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+        raise
+    os.replace(tmp, out_dir / name)
+    return entry
+
+
+def _write_shard_files(tmp: Path, first: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     files, handles = {}, []
     try:
         for key in sorted(arrays):
@@ -544,7 +554,6 @@ def _write_shard(out_dir: Path, index: int, first: int, arrays: dict[str, np.nda
         ).hexdigest(),
     }
     _write_json(tmp / "shard.json", entry)
-    os.replace(tmp, out_dir / name)
     return entry
 
 
@@ -564,7 +573,14 @@ class _ShardWriter:
         self._free: list[dict[str, np.ndarray]] = []
 
     def _write(self, s: int, first: int, arrays: dict[str, np.ndarray]) -> None:
-        _refresh_meta(self.out_dir, {_SHARD.format(s): _write_shard(self.out_dir, s, first, arrays)})
+        try:
+            _refresh_meta(self.out_dir, {_SHARD.format(s): _write_shard(self.out_dir, s, first, arrays)})
+        except OSError as e:
+            raise explain_write_error(
+                e, f"collect: shard {_SHARD.format(s)}", self.out_dir,
+                "The shards written before it are intact; free space or fix permissions, then run the same "
+                "command again to resume.",
+            ) from e
 
     def _reap(self, wait_oldest: bool = False) -> None:
         if wait_oldest and self._pending:
@@ -750,9 +766,13 @@ def collect(
             "versions": _versions(),
             "shards": {},
         }
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / "meta.json").exists():  # another writer may have created it meanwhile
-            _write_json(out / "meta.json", meta)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if not (out / "meta.json").exists():  # another writer may have created it meanwhile
+                _write_json(out / "meta.json", meta)
+        except OSError as e:
+            env.close()
+            raise explain_write_error(e, "collect", out, "Nothing was written.") from e
         meta = _read_json(out / "meta.json")
         _check_compatible(out, meta, want)
     eps = int(meta["episodes_per_shard"])

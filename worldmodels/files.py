@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_save", "dead_temps", "json_digest", "pid_alive", "write_json"]
+__all__ = ["atomic_save", "dead_temps", "explain_write_error", "json_digest", "pid_alive", "write_json"]
 
 
 def atomic_save(path: str | os.PathLike, save: Callable[[Path], object]) -> Path:
@@ -68,3 +69,24 @@ def dead_temps(folder: Path, pattern: str = ".*") -> list[Path]:
         if m is not None and (int(m.group(1)) == os.getpid() or not pid_alive(int(m.group(1)))):
             out.append(p)
     return out
+
+
+_WRITE_REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def explain_write_error(e: OSError, what: str, where: str | os.PathLike, kept: str) -> OSError:
+    """An OSError (same errno) that says what could not be written where, why, and what is still safe.
+
+    Example:
+        >>> str(explain_write_error(OSError(errno.ENOSPC, "No space left on device"), "collect", "/data/x",
+        ...                         "Earlier shards are intact."))
+        '[Errno 28] collect: cannot write to /data/x: no space left on the device. Earlier shards are intact.'
+    """
+    reason = _WRITE_REASONS.get(e.errno or -1, e.strerror or str(e))
+    return OSError(e.errno, f"{what}: cannot write to {where}: {reason}. {kept}")

@@ -393,3 +393,64 @@ def test_property_random_corruption_is_detected_never_read_silently(small_datase
         # a change that does not alter the content (e.g. whitespace in a JSON file) may read fine: but then
         # every byte a user can read must be the original
         assert got == expected, f"{kind} of {victim.relative_to(path)} at {at} was read silently"
+
+
+# ------------------------------------------------------------------------------------------------
+# disk full / read-only output (faults injected at the write calls: the tests run as root, for whom
+# permission bits do not apply, and cannot mount a small file system)
+
+
+def test_disk_full_names_the_shard_keeps_earlier_shards_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from worldmodels import data as data_mod
+
+    clean = collect("ImageNav-v0", tmp_path / "clean", 8, 10, policy=POISSON, episodes_per_shard=2,
+                    progress=False)
+    real_write, calls = data_mod._HashingFile.write, {"n": 0}
+
+    def write(self, b):
+        calls["n"] += 1
+        if calls["n"] > 2 * 10:  # 10 files per shard, 2 writes each: the third shard finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, b)
+
+    monkeypatch.setattr(data_mod._HashingFile, "write", write)
+    out = tmp_path / "full"
+    with pytest.raises(OSError, match=r"collect: shard shard-0000\d\d: cannot write to .*full: no space left "
+                                      r"on the device\. The shards written before it are intact.*resume") as e:
+        collect("ImageNav-v0", out, 8, 10, policy=POISSON, episodes_per_shard=2, progress=False)
+    assert e.value.errno == errno.ENOSPC
+    partial = RolloutDataset(out, verify="open")  # what was written reads back and verifies
+    assert 1 <= len(partial.shard_names) < 4 and not partial.complete
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # the partial shard was removed
+    for name in partial.shard_names:
+        assert _digest(out / name) == _digest(clean / name)
+    monkeypatch.setattr(data_mod._HashingFile, "write", real_write)  # space freed: the same command resumes
+    collect("ImageNav-v0", out, 8, 10, policy=POISSON, episodes_per_shard=2, progress=False)
+    assert _digest(out) == _digest(clean)
+
+
+def test_read_only_output_folder_gives_a_clear_error_and_changes_nothing(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import shutil
+
+    out = collect("ImageNav-v0", tmp_path / "d", 4, 10, policy=POISSON, episodes_per_shard=2, progress=False)
+    shutil.rmtree(out / "shard-000001")  # as if a run had been interrupted: the next call resumes it
+    before = _digest(out)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *a, **kw):
+        if str(self).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_mkdir(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(OSError, match=r"collect: shard shard-000001: cannot write to .*: the file system is "
+                                      r"read-only\. The shards written before it are intact"):
+        collect("ImageNav-v0", out, 4, 10, policy=POISSON, progress=False)  # resume into a read-only folder
+    with pytest.raises(OSError, match=r"collect: cannot write to .*new: the file system is read-only\. "
+                                      r"Nothing was written"):
+        collect("ImageNav-v0", tmp_path / "new", 4, 10, policy=POISSON, progress=False)
+    monkeypatch.undo()
+    assert _digest(out) == before

@@ -457,3 +457,33 @@ def test_sigkill_at_random_points_then_resume_reaches_the_same_parameters(tmp_pa
         assert torch.equal(v, got.state_dict()[k]), f"{k} differs after {counts}"
     assert not [p.name for p in killed.iterdir() if p.name.startswith(".")], "temp folders left behind"
     assert (killed / "metrics.csv").read_text() == (ref_dir / "metrics.csv").read_text()  # no lost/doubled rows
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    from worldmodels import checkpoint as ck
+
+    g = torch.Generator().manual_seed(0)
+    batches = [Batch(obs=torch.rand(4, 5, 6, generator=g).round(), action=torch.zeros(4, 5, 2)) for _ in range(5)]
+    torch.manual_seed(0)
+    model = build_model("rnn", "debug", obs_shape=(6,), action_dim=2)
+    cfg = _cfg(tmp_path, "run", freeze_until={}, epochs=2, checkpoint_every=3)
+    real_save_file, calls = ck.save_file, {"n": 0}
+
+    def save_file(tensors, filename, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first checkpoint (weights + state) fits, the second finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save_file(tensors, filename, *a, **kw)
+
+    monkeypatch.setattr(ck, "save_file", save_file)
+    with pytest.raises(OSError, match=r"checkpoint.save: cannot write to .*last: no space left on the device\. "
+                                      r"The previous checkpoint there is intact"):
+        Trainer(model, batches, cfg).fit()
+    assert ck.read_meta(tmp_path / "run" / "last")["metadata"]["step"] == 3
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["last", "metrics.csv"]  # no temp left
+    monkeypatch.undo()
+    torch.manual_seed(0)
+    resumed = build_model("rnn", "debug", obs_shape=(6,), action_dim=2)
+    assert Trainer(resumed, batches, cfg).fit().step == 10
