@@ -61,7 +61,8 @@ from worldmodels.api import Batch, Belief, Imagination, LossOutput, check_shape
 from worldmodels.memory import BACKENDS, DND
 from worldmodels.models import register_model
 
-__all__ = ["GTMSMConfig", "GTMSM", "affine_r2", "knn_gather", "mixture_log_prob"]
+__all__ = ["GTMSMConfig", "GTMSM", "LandmarkPosterior", "affine_r2", "causal_reverse_search", "knn_gather",
+           "mixture_log_prob"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -105,6 +106,19 @@ class GTMSMConfig:
             entries, exact FAISS above; ``"faiss-hnsw"`` / ``"faiss-ivf"`` approximate) or
             ``"brute"`` (chunked torch ``cdist`` + top-k, the reference). Training always searches
             the in-batch memories exactly in torch.
+        landmark_inference: **[changed, session 3]** infer the memorisation-phase states with the landmark
+            inference network of §7.10, ``q(s_t | s_{t-1}, a_t, z_t, m_{1:t-1})``, instead of the transition
+            prior (eq. 7.2); see :meth:`GTMSM.landmark_posterior`. Off by default (every preset and
+            checkpoint of sessions 1-2 is unchanged).
+        landmark_k: K', entries retrieved by the reverse (z -> s) lookup.
+        landmark_hidden: width of the β and variance networks.
+        landmark_prior_std: σ_p of ``p(s_t | s_{t-1}, a_t) = N(μ_p, σ_p² I)`` against which the landmark
+            posterior is scored (the extra KL of the ELBO under Fig. 7.5). ``r`` (1e-3) would charge
+            ~5·10⁵ nats for following a landmark one cell away from the action-predicted move; obstacles
+            at unknown places make the transition genuinely this uncertain. The prediction phase keeps ``r``.
+        landmark_displacement_std: > 0: the true displacement (``Batch.state``) is an observation of the
+            inferred step ``s_t - s_{t-1}`` with this std (Gaussian log-likelihood added to the ELBO;
+            §7.10.1 "we use displacement information"); 0: off.
     """
 
     obs_shape: tuple[int, ...] = (3, 8, 8)
@@ -130,6 +144,11 @@ class GTMSMConfig:
     kl: str = "bound"
     memory_backend: str = "auto"
     gate_act: str = "tanh"
+    landmark_inference: bool = False
+    landmark_k: int = 3
+    landmark_hidden: int = 32
+    landmark_prior_std: float = 0.5
+    landmark_displacement_std: float = 0.0
 
     PRESETS: ClassVar[dict[str, dict]] = {
         "debug": dict(obs_shape=(1, 8, 8), action_dim=5, z_dim=4, hidden=16, tau=6, k=3),
@@ -178,6 +197,13 @@ class GTMSMConfig:
                              f"obs_std={self.obs_std}, min_obs_std={self.min_obs_std}")
         if self.k < 1 or self.tau < 1:
             raise ValueError(f"GTMSMConfig: expected k >= 1 and tau >= 1, received k={self.k}, tau={self.tau}")
+        if self.landmark_k < 1 or self.landmark_hidden < 1 or self.landmark_prior_std <= 0 \
+                or self.landmark_displacement_std < 0:
+            raise ValueError(
+                "GTMSMConfig: expected landmark_k >= 1, landmark_hidden >= 1, landmark_prior_std > 0 and "
+                f"landmark_displacement_std >= 0, received landmark_k={self.landmark_k}, "
+                f"landmark_hidden={self.landmark_hidden}, landmark_prior_std={self.landmark_prior_std}, "
+                f"landmark_displacement_std={self.landmark_displacement_std}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,6 +337,85 @@ def rotate(v: Tensor, theta: Tensor) -> Tensor:
     return torch.stack([x, y, v[..., 2]], dim=-1)
 
 
+def causal_reverse_search(
+    mu_z: Tensor, valid: Tensor, k: int, is_first: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Reverse DND lookup of §7.10 for every step of a sequence: the ``k`` memorised steps ``i < t`` whose
+    frame encodings are nearest to ``z_t`` (z-codes as keys; the caller gathers the states as values).
+
+    Equivalent to writing ``(s_i, μ_z,i)`` into a :class:`worldmodels.memory.DND` after each step ``i`` and
+    calling ``reverse_read(μ_z,t, k)`` before writing step ``t`` (tested against it), but batched over
+    ``t``: the codes do not depend on the states, so all searches run at once.
+
+    Args:
+        mu_z: encoder means ``[B, T, z]``.
+        valid: ``[B, T]`` bool, steps written into the memory (observed frames); a step whose own frame
+            is missing retrieves nothing.
+        k: K'.
+        is_first: ``[B, T]`` bool or None: a step never retrieves entries of an earlier episode.
+
+    Returns:
+        ``delta2 [B, T, k]`` squared z-space distances δ^(k)² (differentiable in ``mu_z``; ``inf`` where
+        nothing was found) and ``idx [B, T, k]`` the retrieved time steps (-1 where nothing was found),
+        nearest first, ties towards the earlier step (as the DND's exact search).
+    """
+    B, T, Z = mu_z.shape
+    with torch.no_grad():
+        m = mu_z.detach()
+        D = torch.zeros(B, T, T, dtype=m.dtype, device=m.device)  # [B, t, i]
+        for j in range(Z):  # Σ_j (z_t,j − z_i,j)², coordinate order like the DND's torch search
+            D += (m[:, :, None, j] - m[:, None, :, j]).square()
+        allowed = torch.ones(T, T, dtype=torch.bool, device=m.device).tril(-1)  # i < t
+        allowed = allowed & valid[:, None, :] & valid[:, :, None]
+        if is_first is not None:
+            seg = torch.cumsum(is_first.long(), 1)
+            allowed = allowed & (seg[:, :, None] == seg[:, None, :])
+        D = D.masked_fill(~allowed, math.inf)
+        kk = min(k, T)
+        order = torch.sort(D, dim=-1, stable=True).indices[..., :kk]  # [B, T, kk]
+        found = torch.isfinite(D.gather(-1, order))
+        if kk < k:
+            order = F.pad(order, (0, k - kk))
+            found = F.pad(found, (0, k - kk))
+    delta2 = (gather_rows(mu_z, order) - mu_z.unsqueeze(2)).square().sum(-1)  # [B, T, k]
+    return delta2.masked_fill(~found, math.inf), torch.where(found, order, torch.full_like(order, -1))
+
+
+@dataclass
+class LandmarkPosterior:
+    """States inferred by the landmark inference network (§7.10) over ``T`` steps.
+
+    Attributes:
+        s: ``[B, T, S]`` samples of ``q*(s_t)`` (ancestral, reparameterised) or the mean path.
+        d: ``[B, T, S]`` displacements ``d_t`` of the prior transition.
+        s_prev: ``[B, T, S]`` the ``s_{t-1}`` each step started from (0 at an episode start).
+        mu_p: ``[B, T, S]`` prior mean ``μ_p`` of ``p(s_t | s_{t-1}, a_t)``; its std is
+            ``config.landmark_prior_std``.
+        mu_q, std_q: ``[B, T, S]`` posterior mean and std.
+        beta: ``[B, T, K']`` β_k (0 where nothing was retrieved); ``Σ_k β_k <= 1``.
+        idx: ``[B, T, K']`` retrieved time steps (-1: none); delta2 ``[B, T, K']`` δ^(k)².
+        kl: ``[B, T]`` ``KL[q(s_t | ...) || p(s_t | s_{t-1}, a_t)]``.
+    """
+
+    s: Tensor
+    d: Tensor
+    s_prev: Tensor
+    mu_p: Tensor
+    mu_q: Tensor
+    std_q: Tensor
+    beta: Tensor
+    idx: Tensor
+    delta2: Tensor
+    kl: Tensor
+
+
+def _wrap_heading(v: Tensor) -> Tensor:
+    """Wrap the heading component of 3-D state differences to ``(-π, π]`` (2-D: unchanged)."""
+    if v.shape[-1] != 3:
+        return v
+    return torch.cat([v[..., :2], torch.atan2(torch.sin(v[..., 2:]), torch.cos(v[..., 2:]))], -1)
+
+
 # --------------------------------------------------------------------------------------------
 # VAE encoder / decoder
 # --------------------------------------------------------------------------------------------
@@ -426,6 +531,14 @@ class GTMSM(nn.Module):
                 nn.Linear(c.k * (F_s + 2 * Z + 1), c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.hidden), nn.ReLU()
             )
             self.combine_out = nn.Sequential(nn.Linear(c.hidden + F_s, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 2 * Z))
+        if c.landmark_inference:  # §7.10: β_k = f(δ^(k)) and log σ_q² = log σ_p² + g(δ, σ_k², σ_p²)
+            Kp, Hl = c.landmark_k, c.landmark_hidden
+            self.beta_net = nn.Sequential(nn.Linear(1, Hl), nn.Tanh(), nn.Linear(Hl, 1))  # logit of β_k
+            self.beta_prior_logit = nn.Parameter(torch.tensor(4.0))  # logit of "stay at μ_p": β_k ≈ 0 at start
+            self.var_net = nn.Sequential(nn.Linear(Kp * (2 + S) + S, Hl), nn.Tanh(), nn.Linear(Hl, S))
+            out: nn.Linear = self.var_net[-1]  # type: ignore[assignment]
+            nn.init.zeros_(out.weight)
+            nn.init.constant_(out.bias, 2 * math.log(0.1))  # σ_q = 0.1 σ_p at start
         self.updates: Tensor
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self._dnd_cache: dict[int, tuple[weakref.ref, DND]] = {}  # id(belief keys) -> index
@@ -522,6 +635,83 @@ class GTMSM(nn.Module):
             ds.append(d)
         return torch.stack(ss, 1), torch.stack(ds, 1)
 
+    def landmark_posterior(
+        self, action: Tensor, mu_z: Tensor, valid: Tensor, is_first: Tensor | None = None, noise: bool = False
+    ) -> LandmarkPosterior:
+        """Landmark inference network ``q(s_t | s_{t-1}, a_t, z_t, m_{1:t-1})`` of §7.10, run over a sequence.
+
+        Which steps use it: every step that is written into the memory, i.e. the memorisation phase
+        (``observe`` and the first τ steps of a training window). Step ``t`` first queries the memory of the
+        steps ``i < t`` of its episode in reverse (z-codes as keys, states as values; §7.10 item 2) and
+        then writes its own ``(s_t, z_t)`` — so when an obstacle stops a move (``x_t = x_{t-1}``, §7.10.1)
+        the inferred state can stay where it was and the memory does not get a wrong key. The prediction
+        phase (``imagine``, steps ``> τ`` of ``loss``) has no frames and keeps the prior of eq. (7.2).
+
+        With ``μ_p`` the mean of ``p(s_t | s_{t-1}, a_t)`` (eqs. 7.2-7.4, from the sample ``s_{t-1}``),
+        σ_p = ``config.landmark_prior_std`` and the K' retrieved entries ``(δ^(k), μ_k, σ_k²)``::
+
+            μ_q = μ_p + Σ_k β_k (μ_k − μ_p)                                       §7.10
+            β_{0:K'} = softmax(c_0, f(δ^(1)), …, f(δ^(K')))   (β_0: stay at μ_p; so β_k ∈ [0, 1], Σ_k β_k ≤ 1)
+            log σ_q² = log σ_p² + g(δ^(1:K'), σ²_(1:K'), σ_p²)                     §7.10
+
+        ``f`` sees ``log(δ² + 1e-4)`` of one entry (the thesis's "simple network with input δ"); the
+        softmax with a stay-slot keeps the update convex when several stored frames match (repeated
+        visits). ``μ_k, σ_k²`` are the stored posterior mean and variance of step ``k`` (§7.10: "we stored in
+        the DND the mean and the variance"). Heading differences are wrapped for 3-D states.
+
+        Args:
+            action: ``[B, T, A]``; mu_z: encoder means ``[B, T, z]``; valid: ``[B, T]`` bool (observed);
+            is_first: ``[B, T]`` or None (state, displacement and memory restart there).
+            noise: sample ``s_t = μ_q + σ_q ε`` (training: the ELBO's ancestral ``q*(s_t)``) or the mean path.
+
+        Returns:
+            :class:`LandmarkPosterior`, with ``kl [B, T]`` the closed-form Gaussian KL of each step.
+        """
+        c = self.config
+        if not c.landmark_inference:
+            raise RuntimeError("GTMSM.landmark_posterior: the model was built with landmark_inference=False")
+        B, T, _ = action.shape
+        S, Kp = c.state_dim, c.landmark_k
+        delta2, idx = causal_reverse_search(mu_z, valid, Kp, is_first)  # [B, T, K'] each
+        found = idx >= 0
+        u = torch.log(torch.where(found, delta2, torch.ones_like(delta2)) + 1e-4)  # log δ², [B, T, K']
+        logit_k = self.beta_net(0.25 * u.unsqueeze(-1)).squeeze(-1).masked_fill(~found, -1e30)
+        logits = torch.cat([self.beta_prior_logit.expand(B, T, 1).to(logit_k), logit_k], -1)
+        beta = torch.softmax(logits, -1)[..., 1:] * found  # [B, T, K']
+        log_var_p = torch.full((B, S), 2 * math.log(c.landmark_prior_std), dtype=mu_z.dtype, device=mu_z.device)
+        u_in = torch.where(found, u, torch.full_like(u, 5.0))  # "far" for empty slots
+        s = action.new_zeros(B, S)
+        d = action.new_zeros(B, S)
+        out: dict[str, list[Tensor]] = {k: [] for k in ("s", "d", "s_prev", "mu_p", "mu_q", "lv_q")}
+        for t in range(T):
+            if is_first is not None:
+                first = is_first[:, t].unsqueeze(-1)
+                s = torch.where(first, torch.zeros_like(s), s)
+                d = torch.where(first, torch.zeros_like(d), d)
+            out["s_prev"].append(s)
+            mu_p, d = self.transition_step(s, d, action[:, t])  # [B, S]
+            if t > 0:
+                j = idx[:, t].clamp_min(0).unsqueeze(-1).expand(B, Kp, S)  # [B, K', S] slots i < t
+                mu_k = torch.stack(out["mu_q"], 1).gather(1, j)  # [B, K', S]
+                lv_k = torch.stack(out["lv_q"], 1).gather(1, j)
+            else:
+                mu_k = mu_p.unsqueeze(1).expand(B, Kp, S)
+                lv_k = log_var_p.unsqueeze(1).expand(B, Kp, S)
+            f_t = found[:, t].unsqueeze(-1)  # [B, K', 1]
+            diff = torch.where(f_t, _wrap_heading(mu_k - mu_p.unsqueeze(1)), torch.zeros_like(mu_k))
+            mu_q = mu_p + (beta[:, t].unsqueeze(-1) * diff).sum(1)  # μ_q = μ_p + Σ β_k (μ_k − μ_p)
+            feats = torch.cat([u_in[:, t], found[:, t].to(u_in.dtype),
+                               torch.where(f_t, lv_k, torch.zeros_like(lv_k)).flatten(1), log_var_p], -1)
+            lv_q = log_var_p + self.var_net(feats)  # log σ_q² = log σ_p² + g(...)
+            s = mu_q + torch.exp(0.5 * lv_q) * torch.randn_like(mu_q) if noise else mu_q
+            for k, v in (("s", s), ("d", d), ("mu_p", mu_p), ("mu_q", mu_q), ("lv_q", lv_q)):
+                out[k].append(v)
+        st = {k: torch.stack(v, 1) for k, v in out.items()}  # [B, T, S] each
+        std_q = torch.exp(0.5 * st["lv_q"])
+        kl = gaussian_kl(st["mu_q"], std_q, st["mu_p"], torch.full_like(std_q, c.landmark_prior_std))  # [B, T]
+        return LandmarkPosterior(s=st["s"], d=st["d"], s_prev=st["s_prev"], mu_p=st["mu_p"], mu_q=st["mu_q"],
+                                 std_q=std_q, beta=beta, idx=idx, delta2=delta2, kl=kl)
+
     def prior(
         self, s: Tensor, keys: Tensor, mu_m: Tensor, std_m: Tensor, valid: Tensor | None, idx: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -589,7 +779,15 @@ class GTMSM(nn.Module):
         S = c.state_dim
         tau = self._memory_split(T)
         mu_z, std_z = self.encode(batch.obs)  # [B, T, z]
-        s, d = self.rollout_states(batch.action, batch.is_first, noise=True)  # [B, T, S]
+        lm = None
+        if c.landmark_inference:  # memorisation: q(s_t | s_{t-1}, a_t, z_t, m_{1:t-1}) of §7.10; prediction: prior
+            lm = self.landmark_posterior(batch.action[:, :tau], mu_z[:, :tau], batch.mask[:, :tau],
+                                         batch.is_first[:, :tau], noise=True)
+            s_f, d_f = self.rollout_states(batch.action[:, tau:], batch.is_first[:, tau:], s0=lm.s[:, -1],
+                                           d0=lm.d[:, -1], noise=True)
+            s, d = torch.cat([lm.s, s_f], 1), torch.cat([lm.d, d_f], 1)  # [B, T, S]
+        else:
+            s, d = self.rollout_states(batch.action, batch.is_first, noise=True)  # [B, T, S]
         seg = self._segments(batch.is_first)
         # memory: t < tau, observed; read by t >= tau from the same episode
         keys, mu_m, std_m = s[:, :tau], mu_z[:, :tau], std_z[:, :tau]
@@ -610,6 +808,27 @@ class GTMSM(nn.Module):
                    "tau": float(tau)}
         if c.learn_obs_std:
             metrics["obs_std"] = float(self.pixel_std().mean().detach())
+        if lm is not None:  # + KL[q(s_t | s_{t-1}, a_t, z_t, m) || p(s_t | s_{t-1}, a_t)] (ELBO under Fig. 7.5)
+            kl_s = lm.kl.sum() / n  # summed over the memorisation steps, per scored step like the other terms
+            loss = loss + beta * kl_s
+            metrics["elbo"] -= float(kl_s.detach())
+            metrics["kl_s"] = float(kl_s.detach())
+            metrics["landmark_beta"] = float(lm.beta.sum(-1).mean().detach())
+            metrics["landmark_std"] = float(lm.std_q.mean().detach())
+            if c.landmark_displacement_std > 0 and batch.state is not None:
+                # displacement information (§7.10.1) as a Gaussian observation of the inferred step s_t − s_{t-1}
+                step = _wrap_heading(lm.s - lm.s_prev)  # [B, τ, S]
+                if S == 3:
+                    step = rotate(step, -lm.s_prev[..., 2])
+                target = self.true_displacement(batch.state[:, :tau], batch.is_first[:, :tau])
+                ok = (~batch.is_first[:, :tau]).unsqueeze(-1)
+                sq = torch.where(ok, step - target, torch.zeros_like(step)).square()
+                nll = (0.5 * sq / c.landmark_displacement_std**2 + ok * (math.log(c.landmark_displacement_std)
+                                                                       + 0.5 * _LOG_2PI)).sum() / n
+                loss = loss + nll
+                metrics["elbo"] -= float(nll.detach())
+                metrics["landmark_displacement_nll"] = float(nll.detach())
+                metrics["landmark_displacement_mse"] = float(sq.detach().sum() / (ok.sum() * S).clamp_min(1))
         if c.displacement_weight > 0 and batch.state is not None:
             target = self.true_displacement(batch.state, batch.is_first)  # [B, T, S]
             valid_d = (~batch.is_first).float().unsqueeze(-1)
@@ -643,6 +862,9 @@ class GTMSM(nn.Module):
     def observe(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Belief:
         """Memorisation phase (§7.3.3): infer ``s_{1:T}`` (mean path) and write ``(s_t, μ_z, σ_z)``.
 
+        The states are the mean path of the transition prior, or of the landmark posterior (§7.10) when
+        ``config.landmark_inference``.
+
         Returns a :class:`Belief` with ``state`` = ``keys [B, T, S]``, ``mu [B, T, z]``,
         ``std [B, T, z]``, ``valid [B, T]`` (observed frames), ``s [B, S]`` and ``d [B, S]`` (last
         state and displacement); ``features = [s_T, μ_z of the last observed frame]``.
@@ -652,7 +874,11 @@ class GTMSM(nn.Module):
         mask = torch.ones(B, T, dtype=torch.bool, device=obs.device) if mask is None else mask.bool()
         check_shape("GTMSM mask", mask, (B, T))
         mu_z, std_z = self.encode(obs)
-        s, d = self.rollout_states(action)
+        if self.config.landmark_inference:  # §7.10: each step reads the memory of the earlier steps, then writes
+            lm = self.landmark_posterior(action, mu_z, mask)
+            s, d = lm.s, lm.d
+        else:
+            s, d = self.rollout_states(action)
         last = (mask.long() * torch.arange(1, T + 1, device=obs.device)).argmax(1)
         z_last = mu_z[torch.arange(B), last] * mask.any(1, keepdim=True)
         state: dict[str, object] = {"keys": s, "mu": mu_z, "std": std_z, "valid": mask, "s": s[:, -1], "d": d[:, -1]}
