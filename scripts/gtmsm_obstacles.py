@@ -87,6 +87,9 @@ class Args:
     init_from: str = "runs/gtmsm_imagenav/gtmsm_disp_gauss/last"
     threads: int = 1
     checkpoint_every: int = 250
+    train_seed: int = -1  # seed of the training run (data order, noise); -1: ``seed``
+    run_suffix: str = ""  # run folder = variant + suffix (e.g. "_s1" for a second training seed)
+    eval_suffixes: str = ""  # extra run suffixes to evaluate besides "", comma-separated (e.g. "_s1")
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -132,7 +135,8 @@ def train_variant(args: Args, variant: str) -> Path:
         raise ValueError(f"--variant: expected one of {VARIANTS}, received {variant!r}")
     torch.set_num_threads(args.threads)
     train_dir, _ = data_dirs(args)
-    out_dir = Path(args.out) / variant
+    out_dir = Path(args.out) / (variant + args.run_suffix)
+    seed = args.seed if args.train_seed < 0 else args.train_seed
     save_train_args(out_dir, args, variant)
     model = build_model("gtmsm", "imagenav", **model_overrides(args, variant))
     if args.init_from and not (out_dir / "last").exists():  # warm start (a resumed run loads its own `last`)
@@ -142,9 +146,9 @@ def train_variant(args: Args, variant: str) -> Path:
             raise ValueError(f"--init-from {args.init_from}: parameters unknown to the model: {unexpected}")
         print(f"--init-from {args.init_from}: initialised fresh: {missing}")
     length = args.tau + args.train_pred
-    data = EpisodeStartWindows(train_dir, [(length, args.updates)], args.batch_size, args.seed)
+    data = EpisodeStartWindows(train_dir, [(length, args.updates)], args.batch_size, seed)
     cfg = TrainConfig(lr=args.lr, lr_schedule="linear", lr_final=args.lr_final, lr_decay_steps=args.updates,
-                      epochs=1, max_steps=args.updates, batch_size=args.batch_size, seed=args.seed,
+                      epochs=1, max_steps=args.updates, batch_size=args.batch_size, seed=seed,
                       out_dir=str(out_dir), checkpoint_every=args.checkpoint_every, log_every=25,
                       tensorboard=False)
     Trainer(model, data, cfg).fit()
@@ -196,16 +200,20 @@ def evaluate(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     tau, H = args.tau, args.test_horizon
     models = {}
-    for v in VARIANTS:
+    for v in run_labels(args):
         path = Path(args.out) / v / "last"
         if path.exists():
             models[v] = worldmodels.load(path)
         else:
             print(f"skip {v}: no checkpoint at {path}")
     mse = {k: torch.zeros(H, dtype=torch.float64) for k in [*models, "no_memory", "memory_copy"]}
+    # split of the error by whether an obstacle has already stopped a move in the prediction phase (from then on
+    # the prior rollout is off by a cell whatever the memory holds): [sum before, sum after]
+    split = {k: torch.zeros(2, dtype=torch.float64) for k in mse}
+    n_before = 0
     s_mem: dict[str, list[torch.Tensor]] = {k: [] for k in models}
     s_pred: dict[str, list[torch.Tensor]] = {k: [] for k in models}
-    beta: list[torch.Tensor] = []
+    beta: dict[str, list[torch.Tensor]] = {}
     poses, kinds_all = [], []
     example: dict = {}
     n = 0
@@ -224,9 +232,14 @@ def evaluate(args: Args) -> dict:
             if model.config.landmark_inference:
                 mu_z, _ = model.encode(obs[:, :tau])
                 lm = model.landmark_posterior(act[:, :tau], mu_z, torch.ones(mu_z.shape[:2], dtype=torch.bool))
-                beta.append(lm.beta.sum(-1))
+                beta.setdefault(v, []).append(lm.beta.sum(-1))
+        hit = step_kinds(act[:, : tau + H], pose[:, : tau + H])["obstacle"][:, tau:]  # [B, H]
+        clean = hit.long().cumsum(1) == 0  # no obstacle-blocked move yet in the prediction phase
+        n_before += int(clean.sum())
         for k, p in preds.items():
-            mse[k] += (p - truth).square().mean((2, 3, 4)).sum(0).double()
+            e = (p - truth).square().mean((2, 3, 4)).double()  # [B, H]
+            mse[k] += e.sum(0)
+            split[k] += torch.stack([e[clean].sum(), e[~clean].sum()])
         poses.append(pose[:, : tau + H].double())
         kinds_all.append(step_kinds(act[:, : tau + H], pose[:, : tau + H]))
         if not example:
@@ -247,7 +260,10 @@ def evaluate(args: Args) -> dict:
     for k, v in metrics["curves"].items():
         c = np.array(v)
         metrics["summary"][k] = {"mse_step1": float(c[0]), "mse_step32": float(c[min(31, H - 1)]),
-                                 f"mse_step{H}": float(c[-1]), "mse_mean": float(c.mean())}
+                                 f"mse_step{H}": float(c[-1]), "mse_mean": float(c.mean()),
+                                 "mse_before_pred_block": float(split[k][0]) / max(n_before, 1),
+                                 "mse_after_pred_block": float(split[k][1]) / max(n * H - n_before, 1)}
+    metrics["data"]["frac_pred_steps_before_pred_block"] = n_before / (n * H)
     for v in models:
         s = torch.cat(s_mem[v]).double()  # [N, τ, S]
         sp = torch.cat(s_pred[v]).double()  # [N, H, S]
@@ -264,11 +280,12 @@ def evaluate(args: Args) -> dict:
             row[f"n_{k}"] = int(mem[k].sum())
         metrics["states"][v] = row
         metrics["state_curves"][v] = {"memorisation": err.mean(0).tolist(), "prediction": err_p.mean(0).tolist()}
-        # one example episode for the trajectory plot
-        metrics["examples"][v] = {"fit": fit.reshape(n, tau, 2)[0].tolist()}
-    if beta:
-        bsum = torch.cat(beta)  # [N, τ]
-        metrics["landmark_beta"] = {f"after_{k}": float(bsum[mem[k]].mean()) for k in ("obstacle", "wall", "free", "stay")}
+        if v in VARIANTS:  # one example episode of the main runs for the trajectory plot
+            metrics["examples"][v] = {"fit": fit.reshape(n, tau, 2)[0].tolist()}
+    metrics["landmark_beta"] = {}
+    for v, bs in beta.items():
+        bsum = torch.cat(bs)  # [N, τ]
+        metrics["landmark_beta"][v] = {f"after_{k}": float(bsum[mem[k]].mean()) for k in ("obstacle", "wall", "free", "stay")}
     metrics["examples"]["pose"] = pose[0, :tau].tolist()
     metrics["examples"]["obstacle_steps"] = mem["obstacle"][0].nonzero()[:, 0].tolist()
     a0 = batch_first_actions(args)
@@ -276,6 +293,11 @@ def evaluate(args: Args) -> dict:
         (pose[0, t - 1] + MOVES[int(a0[t])]).tolist() for t in metrics["examples"]["obstacle_steps"]]
     plots(args, metrics, example)
     return metrics
+
+
+def run_labels(args: Args) -> list[str]:
+    """Run folders to evaluate: every variant with suffix "" and each of ``--eval-suffixes``."""
+    return [v + s for s in ["", *[x for x in args.eval_suffixes.split(",") if x]] for v in VARIANTS]
 
 
 def batch_first_actions(args: Args) -> torch.Tensor:
@@ -294,6 +316,8 @@ def plots(args: Args, metrics: dict, example: dict) -> None:
     colours = {"prior": "tab:orange", "landmark": "tab:blue", "no_memory": "tab:gray", "memory_copy": "k"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for v, c in metrics["state_curves"].items():
+        if v not in VARIANTS:
+            continue
         axes[0].plot(np.arange(1, tau + 1), c["memorisation"], color=colours[v], label=f"{v}: memorisation")
         axes[0].plot(np.arange(tau + 1, tau + H + 1), c["prediction"], color=colours[v], ls=":",
                      label=f"{v}: prediction (prior rollout)")
@@ -303,6 +327,8 @@ def plots(args: Args, metrics: dict, example: dict) -> None:
     axes[0].set_title("inferred-state error (mean over test episodes)")
     axes[0].legend(fontsize=8)
     for k, c in metrics["curves"].items():
+        if k not in colours:
+            continue
         axes[1].plot(np.arange(1, len(c) + 1), c, color=colours.get(k), ls="--" if k == "memory_copy" else "-",
                      label=k + (" (reference)" if k in ("no_memory", "memory_copy") else ""))
     axes[1].set_xlabel(f"prediction step (open loop, after τ = {tau} memorised frames)")
@@ -375,7 +401,7 @@ def run_info(folder: Path) -> dict:
 def write_results(args: Args, metrics: dict, wall_clock: float, command: str) -> None:
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
-    metrics["training"] = {v: run_info(Path(args.out) / v) for v in VARIANTS}
+    metrics["training"] = {v: run_info(Path(args.out) / v) for v in run_labels(args) if (Path(args.out) / v).exists()}
     out = {"experiment": "gtmsm_obstacles", "command": command, "git_commit": git_commit(), "seed": args.seed,
            "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), shared with other jobs",
            "wall_clock_s": wall_clock, "args": dataclasses.asdict(args), "metrics": metrics}
@@ -426,19 +452,23 @@ def write_markdown(args: Args) -> Path:
         lines.append(f"| {v} | {s['r2_memorisation']:.3f} | {s['pos_err_memorisation']:.3f} | "
                      f"{s['pos_err_after_obstacle']:.3f} | {s['pos_err_after_wall']:.3f} | {s['pos_err_after_free']:.3f} | "
                      f"{s['pos_err_after_stay']:.3f} | {s['pos_err_last_memorised']:.3f} | {s['pos_err_prediction']:.3f} |")
-    if "landmark_beta" in m:
-        b = m["landmark_beta"]
-        lines += ["", "Mean Σ_k β_k of the landmark network (1 = the inferred mean moves onto the retrieved states, "
-                  f"0 = stays at the prior mean): after obstacle {b['after_obstacle']:.3f}, after wall "
+    for v, b in m.get("landmark_beta", {}).items():
+        lines += ["", f"`{v}`: mean Σ_k β_k of the landmark network (1 = the inferred mean moves onto the retrieved "
+                  f"states, 0 = it stays at the prior mean): after obstacle {b['after_obstacle']:.3f}, after wall "
                   f"{b['after_wall']:.3f}, after free move {b['after_free']:.3f}, after stay {b['after_stay']:.3f}."]
     lines += ["", "### (b) Open-loop prediction after τ", "",
               f"Pixel MSE of the predicted mean frame, per prediction step 1..{H} (only the prior is available "
               "here, no frames: both variants roll the transition forward from the last memorised state and read "
               "the memory). `no_memory`: the mean memorised frame; `memory_copy`: the memorised crop at the true "
               "position where there is one (a perfect lookup), else the context mean.", "",
-              f"| model | MSE step 1 | MSE step 32 | MSE step {H} | MSE mean |", "|---|---|---|---|---|"]
+              f"The last two columns split the steps by whether an obstacle has already stopped a move in the "
+              f"prediction phase ({100 * d['frac_pred_steps_before_pred_block']:.1f}% of the predicted steps come "
+              "before the first such block; after it the prior rollout is off by at least a cell).", "",
+              f"| model | MSE step 1 | MSE step 32 | MSE step {H} | MSE mean | MSE mean, before the first block "
+              "in prediction | MSE mean, after it |", "|---|---|---|---|---|---|---|"]
     for k, s in m["summary"].items():
-        lines.append(f"| {k} | {s['mse_step1']:.4f} | {s['mse_step32']:.4f} | {s[f'mse_step{H}']:.4f} | {s['mse_mean']:.4f} |")
+        lines.append(f"| {k} | {s['mse_step1']:.4f} | {s['mse_step32']:.4f} | {s[f'mse_step{H}']:.4f} | "
+                     f"{s['mse_mean']:.4f} | {s['mse_before_pred_block']:.4f} | {s['mse_after_pred_block']:.4f} |")
     lines += ["", "![state error and prediction error](gtmsm_obstacles_error.png)", "",
               "![learned vs true trajectories](gtmsm_obstacles_states.png)", "",
               "Side-by-side GIF of the open-loop predictions of test episode 0 (columns: truth, prior, landmark): "
