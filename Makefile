@@ -7,7 +7,7 @@ export SDL_VIDEODRIVER := dummy
 export SDL_AUDIODRIVER := dummy
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup demo test test-all bench reliability lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +29,9 @@ test-all: setup
 
 bench: setup
 	$(PY) scripts/bench.py
+
+reliability: setup
+	$(PY) scripts/reliability.py
 
 lint: setup
 	$(VENV)/bin/ruff check worldmodels envs agents scripts tests

@@ -14,12 +14,13 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 # Property-based tests (hypothesis): derandomized so CI runs the same cases every time; the "thorough"
-# profile (WM_HYPOTHESIS_PROFILE=thorough, `make test-properties`) tries 20x more, for docs/reliability.md.
+# profile (WM_HYPOTHESIS_PROFILE=thorough, WM_HYPOTHESIS_EXAMPLES=n) is what scripts/reliability.py runs.
 from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, database=None,
                           print_blob=True)
-settings.register_profile("thorough", max_examples=500, deadline=None, derandomize=True, database=None,
+settings.register_profile("thorough", max_examples=int(os.environ.get("WM_HYPOTHESIS_EXAMPLES", "500")),
+                          deadline=None, derandomize=True, database=None,
                           print_blob=True)
 settings.load_profile(os.environ.get("WM_HYPOTHESIS_PROFILE", "ci"))
 

@@ -222,6 +222,163 @@ def _plan_run(args: argparse.Namespace) -> int:
 COMMANDS["plan"] = ("run the MPC agent with a checkpoint in the real env (success metrics, GIF)", _plan_args, _plan_run)
 
 
+# --- imagine / impute: one episode of a dataset through a checkpoint (worldmodels/evaluate.py) -----------
+def _imagine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder, e.g. runs/gtmsm-debug/last")
+    p.add_argument("--data", required=True, help="dataset folder written by `worldmodels collect`")
+    p.add_argument("--episode", type=int, default=0, help="episode index (default 0)")
+    p.add_argument("--context", type=int, default=20, help="observed frames (GTM-SM: its memorisation τ)")
+    p.add_argument("--horizon", type=int, default=100, help="imagined frames under the episode's actions")
+    p.add_argument("--out", default="runs/imagine", help="folder for imagination.gif/.png/.json")
+
+
+def _imagine_run(args: argparse.Namespace) -> int:
+    from worldmodels.evaluate import imagine_checkpoint
+
+    r = imagine_checkpoint(args.checkpoint, args.data, args.episode, args.context, args.horizon, args.out)
+    mse = r["mse"]
+    marks = sorted({0, min(9, len(mse) - 1), len(mse) // 2, len(mse) - 1})
+    print(f"episode {r['episode']}: {r['context']} frames observed, {r['horizon']} imagined; MSE per pixel "
+          + "  ".join(f"step {t + 1}: {mse[t]:.4f}" for t in marks) + f"  mean {r['mean_mse']:.4f}")
+    print(f"wrote imagination.gif (truth | imagination), imagination_mse.png, imagination.json in {args.out}")
+    return 0
+
+
+COMMANDS["imagine"] = (
+    "observe the start of an episode, imagine the rest under its actions; GIF beside the truth",
+    _imagine_args,
+    _imagine_run,
+)
+
+
+def _impute_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder, e.g. runs/kvae-box/last")
+    p.add_argument("--data", required=True, help="dataset folder written by `worldmodels collect`")
+    p.add_argument("--episode", type=int, default=0, help="episode index (default 0)")
+    p.add_argument("--window", type=int, default=20, help="frames of the episode used (default 20)")
+    hide = p.add_mutually_exclusive_group(required=True)
+    hide.add_argument("--drop", type=float, help="hide each frame after the first ones with this probability")
+    hide.add_argument("--gap", type=int, help="hide this many consecutive frames in the middle")
+    p.add_argument("--first-observed", type=int, default=4, help="frames always observed first (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random drop mask")
+    p.add_argument("--out", default="runs/impute", help="folder for imputation.gif/.json")
+
+
+def _impute_run(args: argparse.Namespace) -> int:
+    from worldmodels.evaluate import impute_checkpoint
+
+    r = impute_checkpoint(args.checkpoint, args.data, args.episode, args.window, args.drop, args.gap,
+                          args.first_observed, args.seed, args.out)
+    print(f"episode {r['episode']}: {len(r['missing_frames'])} of {r['window']} frames hidden "
+          f"{r['missing_frames']}; on them MSE {r['mse_missing']:.4f}, pixels wrong "
+          f"{r['pixels_wrong_missing']:.2%}")
+    print(f"wrote imputation.gif (truth | observed or imputed) and imputation.json in {args.out}")
+    return 0
+
+
+COMMANDS["impute"] = ("fill hidden frames of an episode with a checkpoint; GIF and error", _impute_args, _impute_run)
+
+
+# --- info: what is installed and registered ------------------------------------------------------------
+def _info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def system_info() -> dict:
+    """Environment ids, models and presets, versions, FAISS/GPU status (what ``worldmodels info`` prints)."""
+    import importlib
+    import platform
+    from importlib import metadata
+
+    import gymnasium as gym
+    import torch
+
+    import envs  # noqa: F401  (registers the env ids)
+    from worldmodels.models import MODELS, _load_all, get_config_class
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    faiss_info: dict = {"installed": False}
+    try:
+        faiss = importlib.import_module("faiss")
+        faiss_info = {"installed": True, "version": getattr(faiss, "__version__", None),
+                      "gpus": int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0}
+    except ImportError:
+        pass
+    _load_all()
+    ours = sorted(k for k, spec in gym.registry.items() if str(spec.entry_point).startswith("envs"))
+    return {
+        "worldmodels": version("worldmodels"),
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
+        "packages": {d: version(d) for d in ("torch", "numpy", "gymnasium", "miniworld", "pygame",
+                                                "faiss-cpu", "faiss-gpu", "safetensors", "music21")},
+        "torch": {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+                  "cuda_devices": torch.cuda.device_count()},
+        "faiss": faiss_info,
+        "environments": ours,
+        "models": {name: sorted(getattr(get_config_class(name), "PRESETS", {})) for name in sorted(MODELS)
+                   if not name.startswith("_")},
+    }
+
+
+def _info_run(args: argparse.Namespace) -> int:
+    import json
+
+    info = system_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    f = info["faiss"]
+    faiss_line = (f"faiss {f['version']} ({f['gpus']} GPU(s): {'GPU' if f['gpus'] else 'CPU'} index)"
+                  if f["installed"] else "faiss not installed (the DND falls back to torch search)")
+    print(f"worldmodels {info['worldmodels']}  python {info['python']}  {info['platform']}")
+    print("packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items() if v))
+    print(f"torch: {info['torch']['threads']} threads, CUDA {'yes' if info['torch']['cuda'] else 'no'}; {faiss_line}")
+    print(f"environments ({len(info['environments'])}): " + ", ".join(info["environments"]))
+    print("models and presets (worldmodels train --model NAME --config PRESET):")
+    for name, presets in info["models"].items():
+        print(f"  {name:<6} " + ", ".join(presets))
+    return 0
+
+
+COMMANDS["info"] = ("environment ids, models and presets, versions, FAISS/GPU status", _info_args, _info_run)
+
+
+# --- bench: the benchmark runner of a source checkout (scripts/bench.py) -----------------------------------
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", nargs="*", default=None, help="benchmark groups, e.g. kvae planning memory")
+    p.add_argument("--list", action="store_true", help="list the groups and exit")
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+    if not script.exists():
+        raise FileNotFoundError(
+            f"worldmodels bench runs scripts/bench.py of a source checkout (expected {script}); clone the "
+            "repository and `pip install -e .` it to benchmark"
+        )
+    cmd = [sys.executable, str(script)]
+    if args.list:
+        groups = sorted(p.stem for p in (script.parent / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
+        print("benchmark groups: " + ", ".join(groups))
+        return 0
+    if args.only:
+        cmd += ["--only", *args.only]
+    return subprocess.call(cmd)
+
+
+COMMANDS["bench"] = ("run the benchmarks (a source checkout); writes docs/benchmarks.md/.json", _bench_args,
+                     _bench_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldmodels",
@@ -241,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command][2](args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+    except (ValueError, OSError, KeyError, IndexError) as e:  # OSError: missing files, full disk, read-only
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"worldmodels {args.command}: error: {msg}", file=sys.stderr)
         return 2

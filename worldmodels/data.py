@@ -1118,6 +1118,19 @@ class WindowDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self._cum[-1])
 
+    def index_of(self, episode: int, start: int = 0) -> int:
+        """Index of the window of ``episode`` that starts at frame ``start`` (inverse of :meth:`position`)."""
+        if self.across:
+            i = int(self._starts[episode]) + start if 0 <= episode < len(self._starts) else -1
+        else:
+            n = int(self._cum[episode + 1] - self._cum[episode]) if 0 <= episode < len(self._cum) - 1 else 0
+            i = int(self._cum[episode]) + start if 0 <= start < n else -1
+        if not 0 <= i < len(self):
+            raise IndexError(f"WindowDataset: no window of {self.length} frames starts at frame {start} of "
+                             f"episode {episode} ({self.data.num_episodes} episodes, lengths "
+                             f"{self.data.lengths.min()}-{self.data.lengths.max()} steps)")
+        return i
+
     def position(self, i: int) -> tuple[int, int]:
         """``(episode, start frame)`` of window ``i`` (``across_episodes``: episode holding frame 0)."""
         if not 0 <= i < len(self):

@@ -38,6 +38,8 @@ __all__ = [
     "gap_mask",
     "evaluate",
     "evaluate_checkpoint",
+    "imagine_checkpoint",
+    "impute_checkpoint",
 ]
 
 MaskFn = Callable[[int, int, torch.Generator], Tensor]
@@ -238,3 +240,97 @@ class _Collated(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Any:
         return self.windows[i]
+
+
+def _episode_window(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, episode: int,
+                    length: int) -> tuple[nn.Module, Batch]:
+    """The saved model and the first ``length`` frames of ``episode`` as a batch of one."""
+    from worldmodels.checkpoint import load
+    from worldmodels.data import WindowDataset
+
+    model = load(checkpoint)
+    windows = WindowDataset(data_dir, length=length)
+    batch = windows.collate([windows[windows.index_of(episode)]])
+    cfg: Any = model.config
+    want, got = (tuple(cfg.obs_shape), int(cfg.action_dim)), (tuple(batch.obs.shape[2:]), batch.action.shape[-1])
+    if want != got:
+        raise ValueError(f"the model expects obs_shape {want[0]} and action_dim {want[1]}, the dataset gives "
+                         f"{got[0]} and {got[1]}")
+    return model.eval(), batch
+
+
+@torch.no_grad()
+def imagine_checkpoint(
+    checkpoint: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    episode: int = 0,
+    context: int = 20,
+    horizon: int = 100,
+    out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """What ``worldmodels imagine`` does: observe ``context`` frames of one episode, imagine ``horizon``
+    more under the episode's own actions, and score the imagined frames against the true ones.
+
+    With ``out`` (a folder) it writes ``imagination.gif`` (truth | imagination, side by side),
+    ``imagination_mse.png`` and ``imagination.json``.
+
+    Returns:
+        ``{"mse": [horizon] per-step MSE, "mean_mse", "context", "horizon", "episode", ...}``.
+    """
+    model, b = _episode_window(checkpoint, data_dir, episode, context + horizon)
+    pred = cast(WorldModel, model).predict(b.obs[:, :context], b.action[:, :context], b.action[:, context:])
+    mse = ((pred.obs - b.obs[:, context:]) ** 2).flatten(2).mean(-1)[0]  # [H]
+    report = {"checkpoint": str(checkpoint), "data": str(data_dir), "episode": episode, "context": context,
+              "horizon": horizon, "mean_mse": float(mse.mean()), "mse": [round(float(v), 6) for v in mse]}
+    if out is not None:
+        from worldmodels.files import write_json
+        from worldmodels.viz import plot_metric, rollout_gif
+
+        folder = Path(out)
+        rollout_gif(folder / "imagination.gif", b.obs[0], torch.cat([b.obs[0, :context], pred.obs[0]]), context)
+        plot_metric(folder / "imagination_mse.png", {type(model).__name__: mse.numpy()}, ylabel="MSE per pixel",
+                    xlabel="imagined step")
+        write_json(folder / "imagination.json", report)
+    return report
+
+
+@torch.no_grad()
+def impute_checkpoint(
+    checkpoint: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    episode: int = 0,
+    window: int = 20,
+    drop: float | None = None,
+    gap: int | None = None,
+    first_observed: int = 4,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """What ``worldmodels impute`` does: hide frames of one episode window (each frame after
+    ``first_observed`` with probability ``drop``, or ``gap`` consecutive middle frames), fill them with
+    ``model.impute`` and score the filled frames (MSE and the fraction of wrong pixels at threshold 0.5).
+
+    With ``out`` it writes ``imputation.gif`` (truth | observed-or-imputed) and ``imputation.json``.
+    """
+    if (drop is None) == (gap is None):
+        raise ValueError(f"impute: expected exactly one of drop (a probability) or gap (frames), received "
+                         f"drop={drop!r}, gap={gap!r}")
+    model, b = _episode_window(checkpoint, data_dir, episode, window)
+    mask_fn = drop_mask(drop, first_observed) if drop is not None else gap_mask(int(gap or 0), first_observed)
+    mask = mask_fn(1, window, torch.Generator().manual_seed(seed))  # [1, T]
+    if bool(mask.all()):
+        raise ValueError(f"impute: the mask hides no frame of the {window}-frame window; raise drop or gap")
+    x = cast(WorldModel, model).impute(b.obs, b.action, mask)
+    missing = ~mask[0]
+    err = ((x[0] - b.obs[0]) ** 2).flatten(1).mean(-1)  # [T]
+    wrong = ((x[0] > 0.5) != (b.obs[0] > 0.5)).flatten(1).double().mean(-1)  # [T]
+    report = {"checkpoint": str(checkpoint), "data": str(data_dir), "episode": episode, "window": window,
+              "drop": drop, "gap": gap, "seed": seed, "missing_frames": missing.nonzero()[:, 0].tolist(),
+              "mse_missing": float(err[missing].mean()), "pixels_wrong_missing": float(wrong[missing].mean())}
+    if out is not None:
+        from worldmodels.files import write_json
+        from worldmodels.viz import rollout_gif
+
+        rollout_gif(Path(out) / "imputation.gif", b.obs[0], x[0], pred_label="imputed", observed=mask[0].tolist())
+        write_json(Path(out) / "imputation.json", report)
+    return report

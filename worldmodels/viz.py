@@ -29,7 +29,7 @@ from worldmodels.files import atomic_save
 
 __all__ = ["rollout_gif", "plot_metric", "contact_sheet", "to_uint8"]
 
-LABELS = ("ground truth", "open-loop prediction", "reconstruction")
+LABELS = ("ground truth", "open-loop prediction", "reconstruction", "imputed")
 
 
 def to_uint8(frames: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
@@ -51,6 +51,7 @@ def rollout_gif(
     pred_label: str = "open-loop prediction",
     fps: int = 5,
     scale: int | None = None,
+    observed: Sequence[bool] | None = None,
 ) -> Path:
     """Side-by-side GIF: ground truth | model, each panel labelled, with a step counter.
 
@@ -58,7 +59,9 @@ def rollout_gif(
         true: ``[T, C, H, W]`` frames.
         pred: ``[T, C, H, W]`` model frames (for steps ``< context`` the context the model saw is shown
             and labelled ``"context (observed)"``).
-        pred_label: ``"open-loop prediction"`` or ``"reconstruction"``.
+        pred_label: one of :data:`LABELS` after the first (the right panel's title).
+        observed: ``[T]`` flags for imputation: frames the model saw are labelled ``"observed"``, the
+            others ``pred_label`` (``"imputed"``); ``context`` is then ignored.
     """
     if true.shape != pred.shape or true.dim() != 4:
         raise ValueError(
@@ -73,14 +76,17 @@ def rollout_gif(
     h, w = a.shape[1:3]
     pad, top = 4, 24
     frames: list[npt.ArrayLike] = []  # [H', W', 3] uint8 each (the type imageio.mimsave asks for)
+    if observed is not None and len(observed) != T:
+        raise ValueError(f"rollout_gif: expected {T} observed flags, received {len(observed)}")
     for t in range(T):
+        seen = bool(observed[t]) if observed is not None else t < context
         canvas = Image.new("RGB", (2 * w + 3 * pad, h + top + pad), (255, 255, 255))
         canvas.paste(Image.fromarray(a[t]), (pad, top))
-        canvas.paste(Image.fromarray(b[t] if t >= context else a[t]), (2 * pad + w, top))
+        canvas.paste(Image.fromarray(a[t] if seen else b[t]), (2 * pad + w, top))
         draw = ImageDraw.Draw(canvas)
         draw.text((pad, 2), "ground truth", fill=(0, 0, 0))
-        label = "context (observed)" if t < context else pred_label
-        draw.text((2 * pad + w, 2), label, fill=(0, 0, 160) if t < context else (160, 0, 0))
+        label = ("observed" if observed is not None else "context (observed)") if seen else pred_label
+        draw.text((2 * pad + w, 2), label, fill=(0, 0, 160) if seen else (160, 0, 0))
         draw.text((pad, 12), f"t={t}", fill=(90, 90, 90))
         frames.append(np.asarray(canvas))
 

@@ -457,6 +457,10 @@ def test_sigkill_at_random_points_then_resume_reaches_the_same_parameters(tmp_pa
         assert torch.equal(v, got.state_dict()[k]), f"{k} differs after {counts}"
     assert not [p.name for p in killed.iterdir() if p.name.startswith(".")], "temp folders left behind"
     assert (killed / "metrics.csv").read_text() == (ref_dir / "metrics.csv").read_text()  # no lost/doubled rows
+    if os.environ.get("WM_FAULT_REPORT"):  # scripts/reliability.py collects the counts
+        import json
+
+        Path(os.environ["WM_FAULT_REPORT"]).write_text(json.dumps(counts))
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
