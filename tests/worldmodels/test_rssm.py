@@ -110,3 +110,58 @@ def test_config_errors() -> None:
     belief = m.observe(*(lambda b: (b.obs, b.action))(random_binary_batch(2, 3)))
     with pytest.raises(ValueError, match=r"belief batch must be 1 or N=3, received 2"):
         m.imagine(belief, torch.zeros(3, 2, 5))
+
+
+class TestRSSMLearnedStdContract(WorldModelContract):
+    T = 4
+
+    def make_model(self):
+        return build_model("rssm", "debug", obs_shape=(3, 8, 8), likelihood="gaussian", learn_obs_std=True)
+
+    def make_batch(self, B, T, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        return Batch(obs=torch.rand(B, T, 3, 8, 8, generator=g), action=torch.eye(5)[torch.randint(0, 5, (B, T), generator=g)])
+
+
+@pytest.mark.parametrize("obs_shape", [(3, 4, 4), (3, 16, 16)])
+def test_gaussian_likelihood_with_learned_pixel_std_float64(obs_shape: tuple[int, ...]) -> None:
+    """``log p(x | h, s)`` with a learned per-channel σ (flat MLP and conv decoders) equals torch's Normal
+    log-density in float64; σ is floored at ``min_obs_std``, gets a gradient, and maximising over it alone
+    recovers the per-channel residual RMS; the fixed-σ default is unchanged."""
+    cfg = {**RSSMConfig.PRESETS["debug"], "obs_shape": obs_shape, "likelihood": "gaussian"}
+    m = RSSM(RSSMConfig(**cfg, learn_obs_std=True, obs_std=0.2, min_obs_std=0.05)).double()
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 5, m.config.deter, generator=g, dtype=torch.float64)
+    s = torch.randn(2, 5, m.config.stoch, generator=g, dtype=torch.float64)
+    x = torch.rand(2, 5, *obs_shape, generator=g, dtype=torch.float64)
+    assert torch.allclose(m.pixel_std().flatten(), torch.full((3,), 0.2, dtype=torch.float64))
+    with torch.no_grad():
+        m.obs_log_std.copy_(torch.log(torch.tensor([0.3, 0.1, 0.01], dtype=torch.float64)))  # last below floor
+    mean = m.obs_dist(h, s).mean.detach()
+    sigma = torch.tensor([0.3, 0.1, 0.05], dtype=torch.float64).reshape(3, 1, 1)
+    expect = torch.distributions.Normal(mean, sigma.expand_as(mean)).log_prob(x).flatten(-3).sum(-1)
+    ll = m.obs_dist(h, s).log_prob(x)  # [2, 5]
+    torch.testing.assert_close(ll, expect)
+    ll.sum().backward()
+    assert m.obs_log_std.grad is not None and m.obs_log_std.grad[:2].abs().min() > 0
+    assert m.obs_log_std.grad[2] == 0  # floored channel
+    with torch.no_grad():
+        m.obs_log_std.fill_(0.0)
+    opt = torch.optim.Adam([m.obs_log_std], 0.05)
+    for _ in range(400):
+        opt.zero_grad()
+        (-m.obs_dist(h, s).log_prob(x).sum()).backward()
+        opt.step()
+    rms = (x - mean).square().mean((0, 1, 3, 4)).sqrt()
+    torch.testing.assert_close(m.pixel_std().flatten(), rms.clamp_min(0.05), atol=2e-3, rtol=0)
+    assert "obs_std" in m.loss(Batch(obs=x[:, :3], action=torch.zeros(2, 3, 5, dtype=torch.float64))).metrics
+    fixed = RSSM(RSSMConfig(**cfg, obs_std=0.2)).double()  # default: fixed σ, no extra parameter
+    assert not hasattr(fixed, "obs_log_std")
+    torch.testing.assert_close(fixed.obs_dist(h, s).scale, torch.full_like(x, 0.2))
+
+
+def test_learned_std_config_errors() -> None:
+    with pytest.raises(ValueError, match="learn_obs_std: expected likelihood='gaussian', received likelihood='bernoulli'"):
+        RSSMConfig(learn_obs_std=True)
+    with pytest.raises(ValueError, match=r"obs_std > 0.*received obs_std=0"):
+        RSSMConfig(likelihood="gaussian", obs_std=0.0)

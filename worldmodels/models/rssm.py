@@ -63,7 +63,11 @@ class RSSMConfig:
         min_std: floor of the prior/posterior standard deviations.
         free_nats: per-step KL floor (0 disables).
         likelihood: ``"bernoulli"`` or ``"gaussian"`` pixels.
-        obs_std: fixed pixel std of the Gaussian likelihood.
+        obs_std: pixel std of the Gaussian likelihood (fixed as in PlaNet, or the initial value when
+            ``learn_obs_std``).
+        learn_obs_std: learn one pixel std per channel (maximum likelihood, as GTM-SM's
+            ``learn_obs_std``), floored at ``min_obs_std``; Gaussian likelihood only.
+        min_obs_std: floor of the learned pixel std.
     """
 
     obs_shape: tuple[int, ...] = (3, 8, 8)
@@ -76,6 +80,8 @@ class RSSMConfig:
     free_nats: float = 3.0
     likelihood: str = "bernoulli"
     obs_std: float = 0.1
+    learn_obs_std: bool = False
+    min_obs_std: float = 1e-2
 
     PRESETS: ClassVar[dict[str, dict]] = {
         "debug": dict(obs_shape=(1, 8, 8), action_dim=5, deter=16, stoch=4, hidden=16, embed=16, free_nats=0.0),
@@ -89,6 +95,12 @@ class RSSMConfig:
         self.obs_shape = tuple(int(v) for v in self.obs_shape)
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"RSSMConfig.likelihood: expected 'bernoulli' or 'gaussian', received {self.likelihood!r}")
+        if self.learn_obs_std and self.likelihood != "gaussian":
+            raise ValueError("RSSMConfig.learn_obs_std: expected likelihood='gaussian', received "
+                             f"likelihood={self.likelihood!r}")
+        if self.obs_std <= 0 or self.min_obs_std <= 0:
+            raise ValueError(f"RSSMConfig: expected obs_std > 0 and min_obs_std > 0, received "
+                             f"obs_std={self.obs_std}, min_obs_std={self.min_obs_std}")
         for name in ("deter", "stoch", "hidden", "embed", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RSSMConfig.{name}: expected >= 1, received {getattr(self, name)}")
@@ -136,6 +148,9 @@ class RSSM(nn.Module):
         self.gru = nn.GRUCell(c.hidden, c.deter)
         self.prior_net = MLP(c.deter, (c.hidden,), 2 * c.stoch, act=nn.ELU)
         self.post_net = MLP(c.deter + c.embed, (c.hidden,), 2 * c.stoch, act=nn.ELU)
+        if c.learn_obs_std:  # log σ of p(x | h, s) per channel (one value for vectors), maximum likelihood
+            n_std = c.obs_shape[0] if len(c.obs_shape) == 3 else 1
+            self.obs_log_std = nn.Parameter(torch.full((n_std,), math.log(c.obs_std)))
 
     # ---------------------------------------------------------------- pieces
     def _gauss(self, out: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,6 +163,15 @@ class RSSM(nn.Module):
         mu, std = self._gauss(self.prior_net(h))
         return h, mu, std
 
+    def pixel_std(self) -> Tensor:
+        """σ of the Gaussian likelihood, ``[C, 1, 1]`` for images, ``[1]`` for vectors (learned per channel
+        when ``learn_obs_std``, else the fixed ``obs_std``)."""
+        c = self.config
+        shape = (-1, 1, 1) if len(c.obs_shape) == 3 else (-1,)
+        if c.learn_obs_std:
+            return self.obs_log_std.exp().clamp_min(c.min_obs_std).reshape(shape)
+        return torch.full((c.obs_shape[0] if len(c.obs_shape) == 3 else 1,), c.obs_std).reshape(shape)
+
     def obs_dist(self, h: Tensor, s: Tensor) -> ObsDistribution:
         """``p(x_t | h_t, s_t)`` over frames ``[..., C, H, W]``."""
         feat = torch.cat([h, s], -1)
@@ -155,10 +179,11 @@ class RSSM(nn.Module):
             loc = self.decoder(feat)
             if self.config.likelihood == "bernoulli":
                 return ObsDistribution("bernoulli", loc, None, 3)
-            return ObsDistribution("gaussian", torch.sigmoid(loc), torch.full_like(loc, self.config.obs_std), 3)
+            mean = torch.sigmoid(loc)
+            return ObsDistribution("gaussian", mean, self.pixel_std().to(mean).expand_as(mean), 3)
         d = self.decoder(feat)
-        if self.config.likelihood == "gaussian":  # fixed pixel std, as in PlaNet
-            return ObsDistribution("gaussian", d.loc, torch.full_like(d.loc, self.config.obs_std), d.event_dims)
+        if self.config.likelihood == "gaussian":  # fixed pixel std as in PlaNet, or learned per channel
+            return ObsDistribution("gaussian", d.loc, self.pixel_std().to(d.loc).expand_as(d.loc), d.event_dims)
         return d
 
     def _check(self, obs: Tensor, action: Tensor) -> None:
@@ -206,8 +231,10 @@ class RSSM(nn.Module):
         kl_m = kl.sum() / kl.numel()
         kl_clip = kl.clamp_min(self.config.free_nats).mean() if self.config.free_nats > 0 else kl_m
         loss = -(rec_m - beta * kl_clip)
-        return LossOutput(loss=loss, metrics={"elbo": float((rec_m - kl_m).detach()), "rec": float(rec_m.detach()),
-                                              "kl": float(kl_m.detach())})
+        metrics = {"elbo": float((rec_m - kl_m).detach()), "rec": float(rec_m.detach()), "kl": float(kl_m.detach())}
+        if self.config.learn_obs_std:
+            metrics["obs_std"] = float(self.pixel_std().mean().detach())
+        return LossOutput(loss=loss, metrics=metrics)
 
     # ---------------------------------------------------------------- WorldModel API
     @torch.no_grad()
