@@ -858,12 +858,13 @@ def train_on_dataset(
     H, W, C = (*frame, 1) if len(frame) == 2 else frame
     model_over.setdefault("obs_shape", (C, H, W))
     model_over.setdefault("action_dim", windows.action_dim)
-    model = get_model_class(model_name)(make_config(model_name, preset, **model_over))
     train_over.setdefault("out_dir", str(out_dir or Path("runs") / f"{model_name}-{preset}"))
     if steps is not None:
         train_over["max_steps"] = steps
         train_over.setdefault("epochs", 10**9)
     cfg = TrainConfig(**train_over)
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only (DDP then broadcasts rank 0's)
+    model = get_model_class(model_name)(make_config(model_name, preset, **model_over))
     train_set: Any = windows
     val_set = None
     if val_fraction > 0:

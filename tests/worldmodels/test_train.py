@@ -491,3 +491,38 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
     torch.manual_seed(0)
     resumed = build_model("rnn", "debug", obs_shape=(6,), action_dim=2)
     assert Trainer(resumed, batches, cfg).fit().step == 10
+
+
+@pytest.mark.slow
+def test_torchrun_cli_on_a_dataset_collected_by_two_shards_equals_one_process(tmp_path):
+    """Scale-out end to end: `worldmodels collect --shard-index i --num-shards 2` (two processes, one folder)
+    equals one collection byte for byte; `torchrun --nproc_per_node 2 -m worldmodels train` with batch 4 per
+    process equals one process with batch 8 (rank r takes items r, r+2, ... of the same permutation, so the
+    two ranks' batch k is the single run's batch k; DDP averages the gradients of equal-size means).
+    Tolerance 1e-5: only the order of float additions differs."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    col = ["collect", "--env", "ImageNav-v0", "--episodes", "8", "--steps", "20", "--episodes-per-shard", "2",
+           "--seed", "5", "--no-progress"]
+    procs = [subprocess.Popen([sys.executable, "-m", "worldmodels", *col, "--out", str(tmp_path / "split"),
+                               "--shard-index", str(i), "--num-shards", "2"], env=env) for i in (0, 1)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    subprocess.run([sys.executable, "-m", "worldmodels", *col, "--out", str(tmp_path / "one")], env=env, check=True)
+    from worldmodels.data import RolloutDataset
+
+    split, one = RolloutDataset(tmp_path / "split", verify="open"), RolloutDataset(tmp_path / "one")
+    assert split.complete and split.meta["shards"] == one.meta["shards"]  # same files, same sha256 each
+    train = ["train", "--model", "rnn", "--config", "debug", "--data", str(tmp_path / "split"), "--window", "8",
+             "--steps", "6", "--set", "progress=false", "--set", "lr=1e-2"]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29534", "-m", "worldmodels", *train, "--set", "batch_size=4", "--out", str(tmp_path / "ddp")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    subprocess.run([sys.executable, "-m", "worldmodels", *train, "--set", "batch_size=8", "--out",
+                    str(tmp_path / "single")], env=env, check=True, capture_output=True)
+    a, b = worldmodels.load(tmp_path / "ddp" / "last"), worldmodels.load(tmp_path / "single" / "last")
+    assert worldmodels.checkpoint.read_meta(tmp_path / "ddp" / "last")["metadata"]["step"] == 6
+    for k, v in b.state_dict().items():
+        torch.testing.assert_close(a.state_dict()[k], v, atol=1e-5, rtol=1e-5)
