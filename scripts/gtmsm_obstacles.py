@@ -390,6 +390,10 @@ def run_info(folder: Path) -> dict:
     ck = folder / "last" / "model.safetensors"
     if ck.exists() and (folder / "train_args.json").exists():
         out["train_wall_clock_s"] = ck.stat().st_mtime - (folder / "train_args.json").stat().st_mtime
+    ta = folder / "train_args.json"
+    if ta.exists():
+        targs = json.loads(ta.read_text())
+        out["train_seed"] = targs["seed"] if targs.get("train_seed", -1) < 0 else targs["train_seed"]
     cfg = folder / "last" / "config.json"
     if cfg.exists():
         c = json.loads(cfg.read_text())["config"]
@@ -431,14 +435,15 @@ def write_markdown(args: Args) -> Path:
         f"{100 * d['frac_of_moves_wall']:.1f}% by a wall, {100 * d['frac_of_moves_free']:.1f}% happened; "
         f"{d['obstacle_blocked_per_episode_memorisation']:.1f} obstacle-blocked steps per episode in the τ = "
         f"{m['tau']} memorised steps, {d['obstacle_blocked_per_episode_prediction']:.1f} in the {H} predicted ones.", "",
-        "Training (same data, seed, batch 16 and number of updates for both; both warm-started from "
+        "Training (same data, batch 16 and number of updates for every run; the two variants of one training "
+        "seed see the same batches in the same order; all warm-started from "
         f"`{a['init_from']}`, the ImageNav model of session 2 without obstacles; windows of the first "
         f"{a['tau'] + a['train_pred']} frames, τ = {a['tau']}; lr {a['lr']} → {a['lr_final']} linearly):", "",
     ]
     for v, info in m["training"].items():
         wc = info.get("train_wall_clock_s")
         wc_s = f"{wc / 60:.1f} min" if wc else "?"
-        lines.append(f"- `{v}`: {info.get('updates', '?')} updates, {wc_s} of training wall clock "
+        lines.append(f"- `{v}`: training seed {info.get('train_seed', '?')}, {info.get('updates', '?')} updates, {wc_s} of training wall clock "
                      f"(one thread, nice 5, 2 cores shared with other jobs); config {json.dumps(info.get('config', {}))}")
     lines += ["", "### (a) Inferred states during memorisation", "",
               "One least-squares affine map from `s_t` to the true (row, col) per variant, fitted on all test "
