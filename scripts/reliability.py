@@ -71,7 +71,12 @@ def main() -> int:
     ap.add_argument("--examples", type=int, default=500, help="hypothesis cases per property")
     ap.add_argument("--kills", type=int, default=20, help="SIGKILLs injected into the training fault test")
     ap.add_argument("--out", default=str(ROOT / "docs" / "reliability"), help="writes <out>.json and <out>.md")
+    ap.add_argument("--markdown-only", action="store_true", help="re-render <out>.md from <out>.json")
     args = ap.parse_args()
+    if args.markdown_only:
+        out = Path(args.out)
+        out.with_suffix(".md").write_text(_markdown(json.loads(out.with_suffix(".json").read_text())))
+        return 0
     rows, ok = [], True
     from tqdm.auto import tqdm
 
@@ -142,13 +147,14 @@ def _markdown(r: dict) -> str:
         "file system (EROFS) are injected at the write calls, because the tests run as root (permission bits "
         "do not apply) and cannot mount a small file system.",
         "",
-        "Found by these tests (and fixed): a FAISS exact search over a memory whose writes were all masked "
-        "raised IndexError; a flipped digit in a dataset's meta.json could change its action space or "
-        "episode offsets without an error (meta.json/shard.json now carry a sha256 of their own content); an "
-        "edited config.json of a checkpoint (e.g. a variance floor) loaded silently (now a config_sha256); a "
-        "kill between the two renames of a checkpoint overwrite left no `last`, so training restarted from "
-        "step 0 (now `checkpoint.recover`); a kill during the atomic write of meta.json left a temp file "
-        "that resuming did not remove.",
+        "Defects found on the way (all fixed): *observed failing* — a FAISS exact search over a memory whose "
+        "writes were all masked raised IndexError (the DND property test); a SIGKILL during the atomic write of "
+        "a dataset's meta.json left a temp file that resuming kept (the collection kill test, in CI). *Found "
+        "while writing the tests, by reading the code* — a byte flip in a digit of meta.json could change the "
+        "action space or the episode offsets without an error (meta.json and shard.json now carry a sha256 of "
+        "their own content); an edited checkpoint config.json (e.g. a variance floor) loaded silently (now a "
+        "config_sha256); a kill between the two renames of a checkpoint overwrite left no `last`, so training "
+        "would restart from step 0 (now `checkpoint.recover`, used by the Trainer before it resumes).",
         "",
     ]
     return "\n".join(lines)
