@@ -246,9 +246,22 @@ def recover(path: str | os.PathLike) -> Path | None:
     return path if path.exists() else None
 
 
+def _resolve(path: str | os.PathLike) -> Path:
+    """``path``, or the folder of the shipped model of that name (:mod:`worldmodels.pretrained`) when
+    ``path`` does not exist and has no path separator; an unknown name lists the shipped ones."""
+    if Path(path).exists() or not isinstance(path, str):
+        return Path(path)
+    from worldmodels import pretrained
+
+    if not pretrained.is_name(path):
+        return Path(path)
+    return pretrained.path(path)  # FileNotFoundError naming the shipped models when unknown
+
+
 def read_meta(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
-    """The ``config.json`` of a checkpoint, validated (foreign / newer / corrupt -> ``ValueError``)."""
-    path = Path(path)
+    """The ``config.json`` of a checkpoint, validated (foreign / newer / corrupt -> ``ValueError``).
+    ``path`` may be the name of a shipped model (``"gtmsm-imagenav"``, see :mod:`worldmodels.pretrained`)."""
+    path = _resolve(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint: {path} does not exist")
     cfg = path / _CONFIG_FILE
@@ -293,12 +306,16 @@ def read_meta(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model saved in ``path`` (registry name + config) and load its weights; eval mode.
 
+    ``path`` is a checkpoint folder or the name of a shipped model (``worldmodels.load("kvae-box")``,
+    see :mod:`worldmodels.pretrained`), tried in that order.
+
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` does not exist (nor is it a shipped model's name).
         ValueError: foreign, corrupt or newer checkpoint; unknown model name.
     """
     from worldmodels.models import config_from_dict, get_model_class
 
+    path = _resolve(path)
     meta = read_meta(path)
     cls = get_model_class(meta["model"])
     from worldmodels.models import get_config_class
