@@ -62,6 +62,12 @@ class MiniWorldNavConfig:
         turn_step: degrees per turn action (``None``: MiniWorld's 15, or 360/41 in ``rotate`` mode).
         forward_step: metres per forward step (``None``: MiniWorld's 0.15).
         max_episode_steps: truncate after this many steps (``None``: only the MiniWorld env's own limit).
+            Reachable through the registration only: ``gym.make(id, max_episode_steps=n)`` is gymnasium's
+            own outer ``TimeLimit``, which cannot lengthen an episode MiniWorld ends first.
+        miniworld_max_steps: replaces the MiniWorld env's own step limit (``None``: keep it). FourRooms,
+            Hallway, ... hard-code 250 steps and take no such argument; e.g.
+            ``gym.make("WM-MiniWorld-FourRooms-v0", miniworld_max_steps=300)``. MiniWorld's goal reward
+            ``1 - 0.2 * step / limit`` uses the new limit.
         domain_rand: MiniWorld's domain randomisation.
         env_kwargs: extra keyword arguments for the MiniWorld env (e.g. ``{"num_rows": 4}``).
     """
@@ -72,12 +78,17 @@ class MiniWorldNavConfig:
     turn_step: float | None = None
     forward_step: float | None = None
     max_episode_steps: int | None = None
+    miniworld_max_steps: int | None = None
     domain_rand: bool = False
     env_kwargs: dict | None = None
 
     def __post_init__(self) -> None:
         check_choice("env_name", self.env_name, MINIWORLD_NAMES)
         check_choice("actions", self.actions, ("default", "rotate"))
+        for name in ("max_episode_steps", "miniworld_max_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
         if self.obs_size < 8:
             raise ValueError(f"obs_size must be >= 8 pixels, got {self.obs_size}")
 
@@ -103,7 +114,8 @@ class MiniWorldNavEnv(gym.Env):
     MiniWorld's random world and agent placement for the seed.
 
     ## Episode End
-    MiniWorld's (goal reached, or its ``max_episode_steps``).
+    MiniWorld's (goal reached, or its step limit: ``miniworld_max_steps`` replaces it, e.g. FourRooms' 250
+    steps), or truncation after ``max_episode_steps``.
 
     ## Info
     ``info["pose"]``: float64 ``(x, z, heading)`` (metres, radians in [-π, π)); ``info["displacement"]``:
@@ -148,6 +160,8 @@ class MiniWorldNavEnv(gym.Env):
             render_mode=render_mode,
         )
         self.inner: Any = creator(**inner_kwargs)  # a miniworld MiniWorldEnv (miniworld ships no types)
+        if cfg.miniworld_max_steps is not None:
+            self.inner.max_episode_steps = cfg.miniworld_max_steps  # read by MiniWorldEnv.step and _reward
         self.render_mode = render_mode
         self.observation_space = self.inner.observation_space
         self.action_space = spaces.Discrete(2) if cfg.actions == "rotate" else self.inner.action_space

@@ -48,3 +48,34 @@ def test_rgb_render_and_truncation() -> None:
         truncated = env.step(1)[3]
         steps += 1
     assert steps == 80
+
+
+def _steps_until_truncated(env: gym.Env, action: int) -> int:
+    """Turn in place (never reaching the goal box) until the episode is truncated."""
+    env.reset(seed=1)
+    for t in range(1, 1000):
+        _, _, terminated, truncated, _ = env.step(action)
+        assert not terminated
+        if truncated:
+            return t
+    raise AssertionError("no truncation within 1000 steps")
+
+
+def test_miniworld_max_steps_replaces_the_hard_coded_limit() -> None:
+    # FourRooms hard-codes 250 steps and takes no max_episode_steps argument; gym.make's max_episode_steps
+    # is an outer TimeLimit that cannot lengthen the episode; miniworld_max_steps can (τ + 150 = 300)
+    assert _steps_until_truncated(gym.make("WM-MiniWorld-FourRooms-v0"), 0) == 250
+    assert _steps_until_truncated(gym.make("WM-MiniWorld-FourRooms-v0", max_episode_steps=300), 0) == 250
+    longer = gym.make("WM-MiniWorld-FourRooms-v0", miniworld_max_steps=300)
+    assert longer.unwrapped.inner.max_episode_steps == 300
+    assert _steps_until_truncated(longer, 0) == 300
+    assert _steps_until_truncated(gym.make("WM-MiniWorld-FourRooms-v0", miniworld_max_steps=40), 1) == 40
+
+
+def test_step_limits_reject_nonpositive() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="miniworld_max_steps must be an int >= 1"):
+        gym.make("WM-MiniWorld-FourRooms-v0", miniworld_max_steps=0)
+    with pytest.raises(ValueError, match="max_episode_steps must be an int >= 1"):
+        envs.miniworld_nav.MiniWorldNavConfig(max_episode_steps=-3)
