@@ -125,6 +125,8 @@ def gtmsm_source() -> dict[str, Any]:
                        "episodes": results["metrics"]["episodes"], "command": results["command"],
                        "git_commit": results["git_commit"]},
         "experiment_test_data": ROOT / "runs" / "gtmsm_imagenav" / "data" / "test",
+        # the same code on the documented evaluation set (all 64 test episodes) must give the documented number
+        "documented_check": ({"episodes": results["metrics"]["episodes"]}, summary["mse_mean"]),
     }
 
 
@@ -221,6 +223,12 @@ def ship(name: str, cache: Path | None, seeds: int) -> dict[str, Any]:
                   for s in range(100, 100 + seeds)]
         evaluation["other_sample_seeds"] = {"seeds": list(range(100, 100 + seeds)), "values": others,
                                             "max_abs_difference": max(abs(v - value) for v in others)}
+    if "documented_check" in src:
+        override, documented = src["documented_check"]
+        again = pretrained.evaluate(name, cache_dir=cache, model=model, spec={**spec, **override})["value"]
+        src["documented"]["same_code_on_the_documented_set"] = {"spec_override": override, "value": again,
+                                                                 "documented": documented}
+        print(f"{name}: on the documented set {override}: {again:.6g} (documented {documented:.6g})", flush=True)
     matches = same_as_experiment(spec, pretrained._cache_root(cache), src.get("experiment_test_data"))
     if matches is not None:
         evaluation["episodes_equal_experiment_test_set"] = matches
