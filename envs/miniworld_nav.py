@@ -159,9 +159,10 @@ class MiniWorldNavEnv(gym.Env):
             obs_width=cfg.obs_size, obs_height=cfg.obs_size, params=params, domain_rand=cfg.domain_rand,
             render_mode=render_mode,
         )
-        self.inner: Any = creator(**inner_kwargs)  # a miniworld MiniWorldEnv (miniworld ships no types)
+        inner: Any = creator(**inner_kwargs)  # a miniworld MiniWorldEnv (miniworld ships no types)
         if cfg.miniworld_max_steps is not None:
-            self.inner.max_episode_steps = cfg.miniworld_max_steps  # read by MiniWorldEnv.step and _reward
+            inner.max_episode_steps = cfg.miniworld_max_steps  # read by MiniWorldEnv.step and _reward
+        self.inner: Any = inner
         self.render_mode = render_mode
         self.observation_space = self.inner.observation_space
         self.action_space = spaces.Discrete(2) if cfg.actions == "rotate" else self.inner.action_space
