@@ -6,7 +6,7 @@ Generative model (deterministic state, no latent variables)::
     p(x_t | x_{<t}, u_{<=t}) = p(x_t | h_t)         Bernoulli / Gaussian / discretised Gaussian emission
 
 with ``h_{-1} = 0`` and ``e(x_{-1}) = 0`` at the start of every episode (``is_first``). The sequence
-log-likelihood is exact: ``log p(x_{1:T} | u_{1:T}) = sum_t log p(x_t | h_t)`` (eq. (4.2)); the loss is
+log-likelihood is exact: ``log p(x_{1:T} | u_{1:T}) = sum_t log p(x_t | h_t)`` (eq. (4.1)); the loss is
 its negative per observed time step. A missing frame (``mask = False``) contributes nothing to the
 likelihood and is replaced, as the next input, by the model's own predicted mean; ``imagine`` feeds
 its predicted means back the same way (or samples with ``sample=True``).
