@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -252,6 +253,8 @@ def _episode_window(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, 
     windows = WindowDataset(data_dir, length=length)
     batch = windows.collate([windows[windows.index_of(episode)]])
     cfg: Any = model.config
+    if int(cfg.action_dim) == 0:  # a model without control inputs (e.g. KVAE on the free ball) ignores actions
+        batch = dataclasses.replace(batch, action=batch.action[..., :0])
     want, got = (tuple(cfg.obs_shape), int(cfg.action_dim)), (tuple(batch.obs.shape[2:]), batch.action.shape[-1])
     if want != got:
         raise ValueError(f"the model expects obs_shape {want[0]} and action_dim {want[1]}, the dataset gives "
