@@ -445,6 +445,22 @@ def write_markdown(args: Args) -> Path:
         wc_s = f"{wc / 60:.1f} min" if wc else "?"
         lines.append(f"- `{v}`: training seed {info.get('train_seed', '?')}, {info.get('updates', '?')} updates, {wc_s} of training wall clock "
                      f"(one thread, nice 5, 2 cores shared with other jobs); config {json.dumps(info.get('config', {}))}")
+    lines += ["", "### Summary (landmark vs prior, per training seed)", ""]
+    for suf in sorted({k[len("landmark"):] for k in m["states"] if k.startswith("landmark")}):
+        lm, pr = "landmark" + suf, "prior" + suf
+        if pr not in m["states"]:
+            continue
+        sl, sp = m["states"][lm], m["states"][pr]
+        ql, qp = m["summary"][lm], m["summary"][pr]
+        lines.append(
+            f"- training seed {m['training'].get(lm, {}).get('train_seed', '?')} (`{lm}` vs `{pr}`): memorisation "
+            f"state error {sl['pos_err_memorisation']:.3f} vs {sp['pos_err_memorisation']:.3f} cells "
+            f"(after an obstacle block {sl['pos_err_after_obstacle']:.3f} vs {sp['pos_err_after_obstacle']:.3f}); "
+            f"prediction MSE mean {ql['mse_mean']:.4f} vs {qp['mse_mean']:.4f} "
+            f"({ql['mse_mean'] / qp['mse_mean']:.2f}x), before the first obstacle block of the prediction phase "
+            f"{ql['mse_before_pred_block']:.4f} vs {qp['mse_before_pred_block']:.4f} "
+            f"({ql['mse_before_pred_block'] / qp['mse_before_pred_block']:.2f}x), after it "
+            f"{ql['mse_after_pred_block']:.4f} vs {qp['mse_after_pred_block']:.4f}.")
     lines += ["", "### (a) Inferred states during memorisation", "",
               "One least-squares affine map from `s_t` to the true (row, col) per variant, fitted on all test "
               "memorisation steps (the learned state space is a rotated/stretched copy, §7.4.1); errors in grid "
