@@ -564,7 +564,7 @@ def test_landmark_posterior_matches_step_by_step_dnd_reverse_read_float64() -> N
                 u = np.log(np.where(ok, d2, 1.0) + 1e-4)
                 with torch.no_grad():
                     f = m.beta_net(torch.from_numpy(0.25 * u)[:, None])[:, 0].numpy()
-                logits = np.concatenate([[float(m.beta_prior_logit)], np.where(ok, f, -np.inf)])
+                logits = np.concatenate([[float(m.beta_prior_logit.detach())], np.where(ok, f, -np.inf)])
                 w = np.exp(logits - logits.max())
                 beta = np.where(ok, (w / w.sum())[1:], 0.0)
                 idx = np.array([slot_t[i] if o else -1 for i, o in zip(r.index[0, 0].tolist(), ok)])
