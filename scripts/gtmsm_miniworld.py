@@ -17,6 +17,17 @@ frames. Training windows of 49 frames (τ = 33 memorised + 16 predicted, §7.7.2
 FourRooms caps episodes at 250 steps) with a correlated random walk over
 {turn left, turn right, forward}; training windows 150 + 32, test τ = 150 memorised, 150 predicted.
 
+``--agent walk_fourrooms`` (issue #8, experiment 3): the same walker in ``WM-MiniWorld-FourRooms-v0`` (four
+6 m rooms joined by doorways) with MiniWorld's 250-step limit replaced by 300 (``miniworld_max_steps``), so
+τ = 150 + 150 fit in one episode. Baselines may train on shorter windows (``--train-len 64``: RSSM's
+cost grows with every frame it encodes and decodes) and still filter over all τ = 150 frames at test time::
+
+    .venv/bin/python scripts/gtmsm_miniworld.py --phase collect --agent walk_fourrooms --train-episodes 800
+    .venv/bin/python scripts/gtmsm_miniworld.py --phase train --agent walk_fourrooms --model gtmsm --steps 1500
+    .venv/bin/python scripts/gtmsm_miniworld.py --phase train --agent walk_fourrooms --model rssm --train-len 64 \
+        --steps 900
+    .venv/bin/python scripts/gtmsm_miniworld.py --phase eval --agent walk_fourrooms --baselines rssm,vrnn,srnn
+
 GTM-SM uses the 3-D state ``(x, y, θ)``, the combiner prior over the K = 4 retrieved memories with
 ``(x, y, cos θ, sin θ)`` keys, z ∈ R^64, r = 1e-2 (presets ``miniworld_rotate`` / ``miniworld_walk`` of
 ``worldmodels/models/gtmsm.py``) and the displacement regression loss of §7.4.2.2 on the true pose from
@@ -26,7 +37,8 @@ frame in which "forward" is ``(cos θ, sin θ)``, the convention of eq. (7.4)).
 
 Metrics on episodes from a seed never used in training: pixel MSE of the open-loop predicted mean frame per
 prediction step; R² of an affine map from the learned state features to the true pose relative to the
-window start (heading as ``(cos, sin)``; position for the walking agent). References: ``no_memory`` (the
+window start (heading as ``(cos, sin)``; position for the walking agent); for walking agents also a
+held-out ridge probe from every model's open-loop latent features to the pose. References: ``no_memory`` (the
 mean memorised frame) and ``oracle_lookup`` (the memorised frame whose TRUE pose is nearest: what a perfect
 state estimate plus a 1-nearest-neighbour memory read would give; it uses the true pose, so it is not a
 model).
@@ -70,15 +82,16 @@ class Args:
     """Arguments (CleanRL style: one dataclass, read top to bottom)."""
 
     phase: str = "all"  # collect | train | eval | report | all
-    agent: str = "rotate"  # rotate (§7.4.2.1) | walk (§7.4.2.2)
-    model: str = "gtmsm"  # gtmsm | rssm | vrnn (train phase)
+    agent: str = "rotate"  # rotate (§7.4.2.1) | walk (§7.4.2.2, OneRoom) | walk_fourrooms (issue #8, FourRooms)
+    model: str = "gtmsm"  # gtmsm | rssm | vrnn | srnn (train phase)
     out: str = "runs/gtmsm_miniworld"
     data: str = "data/gtmsm_miniworld"
     results: str = "docs/results"
     seed: int = 0
     train_episodes: int = 1000
     test_episodes: int = 64
-    steps: int = 3000  # optimizer updates of every model (same budget for GTM-SM and the baselines)
+    steps: int = 3000  # optimizer updates of the model trained (the budget of each is recorded beside it)
+    train_len: int = 0  # training window in frames (0: the agent's τ + training prediction steps)
     batch_size: int = 16
     lr: float = 1e-3
     lr_final: float = 1e-4  # linear decay over ``steps`` (the thesis: 3e-3 -> 5e-5 over 100,000 updates)
@@ -103,6 +116,11 @@ class Agent:
     explorer_kwargs: tuple[tuple[str, object], ...]
     env_kwargs: tuple[tuple[str, object], ...] = ()
 
+    @property
+    def walking(self) -> bool:
+        """The agent moves (position metrics, top-view plots); else it only turns."""
+        return self.explorer != "rotate"
+
 
 AGENTS = {
     "rotate": Agent("WM-MiniWorld-Rotate-v0", 80, 33 + 16, 33, 45, "miniworld_rotate", "rotate",
@@ -111,7 +129,16 @@ AGENTS = {
     # τ = 150 + 150); episodes that end at the red box before 300 steps are skipped by the windows
     "walk": Agent("WM-MiniWorld-OneRoom-v0", 300, 150 + 32, 150, 150, "miniworld_walk", "momentum",
                   (("p_keep", 0.8),), (("env_kwargs", {"max_episode_steps": 400}),)),
+    # issue #8 experiment 3: the walking agent in four connected 6 m rooms; MiniWorld's 250-step limit of
+    # FourRooms is replaced by 300 (envs' ``miniworld_max_steps``) so τ = 150 + 150 fit in one episode
+    "walk_fourrooms": Agent("WM-MiniWorld-FourRooms-v0", 300, 150 + 32, 150, 150, "miniworld_walk", "momentum",
+                            (("p_keep", 0.8),), (("miniworld_max_steps", 300),)),
 }
+SECTION_TITLES = {"rotate": "Rotating agent", "walk": "Walking agent",
+                  "walk_fourrooms": "Walking agent in four rooms (issue #8, experiment 3)"}
+UNSEEN_DEFAULT = "worlds never seen in training"
+UNSEEN = {"walk_fourrooms": "episode seeds never used in training: new start poses, goal-box places and walks; "
+                            "FourRooms itself has one fixed layout and fixed textures"}
 REFERENCES = ("no_memory", "oracle_lookup", "gtmsm_vae_reconstruction")  # not models' open-loop predictions
 BASELINE_PRESETS = {"rssm": ("rssm", "miniworld"), "vrnn": ("vrnn", "video"), "srnn": ("srnn", "video")}
 
@@ -165,7 +192,7 @@ def train_model(args: Args, which: str) -> Path:
     torch.set_num_threads(args.threads)
     ag = AGENTS[args.agent]
     train_dir, _ = data_dirs(args)
-    windows = pose_windows(WindowDataset(train_dir, ag.train_len))
+    windows = pose_windows(WindowDataset(train_dir, args.train_len or ag.train_len))
     model = build(args, which, windows.data.action_dim)
     out_dir = run_dir(args, which)
     save_train_args(out_dir, args, which)
@@ -210,6 +237,29 @@ def test_batches(args: Args, chunk: int = 16):  # noqa: ANN201
         yield w.collate(w.__getitems__(firsts[i : i + chunk]))
 
 
+def heldout_probe_r2(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> float:
+    """R² (mean over outputs) of a ridge-regularised affine map ``x [N, H, F] -> y [N, H, P]``, two-fold over
+    the N episodes (fit on the even ones, score the odd ones, and back), so a wide latent cannot fit by chance.
+
+    Features are standardised with the fitting fold's statistics; ``ridge`` is relative to the number of rows.
+    """
+    x, y = x.double(), y.double()
+    folds = [torch.arange(x.shape[0]) % 2 == k for k in (0, 1)]
+    resid = torch.zeros(y.shape[-1], dtype=torch.float64)
+    for fit, score in (folds, folds[::-1]):
+        X, Y = x[fit].reshape(-1, x.shape[-1]), y[fit].reshape(-1, y.shape[-1])
+        mu, sd = X.mean(0), X.std(0).clamp_min(1e-6)
+        Xs = torch.cat([(X - mu) / sd, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+        reg = ridge * len(X) * torch.eye(Xs.shape[1], dtype=X.dtype)
+        reg[-1, -1] = 0  # no penalty on the offset
+        W = torch.linalg.solve(Xs.T @ Xs + reg, Xs.T @ Y)
+        Xt = x[score].reshape(-1, x.shape[-1])
+        pred = torch.cat([(Xt - mu) / sd, torch.ones(len(Xt), 1, dtype=X.dtype)], 1) @ W
+        resid += (pred - y[score].reshape(-1, y.shape[-1])).square().sum(0)
+    flat = y.reshape(-1, y.shape[-1])
+    return float((1 - resid / (flat - flat.mean(0)).square().sum(0).clamp_min(1e-12)).mean())
+
+
 @torch.no_grad()
 def evaluate(args: Args) -> tuple[dict, dict]:
     torch.set_num_threads(args.threads)
@@ -225,7 +275,8 @@ def evaluate(args: Args) -> tuple[dict, dict]:
     labels = [*models, "no_memory", "oracle_lookup", *(["gtmsm_vae_reconstruction"] if "gtmsm" in models else [])]
     sse = {k: torch.zeros(H, dtype=torch.float64) for k in labels}
     n = 0
-    s_all, rel_all = [], []
+    s_all, rel_all, pose_all = [], [], []
+    latents: dict[str, list[torch.Tensor]] = {k: [] for k in models}
     example: dict = {}
     for batch in test_batches(args):
         obs, act = batch.obs, batch.action
@@ -241,12 +292,14 @@ def evaluate(args: Args) -> tuple[dict, dict]:
         for which, model in models.items():
             im = model.predict(obs[:, :tau], act[:, :tau], act[:, tau : tau + H])
             preds[which] = im.obs.reshape(truth.shape).clamp(0, 1)
+            latents[which].append(im.latent)  # [B, H, F] open-loop latent features
             if which == "gtmsm":
                 s, _ = model.rollout_states(act[:, : tau + H])
                 s_all.append(s)
                 mu_z, _ = model.encode(truth)  # teacher-forced floor of the decoder: NOT a prediction
                 preds["gtmsm_vae_reconstruction"] = model.frame_mean(model.decode(mu_z))
         rel_all.append(rel[:, : tau + H])
+        pose_all.append(batch.state[:, : tau + H])  # world frame (right-handed)
         for k, p in preds.items():
             sse[k] += (p - truth).square().mean((2, 3, 4)).sum(0).double()
         if not example:
@@ -263,8 +316,25 @@ def evaluate(args: Args) -> tuple[dict, dict]:
         summary[k] = {"mse_step1": float(mse[0]), "mse_step8": float(mse[min(7, H - 1)]),
                       "mse_step_last": float(mse[-1]), "mse_mean": float(mse.mean()),
                       "mse_mean_early": float(mse[:early].mean())}
+        if H >= 50:
+            summary[k]["mse_step50"] = float(mse[49])
     metrics: dict = {"agent": args.agent, "env_id": ag.env_id, "episodes": n, "tau": tau, "horizon": H,
-                     "curves": curves, "summary": summary, "state": {}}
+                     "curves": curves, "summary": summary, "state": {}, "latent_probe": {}}
+    if ag.walking and models:
+        # every model: held-out affine probe from its open-loop latent features to the true pose over the H
+        # predicted steps, relative to the window start (GTM-SM's frame) and in the world frame (FourRooms has
+        # one layout, so a model may also localise absolutely)
+        rel_p = pose_features(torch.cat(rel_all)[:, tau:])  # [N, H, 4]
+        abs_p = pose_features(torch.cat(pose_all)[:, tau:])
+        for which in models:
+            lat = torch.cat(latents[which])
+            metrics["latent_probe"][which] = {
+                "latent_dim": int(lat.shape[-1]),
+                "relative_position_r2": heldout_probe_r2(lat, rel_p[..., :2]),
+                "relative_heading_r2": heldout_probe_r2(lat, rel_p[..., 2:]),
+                "world_position_r2": heldout_probe_r2(lat, abs_p[..., :2]),
+                "world_heading_r2": heldout_probe_r2(lat, abs_p[..., 2:]),
+            }
     if s_all:
         s, rel = torch.cat(s_all), torch.cat(rel_all)
         fs, fr = pose_features(s), pose_features(rel)
@@ -276,7 +346,7 @@ def evaluate(args: Args) -> tuple[dict, dict]:
         dth = torch.atan2(torch.sin(s[..., 2] - rel[..., 2]), torch.cos(s[..., 2] - rel[..., 2]))  # [B, T]
         st["heading_abs_error_deg_last_step"] = float(dth[:, -1].abs().mean() * 180 / np.pi)
         st["heading_abs_error_deg_mean"] = float(dth.abs().mean() * 180 / np.pi)
-        if args.agent == "walk":
+        if ag.walking:
             st["position_r2_all"] = affine_r2(s[..., :2], rel[..., :2])
             st["position_r2_prediction"] = affine_r2(s[:, tau:, :2], rel[:, tau:, :2])
         metrics["state"] = st
@@ -288,6 +358,7 @@ def plots(args: Args, metrics: dict, example: dict) -> list[str]:
     import imageio.v2 as imageio
     import matplotlib.pyplot as plt
 
+    ag = AGENTS[args.agent]
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
     stem = f"gtmsm_miniworld_{args.agent}"
@@ -321,7 +392,7 @@ def plots(args: Args, metrics: dict, example: dict) -> list[str]:
         axes[0].set_ylabel("radians")
         axes[0].legend(fontsize=8)
         axes[0].set_title("heading: learned vs true (one test episode)")
-        if args.agent == "walk":
+        if ag.walking:
             X = torch.cat([s[:, :2], torch.ones(len(s), 1, dtype=s.dtype)], 1)
             fit = X @ torch.linalg.lstsq(X, rel[:, :2]).solution
             axes[1].plot(rel[:tau, 0], rel[:tau, 1], "k-", label="true (memorisation)")
@@ -340,11 +411,11 @@ def plots(args: Args, metrics: dict, example: dict) -> list[str]:
         plt.close(fig)
         files.append(f"{stem}_states.png")
     keys = ["truth", *[k for k in metrics["curves"] if k in example and k != "gtmsm_vae_reconstruction"]]
-    up = 3
+    up = 3 if H <= 60 else 2  # long walking horizons: smaller frames keep the GIF small
     frames = []
     for t in range(example["truth"].shape[0]):
         row = [np.kron(example[k][t].permute(1, 2, 0).numpy(), np.ones((up, up, 1))) for k in keys]
-        sep = np.ones((32 * up, 2, 3))
+        sep = np.ones((example["truth"].shape[-1] * up, 2, 3))
         img = np.concatenate(sum(([r, sep] for r in row), [])[:-1], axis=1)
         frames.append((img * 255).astype(np.uint8))
     imageio.mimsave(res / f"{stem}_predictions.gif", frames, duration=0.15, loop=0)
@@ -365,6 +436,30 @@ def tqdm_elapsed(args: Args, which: str) -> float:
     return 3600 * int(h or 0) + 60 * int(m) + int(sec)
 
 
+def data_stats(args: Args) -> dict:
+    """Episodes per split, how many are long enough for the windows, and (walking agents) the fraction of
+    forward actions a wall blocked (zero displacement: the momentum model of §7.4.2.2 cannot represent it)."""
+    ag = AGENTS[args.agent]
+    out: dict = {}
+    for split, path, need in zip(("train", "test"), data_dirs(args), (ag.train_len, ag.tau + ag.horizon)):
+        d = RolloutDataset(path)
+        lengths = [d.episode(i).length + 1 for i in range(d.num_episodes)]  # frames
+        row: dict = {"episodes": d.num_episodes, "episodes_with_enough_frames": int(sum(n >= need for n in lengths)),
+                     "frames_needed": need, "ended_at_goal": int(sum(d.episode(i).terminated
+                                                                     for i in range(d.num_episodes)))}
+        if ag.walking:
+            fwd = blocked = 0
+            for i in range(d.num_episodes):
+                e = d.episode(i)
+                step = np.linalg.norm(np.diff(np.asarray(e.extras["pose"])[:, :2], axis=0), axis=1)  # [T]
+                is_fwd = np.asarray(e.action) == 2  # MiniWorld's move_forward
+                fwd += int(is_fwd.sum())
+                blocked += int((is_fwd & (step < 1e-9)).sum())
+            row["forward_steps_blocked_by_wall"] = blocked / max(fwd, 1)
+        out[split] = row
+    return out
+
+
 def training_budgets(args: Args) -> dict:
     out = {}
     for which in ["gtmsm", *[b for b in args.baselines.split(",") if b]]:
@@ -375,11 +470,12 @@ def training_budgets(args: Args) -> dict:
         lines = csv.read_text().strip().splitlines()
         last = dict(zip(lines[0].split(","), lines[-1].split(",")))
         ta = json.loads((folder / "train_args.json").read_text()) if (folder / "train_args.json").exists() else {}
-        keep = ("seed", "steps", "batch_size", "lr", "lr_final")
+        keep = ("seed", "steps", "batch_size", "lr", "lr_final", "train_len")
         if which == "gtmsm":
             keep += ("displacement_weight", "m_init_scale", "beta0", "beta_anneal_steps")
         out[which] = {"updates": int(float(last.get("step", 0))), "wall_clock_s": tqdm_elapsed(args, which),
                       "last_row": last, "train_args": {k: ta[k] for k in keep if k in ta},
+                      "window_frames": ta.get("train_len") or AGENTS[args.agent].train_len,
                       "train_episodes_in_data": RolloutDataset(data_dirs(args)[0]).num_episodes}
     return out
 
@@ -398,37 +494,65 @@ def write_markdown(args: Args) -> Path:
         m = d["metrics"]
         tau, H = m["tau"], m["horizon"]
         lines += [
-            f"## {'Rotating' if agent == 'rotate' else 'Walking'} agent (`{m['env_id']}`)", "",
+            f"## {SECTION_TITLES[agent]} (`{m['env_id']}`)", "",
             f"Command: `{d['command']}` · commit `{d['git_commit']}` · seed {d['seed']} · machine: {d['machine']} · "
             f"wall clock of the evaluation {d['wall_clock_s']:.0f} s.", "",
-            f"Test: {m['episodes']} episodes from seed {d['seed'] + 10_000} (worlds never seen in training), "
+            f"Test: {m['episodes']} episodes from seed {d['seed'] + 10_000} ({UNSEEN.get(agent, UNSEEN_DEFAULT)}), "
             f"τ = {tau} memorised frames, {H} open-loop predicted frames (32x32 RGB). Errors are of open-loop "
             "predictions, not reconstructions. `no_memory` = mean memorised frame; `oracle_lookup` = the "
             "memorised frame with the nearest TRUE pose (uses ground truth: a reference, not a model; 0 where the "
             "exact view was memorised); `gtmsm_vae_reconstruction` = GTM-SM's decoder applied to the encoder mean "
             "of the TRUE frame (teacher-forced, not a prediction: the floor set by the VAE).", "",
-            "Training (every model on the same windows, same number of updates of batch "
-            f"{m.get('training', {}).get('gtmsm', {}).get('train_args', {}).get('batch_size', '?')}):", "",
         ]
+        training = m.get("training", {})
+        batch = training.get("gtmsm", {}).get("train_args", {}).get("batch_size", "?")
+        same = len({(v["updates"], v.get("window_frames")) for v in training.values()}) <= 1
+        lines += [f"Training (every model on the same windows, same number of updates of batch {batch}):" if same
+                  else f"Training (same training episodes, seed and batch {batch}; updates and window length per "
+                  "model as listed: the wall-clock budget, not the update count, was matched):", ""]
         gtmsm_only = ("displacement_weight", "m_init_scale", "beta0", "beta_anneal_steps")
         for k, v in m.get("training", {}).items():
             targs = {a: b for a, b in v["train_args"].items() if k == "gtmsm" or a not in gtmsm_only}
+            window = f"windows of {v['window_frames']} frames, " if "window_frames" in v else ""
             lines.append(f"- `{k}`: {v['updates']} updates, {v['wall_clock_s'] / 60:.1f} min (tqdm; one thread), "
-                         f"{v.get('train_episodes_in_data', '?')} training episodes; "
+                         f"{window}{v.get('train_episodes_in_data', '?')} training episodes; "
                          f"{json.dumps(targs)}")
+        if "data" in m:
+            tr, te = m["data"]["train"], m["data"]["test"]
+            lines += ["", f"Data: {tr['episodes']} training episodes ({tr['episodes_with_enough_frames']} with at least "
+                      f"{tr['frames_needed']} frames; {tr['ended_at_goal']} ended at the goal box), {te['episodes']} "
+                      f"test episodes ({te['episodes_with_enough_frames']} with all {te['frames_needed']} frames, "
+                      "the ones evaluated)"
+                      + (f"; a wall blocked {100 * tr['forward_steps_blocked_by_wall']:.0f}% of the forward steps "
+                         f"(test {100 * te['forward_steps_blocked_by_wall']:.0f}%)."
+                         if "forward_steps_blocked_by_wall" in tr else ".")]
         last_col = (f"MSE mean, t = {tau + 1}–41 (unseen part of turn 1)" if agent == "rotate" else
                     f"MSE mean, first {AGENTS[agent].train_len - tau} steps (the training horizon)")
         # rotating agent: views memorised in turn 1 come back at t = 42..74 (heading within the first 33 frames)
         revisit = (42 - tau - 1, 74 - tau) if agent == "rotate" else None
         rev_col = " MSE mean, t = 42–74 (views seen in memory) |" if revisit else ""
-        lines += ["", f"| model | MSE step 1 (t = {tau + 1}) | MSE step 8 | MSE step {H} (t = {tau + H}) | MSE mean | "
-                  f"{last_col} |{rev_col}",
-                  "|---|---|---|---|---|---|" + ("---|" if revisit else "")]
+        step50 = H >= 50 and agent != "rotate"
+        lines += ["", f"| model | MSE step 1 (t = {tau + 1}) | MSE step 8 |"
+                  + (f" MSE step 50 (t = {tau + 50}) |" if step50 else "")
+                  + f" MSE step {H} (t = {tau + H}) | MSE mean | {last_col} |{rev_col}",
+                  "|---|---|---|---|---|---|" + ("---|" if revisit else "") + ("---|" if step50 else "")]
         for k, v in m["summary"].items():
             rev = f" {np.mean(m['curves'][k][revisit[0] : revisit[1]]):.4f} |" if revisit else ""
-            lines.append(f"| {k} | {v['mse_step1']:.4f} | {v['mse_step8']:.4f} | {v['mse_step_last']:.4f} | "
+            s50 = f" {m['curves'][k][49]:.4f} |" if step50 else ""
+            lines.append(f"| {k} | {v['mse_step1']:.4f} | {v['mse_step8']:.4f} |{s50} {v['mse_step_last']:.4f} | "
                          f"{v['mse_mean']:.4f} | {v.get('mse_mean_early', float('nan')):.4f} |{rev}")
         lines.append("")
+        if m.get("latent_probe"):
+            lines += ["Pose read from every model's open-loop latent features over the predicted steps (R² of a "
+                      "ridge affine map fitted on half of the test episodes and scored on the other half, and back; "
+                      "(x, y) and (cos θ, sin θ), relative to the window start and in the world frame):", "",
+                      "| model | latent dim | position R² (relative) | heading R² (relative) | position R² (world) | "
+                      "heading R² (world) |", "|---|---|---|---|---|---|"]
+            for k, v in m["latent_probe"].items():
+                lines.append(f"| {k} | {v['latent_dim']} | {v['relative_position_r2']:.3f} | "
+                             f"{v['relative_heading_r2']:.3f} | {v['world_position_r2']:.3f} | "
+                             f"{v['world_heading_r2']:.3f} |")
+            lines.append("")
         st = m.get("state", {})
         if st:
             lines += [
@@ -474,6 +598,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics, example = evaluate(args)
         plots(args, metrics, example)
         metrics["training"] = training_budgets(args)
+        metrics["data"] = data_stats(args)
         doc = {"experiment": f"gtmsm_miniworld_{args.agent}",
                "command": "python scripts/gtmsm_miniworld.py " + " ".join(sys.argv[1:]),
                "git_commit": git_commit(), "seed": args.seed, "machine": machine(),
