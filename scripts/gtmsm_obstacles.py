@@ -448,6 +448,10 @@ def write_markdown(args: Args) -> Path:
     lines += ["", "### Summary (landmark vs prior, per training seed)", ""]
     for suf in sorted({k[len("landmark"):] for k in m["states"] if k.startswith("landmark")}):
         lm, pr = "landmark" + suf, "prior" + suf
+        if pr not in m["states"]:  # a landmark-only variant (e.g. "_elbo"): against the prior run of its seed
+            seed = m["training"].get(lm, {}).get("train_seed")
+            same = [s for s in m["states"] if s.startswith("prior") and m["training"].get(s, {}).get("train_seed") == seed]
+            pr = same[0] if same else pr
         if pr not in m["states"]:
             continue
         sl, sp = m["states"][lm], m["states"][pr]
