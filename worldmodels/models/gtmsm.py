@@ -27,6 +27,11 @@ The ELBO of §7.3.4 with ``q(z, s | x, a) = q(z | x) p(s | a)`` (eq. 7.2)::
 
     F = Σ_{t>τ} E_q(z_t|x_t)[log p(x_t | z_t)] - E_p*(s_t)[KL(q(z_t | x_t) || p(z_t | s_t, m))]
 
+With ``landmark_inference`` (§7.10, off by default) the memorisation-phase states come instead from the
+landmark inference network ``q(s_t | s_{t-1}, a_t, z_t, m_{1:t-1})`` (a reverse z -> s lookup of the steps
+already memorised; :meth:`GTMSM.landmark_posterior`) and the ELBO gains ``Σ_{t<=τ} KL[q(s_t | ...) || p(s_t |
+s_{t-1}, a_t)]``; the prediction phase keeps the prior.
+
 The KL to the mixture prior has no closed form and is estimated with the same single sample.
 The search itself is not differentiable: indices come from an exact search (torch top-k inside
 a batch, :class:`worldmodels.memory.DND` for shared memories in ``imagine``/``localize``) and the
