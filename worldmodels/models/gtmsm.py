@@ -5,7 +5,7 @@ Two sets of latent variables per time step (Fig. 7.1):
 * ``s_t`` — a low-dimensional state (position, optionally heading) driven by the one-hot actions
   through a state-space model with prior knowledge of the agent's physics:
 
-  - ``"linear"``:   ``s_t = s_{t-1} + M a_t + ε``                                     eq. (7.2)
+  - ``"linear"``:   ``s_t = s_{t-1} + M a_t + ε``                                 §7.4.1 (unnumbered)
   - ``"wall"``:     ``s_t = s_{t-1} + M a_t · σ_d(s_{t-1} + M a_t) + ε``              eq. (7.3)
   - ``"rotation"``: ``s_t = s_{t-1} + R(s³_{t-1}) M a_t + ε``  (``state_dim = 3``)       eq. (7.4)
   - ``"momentum"``: ``d_t = c_s ⊙ tanh(σ(c_f) ⊙ d_{t-1} + M a_t)``,
@@ -589,7 +589,8 @@ class GTMSM(nn.Module):
     def transition_step(self, s: Tensor, d: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         """Mean of ``p(s_t | s_{t-1}, a_t)`` and the displacement ``d_t``: s/d ``[N, S]``, a ``[N, A]``.
 
-        Implements eqs. (7.2), (7.3), (7.4) and the momentum model of §7.4.2.2 (``config.transition``).
+        Implements the linear transition of §7.4.1, eqs. (7.3), (7.4) and the momentum model of §7.4.2.2
+        (``config.transition``).
         """
         c = self.config
         Ma = a @ self.M.T  # [N, S]
@@ -980,7 +981,8 @@ class GTMSM(nn.Module):
 
     @torch.no_grad()
     def localize(self, belief: Belief, frames: Tensor, k: int | None = None) -> Tensor:
-        """Where was this seen? Reverse DND lookup (z as key, s as value; §7.10): ``[N, C, H, W] -> [N, S]``.
+        """Where was this seen? Reverse lookup of the memory (z as key, s as value, the reversed DND of §7.10;
+        an exhaustive torch kNN over the stored ``μ_z``): ``[N, C, H, W] -> [N, S]``.
 
         The encoder mean of each frame is compared with the stored ``μ_z`` of the belief's memory
         (batch 1, or N aligned with the frames); the estimate is the inverse-distance weighted mean
