@@ -47,6 +47,7 @@ import worldmodels  # noqa: E402
 from agents.explorers import explorer_factory  # noqa: E402
 from worldmodels.api import Batch  # noqa: E402
 from worldmodels.data import RolloutDataset, WindowDataset, collect  # noqa: E402
+from worldmodels.files import atomic_save  # noqa: E402
 from worldmodels.models import build_model  # noqa: E402
 from worldmodels.models.gtmsm import affine_r2  # noqa: E402
 from worldmodels.train import TrainConfig, Trainer  # noqa: E402
@@ -628,9 +629,7 @@ def write_markdown(args: Args) -> Path:
     if extra.exists():
         lines += [extra.read_text()]
     out = res / f"{args.name}.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    atomic_save(out, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return out
 
 

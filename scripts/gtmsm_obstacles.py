@@ -53,6 +53,7 @@ import envs  # noqa: E402,F401  (registers ImageNavObstacles-v0)
 import worldmodels  # noqa: E402
 from agents.explorers import explorer_factory  # noqa: E402
 from worldmodels.data import WindowDataset, collect  # noqa: E402
+from worldmodels.files import atomic_save  # noqa: E402
 from worldmodels.models import build_model  # noqa: E402
 from worldmodels.models.gtmsm import affine_r2  # noqa: E402
 from worldmodels.train import TrainConfig, Trainer  # noqa: E402
@@ -502,9 +503,7 @@ def write_markdown(args: Args) -> Path:
     if notes.exists():
         lines += [notes.read_text()]
     out = res / "gtmsm_obstacles.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    atomic_save(out, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return out
 
 

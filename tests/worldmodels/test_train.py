@@ -317,16 +317,20 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     assert "did you mean 'lr_schedule'" in capsys.readouterr().err
 
 
-_DDP_SCRIPT = """
+# a subprocess training the debug RNN on N_BATCHES fixed batches (the DDP and SIGKILL tests)
+_RNN_SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)
 from worldmodels.api import Batch
 from worldmodels.models import build_model
 from worldmodels.train import TrainConfig, Trainer
 g = torch.Generator().manual_seed(0)
-batches = [Batch(obs=torch.rand(4, 5, 6, generator=g).round(), action=torch.zeros(4, 5, 2)) for _ in range(4)]
+batches = [Batch(obs=torch.rand(4, 5, 6, generator=g).round(), action=torch.zeros(4, 5, 2)) for _ in range(N_BATCHES)]
 torch.manual_seed(0)
 model = build_model("rnn", "debug", obs_shape=(6,), action_dim=2)
+"""
+
+_DDP_SCRIPT = _RNN_SCRIPT.replace("N_BATCHES", "4") + """
 Trainer(model, batches, TrainConfig(lr=1e-2, epochs=2, out_dir=sys.argv[1], progress=False, grad_clip=1.0)).fit()
 """
 
@@ -381,16 +385,7 @@ def test_ddp_two_processes_gloo_equals_single_process_on_joined_batches(tmp_path
     assert state["trainer"]["world_size"] == 2 and len(state["rng"]["torch_per_rank"]) == 2
 
 
-_KILL_SCRIPT = """
-import sys, torch
-torch.set_num_threads(1)
-from worldmodels.api import Batch
-from worldmodels.models import build_model
-from worldmodels.train import TrainConfig, Trainer
-g = torch.Generator().manual_seed(0)
-batches = [Batch(obs=torch.rand(4, 5, 6, generator=g).round(), action=torch.zeros(4, 5, 2)) for _ in range(5)]
-torch.manual_seed(0)
-model = build_model("rnn", "debug", obs_shape=(6,), action_dim=2)
+_KILL_SCRIPT = _RNN_SCRIPT.replace("N_BATCHES", "5") + """
 print("ready", flush=True)
 Trainer(model, batches, TrainConfig(lr=1e-2, epochs=int(sys.argv[2]), out_dir=sys.argv[1], progress=False,
                                     grad_clip=1.0, checkpoint_every=1, log_every=3)).fit()
