@@ -379,14 +379,38 @@ COMMANDS["bench"] = ("run the benchmarks (a source checkout); writes docs/benchm
                      _bench_run)
 
 
+EXAMPLES = {
+    "collect": ["worldmodels collect --env ImageNav-v0 --out data/nav --episodes 1000 --steps 511 --num-envs 16",
+                "worldmodels collect --env BouncingBall-v0 --out data/ball --episodes 5000 --steps 19 --policy uniform",
+                "worldmodels collect ... --shard-index 0 --num-shards 4   # machine 0 of 4, one shared folder"],
+    "train": ["worldmodels train --model gtmsm --config imagenav --data data/nav --window 288 --out runs/gtmsm",
+              "worldmodels train --model kvae --config box --data data/ball --set lr=7e-3 --steps 5000",
+              "torchrun --nproc_per_node 2 -m worldmodels train --model rnn --data data/nav   # DDP"],
+    "evaluate": ["worldmodels evaluate --checkpoint runs/gtmsm/last --data data/nav_test --window 64 "
+                 "--context 32 --plots runs/eval"],
+    "imagine": ["worldmodels imagine --checkpoint gtmsm-imagenav --data data/nav_test --context 256 --horizon 100",
+                "worldmodels imagine --checkpoint runs/rssm/last --data data/nav_test --episode 3"],
+    "impute": ["worldmodels impute --checkpoint kvae-box --data data/ball_test --drop 0.5",
+               "worldmodels impute --checkpoint kvae-box --data data/ball_test --gap 8 --episode 2"],
+    "plan": ["worldmodels plan --checkpoint runs/kvae_force/last --env BouncingBallForce-v0 --agents model,true,random"],
+    "bench": ["worldmodels bench --list", "worldmodels bench --only memory planning"],
+    "info": ["worldmodels info", "worldmodels info --json"],
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldmodels",
         description="Collect rollouts, train world models, imagine and plan with them.",
+        epilog="A first run: worldmodels info; worldmodels imagine --checkpoint gtmsm-imagenav --data <ImageNav "
+               "dataset> (shipped checkpoints: gtmsm-imagenav, kvae-box, srnn-music). `worldmodels COMMAND -h` "
+               "shows examples.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, add_arguments, _run) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_, description=help_))
+        examples = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.get(name, []))
+        add_arguments(sub.add_parser(name, help=help_, description=help_, epilog=examples,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 

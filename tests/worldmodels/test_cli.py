@@ -97,3 +97,14 @@ def test_impute_with_the_shipped_kvae_on_bouncing_balls(tmp_path, capsys):
                  "--out", str(tmp_path / "imp")]) == 0
     report = json.loads((tmp_path / "imp" / "imputation.json").read_text())
     assert report["pixels_wrong_missing"] < 0.02  # blank frames score ~0.024 on this data (NOTES.md)
+
+
+def test_every_command_has_help_with_examples(capsys):
+    from worldmodels.cli import COMMANDS, EXAMPLES
+
+    assert set(COMMANDS) == set(EXAMPLES)
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([name, "-h"])
+        assert e.value.code == 0
+        assert "examples:\n  worldmodels" in capsys.readouterr().out
