@@ -126,11 +126,12 @@ def step_gtmsm_train(ctx: dict) -> None:
     import json
 
     out, res = OUT / "gtmsm", OUT / "gtmsm" / "results"
+    # one thread: the model is tiny, and two OpenMP threads on a busy 2-core machine spin-wait (10x slower)
     _script("gtmsm_imagenav").main([
         "--out", str(out), "--results", str(res), "--train-episodes", "400", "--test-episodes", "8",
         "--preset", "imagenav_tiny", "--curriculum", "24:400,48:800,96:800", "--displacement-weight", "100",
         "--m-init-scale", "0.1", "--lr", "3e-3", "--beta0", "0.01", "--beta-anneal-steps", "1000",
-        "--baselines", "", "--test-tau", str(GTMSM_TAU), "--test-horizon", str(GTMSM_HORIZON), "--threads", "2",
+        "--baselines", "", "--test-tau", str(GTMSM_TAU), "--test-horizon", str(GTMSM_HORIZON), "--threads", "1",
         "--checkpoint-every", "500"])
     m = json.loads((res / "gtmsm_imagenav.json").read_text())["metrics"]
     got, base = m["summary"]["gtmsm"]["mse_mean"], m["summary"]["no_memory"]["mse_mean"]

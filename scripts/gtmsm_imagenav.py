@@ -237,7 +237,7 @@ def train_model(args: Args, which: str) -> Path:
                           beta0=args.beta0, beta_anneal_steps=args.beta_anneal_steps, epochs=1, max_steps=len(data), batch_size=args.batch_size, seed=args.seed,
                           out_dir=str(out_dir), checkpoint_every=args.checkpoint_every, log_every=25,
                           tensorboard=False)
-        Trainer(model, data, cfg).fit()
+        _stop_on_signal(Trainer(model, data, cfg).fit())
         return out_dir
     name, preset = BASELINE_PRESETS[which]
     windows = WindowDataset(train_dir, args.baseline_len)
@@ -254,8 +254,14 @@ def train_model(args: Args, which: str) -> Path:
                       epochs=max(1, -(-args.baseline_steps // steps_per_epoch)), max_steps=args.baseline_steps,
                       batch_size=args.batch_size, seed=args.seed, out_dir=str(out_dir),
                       checkpoint_every=args.checkpoint_every, log_every=25, tensorboard=False)
-    Trainer(model, data, cfg, collate_fn=collate).fit()
+    _stop_on_signal(Trainer(model, data, cfg, collate_fn=collate).fit())
     return out_dir
+
+
+def _stop_on_signal(result) -> None:  # noqa: ANN001
+    """SIGTERM/SIGINT: the Trainer saved its checkpoint; end the script too (the same command resumes)."""
+    if result.stopped == "signal":
+        raise SystemExit(130)
 
 
 # ----------------------------------------------------------------------------- evaluation
