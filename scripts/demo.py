@@ -272,9 +272,11 @@ def step_plan_gtmsm(ctx: dict, episodes: int = 3) -> None:
     pi = _script("plan_imagenav")
     args = pi.Args(episodes=episodes, tau=256, name="demo")
     env = gym.make("ImageNav-v0")
-    torch.set_num_threads(2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     rows = [pi.run_agent(env, args.seed + i, args.tau, "gtmsm", model, args,
                          OUT / "plan_gtmsm.gif" if i == 0 else None) for i in range(episodes)]
+    torch.set_num_threads(threads)
     ok = sum(r["success"] for r in rows)
     print(f"   GTM-SM reached the goal cell in {ok}/{episodes} episodes (budget 2x optimal; steps "
           f"{[r['steps'] for r in rows]} vs optimal {[r['optimal'] for r in rows]})")
