@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import csv
 import dataclasses
 import difflib
@@ -323,6 +324,11 @@ class _LossModule(nn.Module):
 # ----------------------------------------------------------------------------- the trainer
 
 
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class Trainer:
     """Train any world model (anything with ``loss(batch, beta) -> LossOutput``) on rollout batches.
 
@@ -367,6 +373,7 @@ class Trainer:
         if self.world_size > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
             dist.init_process_group(backend=backend)
+            atexit.register(_destroy_process_group)  # we created it: tear it down before the interpreter does
         self.rank = dist.get_rank() if self.world_size > 1 else 0
         if cfg.device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
