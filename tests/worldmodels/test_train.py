@@ -421,7 +421,7 @@ def sigkill_resume_trial(out: Path, kills: int, epochs: int, seed: int) -> dict[
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         if counts["kills"] < kills:
             if counts["kills"] % 2:
-                time.sleep(rng.uniform(0.05, 1.0))  # the run takes ~1.5 s after 'ready'
+                time.sleep(rng.uniform(0.05, 1.0))  # the run takes ~3 s after "ready"
             else:
                 deadline = time.monotonic() + rng.uniform(0.1, 1.0)
                 while proc.poll() is None and not (time.monotonic() > deadline and any(out.glob(".last.*"))):
@@ -440,7 +440,7 @@ def sigkill_resume_trial(out: Path, kills: int, epochs: int, seed: int) -> dict[
 
 
 def test_sigkill_at_random_points_then_resume_reaches_the_same_parameters(tmp_path):
-    epochs = 6
+    epochs = 12  # ~3 s of training after start-up on an idle 2-core machine: every kill (<= 1 s) lands
     ref_dir = tmp_path / "ref"
     sigkill_resume_trial(ref_dir, kills=0, epochs=epochs, seed=0)
     killed = tmp_path / "killed"
