@@ -86,7 +86,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             report = Path(tmp) / "faults.json"
             if kind == "fault":
-                env |= {"WM_FAULT_KILLS": str(args.kills), "WM_FAULT_REPORT": str(report)}
+                env |= {"WM_FAULT_KILLS": str(args.kills), "WM_FAULT_REPORT": str(report),
+                        "WM_FAULT_EPOCHS": str(max(12, 6 * args.kills))}  # long enough for every kill to land
             code, out, secs = _pytest([*test.split(), "--hypothesis-show-statistics"], env)
             row = {"kind": kind, "what": what, "test": test, "passed": code == 0, "seconds": round(secs, 1)}
             counts = re.findall(r"(\d+) passing, (\d+) failing, and (\d+) invalid", out)  # one line per phase
