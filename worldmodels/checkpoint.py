@@ -43,7 +43,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from worldmodels.files import dead_temps, explain_write_error, json_digest
+from worldmodels.files import dead_temps, explain_write_error, json_digest, remove, temp_path
 
 __all__ = ["save", "load", "load_state", "read_meta", "recover", "is_checkpoint", "FORMAT", "FORMAT_VERSION"]
 
@@ -172,7 +172,7 @@ def save(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     recover(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp = temp_path(path)
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
@@ -204,7 +204,7 @@ def save(
         if isinstance(e, OSError):
             raise explain_write_error(e, "checkpoint.save", path, "The previous checkpoint there is intact.") from e
         raise
-    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    old = temp_path(path, "old")
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
@@ -216,10 +216,11 @@ def save(
 def recover(path: str | os.PathLike) -> Path | None:
     """Finish an overwrite of ``path`` that a killed process left half done; remove dead writers' temps.
 
-    :func:`save` writes ``.<name>.tmp-<pid>``, moves the existing ``<name>`` to ``.<name>.old-<pid>``,
+    :func:`save` writes ``.<name>.tmp-<host>-<pid>``, moves the existing ``<name>`` to ``.<name>.old-<host>-<pid>``,
     renames the temp into place and deletes the old copy. A kill between the renames leaves no ``<name>``:
     the complete temp (its ``config.json`` is written last and every hash verifies) is newer than the
-    old copy, so it wins; otherwise the old copy is restored. Temps of live processes are left alone.
+    old copy, so it wins; otherwise the old copy is restored. Temps of live processes (and those of other
+    machines, whose processes cannot be checked) are left alone.
 
     Returns:
         ``path`` when a checkpoint is there afterwards, else ``None``.
@@ -241,8 +242,7 @@ def recover(path: str | os.PathLike) -> Path | None:
             os.replace(cand, path)
             break
     for p in leftovers:
-        if p.exists():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        remove(p)
     return path if path.exists() else None
 
 

@@ -7,7 +7,7 @@ Dataset layout (``FORMAT_VERSION = 1``)::
 
     out_dir/
       meta.json              env id + kwargs, spaces (JSON), policy, seeds, versions, per-shard checksums
-      shard-000000/          written as .shard-000000.tmp-<pid>/, then os.replace'd (the commit point)
+      shard-000000/          written as .shard-000000.tmp-<host>-<pid>/, then os.replace'd (the commit point)
         obs.npy              uint8 [E, steps + 1, H, W(, C)]  channels-last as Gymnasium gives it
         action.npy           [E, steps, *action_shape]         the space's dtype (Discrete: int64)
         reward.npy           [E, steps]
@@ -71,7 +71,7 @@ import torch
 from gymnasium import spaces
 
 from worldmodels.api import Batch
-from worldmodels.files import dead_temps, explain_write_error, json_digest, write_json
+from worldmodels.files import dead_temps, explain_write_error, json_digest, remove, temp_path, write_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -311,15 +311,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return obj
 
 
-def _remove_dead_temps(out_dir: Path) -> None:
-    """Delete temp files/folders of writers that no longer run (other shard writers' are kept)."""
-    for p in dead_temps(out_dir):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-
-
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "numpy": np.__version__, "gymnasium": gym.__version__}
     try:
@@ -514,7 +505,7 @@ def _write_shard(out_dir: Path, index: int, first: int, arrays: dict[str, np.nda
     name = _SHARD.format(index)
     for stale in out_dir.glob(f".{name}.tmp-*"):  # left by a killed writer of this (our) shard
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = out_dir / f".{name}.tmp-{os.getpid()}"
+    tmp = temp_path(out_dir / name)
     tmp.mkdir()
     try:
         entry = _write_shard_files(tmp, first, arrays)
@@ -732,7 +723,8 @@ def collect(
     if (out / "meta.json").exists():
         meta = _read_json(out / "meta.json")
         _check_compatible(out, meta, want)
-        _remove_dead_temps(out)
+        for p in dead_temps(out):  # left by a killed writer of this machine (others' are in use)
+            remove(p)
         render = meta["observation"]["source"] == "render"
         layout = _Layout(meta["arrays"])
     else:

@@ -17,18 +17,21 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_save", "dead_temps", "explain_write_error", "json_digest", "pid_alive", "write_json"]
+__all__ = ["atomic_save", "dead_temps", "explain_write_error", "json_digest", "pid_alive", "remove", "temp_path",
+           "write_json"]
 
 
 def atomic_save(path: str | os.PathLike, save: Callable[[Path], object]) -> Path:
     """Call ``save(tmp)`` on a temporary path beside ``path`` (same suffix), then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    tmp = temp_path(path, suffix=path.suffix)
     try:
         save(tmp)
         os.replace(tmp, path)
@@ -60,15 +63,40 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname()) or "host"
+
+
+def temp_path(path: str | os.PathLike, kind: str = "tmp", suffix: str = "") -> Path:
+    """``.<name>.<kind>-<host>-<pid><suffix>`` beside ``path``: the name records its writer, so that
+    :func:`dead_temps` can tell a killed writer's leftovers from the work of a live one (also one on another
+    machine writing into the same shared folder)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{kind}-{_host()}-{os.getpid()}{suffix}")
+
+
 def dead_temps(folder: Path, pattern: str = ".*") -> list[Path]:
-    """Files/folders ``<pattern>`` in ``folder`` named ``...tmp-<pid>...`` or ``...old-<pid>...`` whose
-    writer no longer runs (a kill during an atomic write leaves them); this process counts as dead."""
+    """Files/folders ``<pattern>`` in ``folder`` named by :func:`temp_path` (``...tmp-<host>-<pid>...`` or
+    ``...old-<host>-<pid>...``; names without a host are this machine's) whose writer no longer runs (a
+    kill during an atomic write leaves them); this process counts as dead. Another machine's are kept: its
+    processes cannot be checked from here."""
     out = []
     for p in sorted(Path(folder).glob(pattern)):
-        m = re.search(r"\.(?:tmp|old)-(\d+)", p.name)
-        if m is not None and (int(m.group(1)) == os.getpid() or not pid_alive(int(m.group(1)))):
+        m = re.search(r"\.(?:tmp|old)-(?:([A-Za-z0-9_]+)-)?(\d+)", p.name)
+        if m is None or m.group(1) not in (None, _host()):
+            continue
+        pid = int(m.group(2))
+        if pid == os.getpid() or not pid_alive(pid):
             out.append(p)
     return out
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a folder tree (already gone is fine)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 _WRITE_REASONS = {

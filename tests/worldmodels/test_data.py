@@ -143,19 +143,23 @@ def test_resume_after_kill_is_bit_identical(tmp_path: Path) -> None:
     assert _digest(killed) == _digest(clean)  # every byte, meta.json included; no temp dirs left
 
 
-def test_resume_removes_temps_of_dead_writers_only(tmp_path: Path) -> None:
+def test_resume_removes_temps_of_dead_writers_of_this_machine_only(tmp_path: Path) -> None:
     # A SIGKILL during an atomic write leaves '.meta.json.tmp-<pid>.json' (or a shard temp folder).
     out = collect("ImageNav-v0", tmp_path / "d", 4, 10, policy=POISSON, episodes_per_shard=2, progress=False)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale_file = out / f".meta.json.tmp-{dead.pid}.json"
-    stale_dir = out / f".shard-000009.tmp-{dead.pid}"
+    from worldmodels.files import temp_path
+
+    ours_dead = temp_path(out / "meta.json", suffix=".json").name.replace(f"-{os.getpid()}.", f"-{dead.pid}.")
+    stale_file = out / ours_dead  # .meta.json.tmp-<this host>-<dead pid>.json
+    stale_dir = out / f".shard-000009.tmp-{dead.pid}"  # names without a host are this machine's
     live = out / f".meta.json.tmp-{os.getppid()}.json"  # a running writer's temp must survive
-    stale_file.write_text("{")
+    other_host = out / f".meta.json.tmp-otherhost-{dead.pid}.json"  # a writer on another machine sharing the folder
+    for f in (stale_file, live, other_host):
+        f.write_text("{")
     stale_dir.mkdir()
-    live.write_text("{")
     collect("ImageNav-v0", out, 4, 10, policy=POISSON, progress=False)
-    assert not stale_file.exists() and not stale_dir.exists() and live.exists()
+    assert not stale_file.exists() and not stale_dir.exists() and live.exists() and other_host.exists()
 
 
 def test_corrupt_and_truncated_shards_are_named(tmp_path: Path) -> None:
