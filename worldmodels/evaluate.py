@@ -194,24 +194,12 @@ def evaluate_checkpoint(
     With ``plots`` (a folder) it also writes ``prediction_error.png`` (MSE vs horizon, open-loop) and
     ``rollout.gif`` (ground truth vs open-loop prediction of the first window).
     """
-    from worldmodels.checkpoint import load, read_meta
-    from worldmodels.data import WindowDataset
-
-    model = load(checkpoint)
-    windows = WindowDataset(data_dir, length=window)
-    cfg: Any = model.config  # the model's own XConfig dataclass
-    want = tuple(cfg.obs_shape), int(cfg.action_dim)
-    first = windows.collate([windows[0]])
-    got = tuple(first.obs.shape[2:]), int(first.action.shape[-1])
-    if want != got:
-        raise ValueError(
-            f"evaluate: the model expects obs_shape {want[0]} and action_dim {want[1]}, the dataset "
-            f"gives {got[0]} and {got[1]}"
-        )
-    data = _Collated(windows)
+    model, windows, collate = _load_for(checkpoint, data_dir, window, "evaluate")
+    first = collate([windows[0]])
+    data = _Collated(windows, collate)
     report = evaluate(model, data, context, horizon, batch_size, seed)
     report["checkpoint"] = str(checkpoint)
-    report["model"] = read_meta(checkpoint, verify=False)["model"]
+    report["model"] = type(model).model_name  # type: ignore[attr-defined]  # set by @register_model
     report["data"] = str(data_dir)
     if plots is not None:
         from worldmodels.viz import plot_metric, rollout_gif
@@ -232,9 +220,9 @@ def evaluate_checkpoint(
 class _Collated(torch.utils.data.Dataset):
     """A WindowDataset whose ``collate`` the evaluation helpers pick up automatically."""
 
-    def __init__(self, windows: Any):
+    def __init__(self, windows: Any, collate: Callable[[Any], Batch]):
         self.windows = windows
-        self.collate = windows.collate
+        self.collate = collate
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -243,23 +231,36 @@ class _Collated(torch.utils.data.Dataset):
         return self.windows[i]
 
 
-def _episode_window(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, episode: int,
-                    length: int) -> tuple[nn.Module, Batch]:
-    """The saved model and the first ``length`` frames of ``episode`` as a batch of one."""
+def _load_for(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, length: int,
+              who: str) -> tuple[nn.Module, Any, Callable[[Any], Batch]]:
+    """The saved model (eval mode), the ``length``-frame windows of the dataset, and a collate function giving
+    the model their batches: a model without control inputs (``action_dim`` 0, e.g. KVAE on the free ball)
+    gets none. Checks that the data fits."""
     from worldmodels.checkpoint import load
     from worldmodels.data import WindowDataset
 
-    model = load(checkpoint)
+    model = load(checkpoint)  # first: a missing checkpoint is the error to report
     windows = WindowDataset(data_dir, length=length)
-    batch = windows.collate([windows[windows.index_of(episode)]])
-    cfg: Any = model.config
-    if int(cfg.action_dim) == 0:  # a model without control inputs (e.g. KVAE on the free ball) ignores actions
-        batch = dataclasses.replace(batch, action=batch.action[..., :0])
-    want, got = (tuple(cfg.obs_shape), int(cfg.action_dim)), (tuple(batch.obs.shape[2:]), batch.action.shape[-1])
+    cfg: Any = model.config  # the model's own XConfig dataclass
+    drop_actions = int(cfg.action_dim) == 0
+
+    def collate(items: Any) -> Batch:
+        b = windows.collate(items)
+        return dataclasses.replace(b, action=b.action[..., :0]) if drop_actions else b
+
+    first = collate([windows[0]])
+    want, got = (tuple(cfg.obs_shape), int(cfg.action_dim)), (tuple(first.obs.shape[2:]), first.action.shape[-1])
     if want != got:
-        raise ValueError(f"the model expects obs_shape {want[0]} and action_dim {want[1]}, the dataset gives "
-                         f"{got[0]} and {got[1]}")
-    return model.eval(), batch
+        raise ValueError(f"{who}: the model expects obs_shape {want[0]} and action_dim {want[1]}, the dataset "
+                         f"gives {got[0]} and {got[1]}")
+    return model.eval(), windows, collate
+
+
+def _episode_window(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, episode: int,
+                    length: int, who: str) -> tuple[nn.Module, Batch]:
+    """The saved model and the first ``length`` frames of ``episode`` as a batch of one."""
+    model, windows, collate = _load_for(checkpoint, data_dir, length, who)
+    return model, collate([windows[windows.index_of(episode)]])
 
 
 @torch.no_grad()
@@ -280,7 +281,7 @@ def imagine_checkpoint(
     Returns:
         ``{"mse": [horizon] per-step MSE, "mean_mse", "context", "horizon", "episode", ...}``.
     """
-    model, b = _episode_window(checkpoint, data_dir, episode, context + horizon)
+    model, b = _episode_window(checkpoint, data_dir, episode, context + horizon, "imagine")
     pred = cast(WorldModel, model).predict(b.obs[:, :context], b.action[:, :context], b.action[:, context:])
     mse = ((pred.obs - b.obs[:, context:]) ** 2).flatten(2).mean(-1)[0]  # [H]
     report = {"checkpoint": str(checkpoint), "data": str(data_dir), "episode": episode, "context": context,
@@ -318,7 +319,7 @@ def impute_checkpoint(
     if (drop is None) == (gap is None):
         raise ValueError(f"impute: expected exactly one of drop (a probability) or gap (frames), received "
                          f"drop={drop!r}, gap={gap!r}")
-    model, b = _episode_window(checkpoint, data_dir, episode, window)
+    model, b = _episode_window(checkpoint, data_dir, episode, window, "impute")
     mask_fn = drop_mask(drop, first_observed) if drop is not None else gap_mask(int(gap or 0), first_observed)
     mask = mask_fn(1, window, torch.Generator().manual_seed(seed))  # [1, T]
     if bool(mask.all()):

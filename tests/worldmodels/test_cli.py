@@ -97,6 +97,9 @@ def test_impute_with_the_shipped_kvae_on_bouncing_balls(tmp_path, capsys):
                  "--out", str(tmp_path / "imp")]) == 0
     report = json.loads((tmp_path / "imp" / "imputation.json").read_text())
     assert report["pixels_wrong_missing"] < 0.02  # blank frames score ~0.024 on this data (NOTES.md)
+    assert main(["evaluate", "--checkpoint", "kvae-box", "--data", data, "--window", "20",
+                 "--out", str(tmp_path / "eval.json")]) == 0  # the same action handling as impute
+    assert json.loads((tmp_path / "eval.json").read_text())["model"] == "kvae"
 
 
 def test_every_command_has_help_with_examples(capsys):
