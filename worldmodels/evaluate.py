@@ -41,6 +41,7 @@ __all__ = [
     "evaluate_checkpoint",
     "imagine_checkpoint",
     "impute_checkpoint",
+    "batch_for",
 ]
 
 MaskFn = Callable[[int, int, torch.Generator], Tensor]
@@ -231,6 +232,14 @@ class _Collated(torch.utils.data.Dataset):
         return self.windows[i]
 
 
+def batch_for(model: nn.Module, batch: Batch) -> Batch:
+    """``batch`` as ``model`` takes it: a model without control inputs (``config.action_dim == 0``, e.g. KVAE on
+    the free ball) gets no actions, whatever the dataset recorded."""
+    if int(cast(Any, model).config.action_dim) == 0:
+        return dataclasses.replace(batch, action=batch.action[..., :0])
+    return batch
+
+
 def _load_for(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, length: int,
               who: str) -> tuple[nn.Module, Any, Callable[[Any], Batch]]:
     """The saved model (eval mode), the ``length``-frame windows of the dataset, and a collate function giving
@@ -242,11 +251,9 @@ def _load_for(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, length
     model = load(checkpoint)  # first: a missing checkpoint is the error to report
     windows = WindowDataset(data_dir, length=length)
     cfg: Any = model.config  # the model's own XConfig dataclass
-    drop_actions = int(cfg.action_dim) == 0
 
     def collate(items: Any) -> Batch:
-        b = windows.collate(items)
-        return dataclasses.replace(b, action=b.action[..., :0]) if drop_actions else b
+        return batch_for(model, windows.collate(items))
 
     first = collate([windows[0]])
     want, got = (tuple(cfg.obs_shape), int(cfg.action_dim)), (tuple(first.obs.shape[2:]), first.action.shape[-1])

@@ -146,15 +146,12 @@ def _prediction_mse(model: nn.Module, spec: dict[str, Any], cache: Path, progres
 def _imputation_error(model: nn.Module, spec: dict[str, Any], cache: Path, progress: bool) -> dict[str, float]:
     """KVAE's imputation metric (§6.10): :func:`worldmodels.evaluate.imputation_error` with
     :func:`~worldmodels.evaluate.drop_mask` on every episode of the evaluation set (smoothing)."""
-    from worldmodels.api import Batch
     from worldmodels.data import WindowDataset
-    from worldmodels.evaluate import drop_mask, imputation_error
+    from worldmodels.evaluate import batch_for, drop_mask, imputation_error
 
     windows = WindowDataset(_rollouts(spec, cache, progress), length=int(spec["steps"]) + 1)
     n = windows.data.num_episodes
-    b = windows.collate(windows.__getitems__([windows.index_of(e) for e in range(n)]))
-    A = int(cast(Any, model).config.action_dim)
-    batch = Batch(obs=b.obs, action=b.action if A else b.obs.new_zeros(*b.obs.shape[:2], 0), is_first=b.is_first)
+    batch = batch_for(model, windows.collate(windows.__getitems__([windows.index_of(e) for e in range(n)])))
     m = spec["mask"]
     value = imputation_error(model, [batch], drop_mask(float(m["drop"]), int(m["first_observed"])),
                              seed=int(m["seed"]), batch_size=n)
