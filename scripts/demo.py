@@ -34,6 +34,7 @@ from agents.explorers import explorer_factory  # noqa: E402
 from worldmodels.data import RolloutDataset, collect  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # the experiment scripts the later steps run (also when imported)
 OUT = ROOT / "runs" / "demo"
 SEED = 0
 # env id -> (episodes, steps, explorer, explorer kwargs, pixel upscale for viewing)
@@ -107,17 +108,6 @@ def _row(ctx: dict, step: str, result: str, *files: Path) -> None:
     ctx.setdefault("summary", []).append((step, result, [str(f.relative_to(ROOT)) for f in files]))
 
 
-def _script(name: str):  # noqa: ANN202 - an experiment script of scripts/ as a module
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up here
-    spec.loader.exec_module(mod)
-    return mod
-
-
 GTMSM_TAU, GTMSM_HORIZON = 100, 100
 
 
@@ -127,7 +117,9 @@ def step_gtmsm_train(ctx: dict) -> None:
 
     out, res = OUT / "gtmsm", OUT / "gtmsm" / "results"
     # one thread: the model is tiny, and two OpenMP threads on a busy 2-core machine spin-wait (10x slower)
-    _script("gtmsm_imagenav").main([
+    import gtmsm_imagenav  # the experiment scripts beside this one (scripts/ is on sys.path)
+
+    gtmsm_imagenav.main([
         "--out", str(out), "--results", str(res), "--train-episodes", "400", "--test-episodes", "8",
         "--preset", "imagenav_tiny", "--curriculum", "24:400,48:800,96:800", "--displacement-weight", "100",
         "--m-init-scale", "0.1", "--lr", "3e-3", "--beta0", "0.01", "--beta-anneal-steps", "1000",
@@ -179,10 +171,8 @@ STEPS += [step_gtmsm_train, step_gtmsm_imagine]
 
 def step_kvae_impute(ctx: dict, steps: int = 1200, seed: int = SEED) -> None:
     """KVAE (thesis Ch. 6): train the tiny preset on 600 bouncing-ball videos, impute missing frames (GIF)."""
-    import torch
-
-    sys.path.insert(0, str(ROOT / "scripts"))
     import kvae_common as kc
+    import torch
 
     from worldmodels.models import build_model
     from worldmodels.train import TrainConfig, Trainer
@@ -269,7 +259,7 @@ def step_plan_gtmsm(ctx: dict, episodes: int = 3) -> None:
     model = _shipped("gtmsm-imagenav")
     if model is None:
         return
-    pi = _script("plan_imagenav")
+    import plan_imagenav as pi
     args = pi.Args(episodes=episodes, tau=256, name="demo")
     env = gym.make("ImageNav-v0")
     threads = torch.get_num_threads()
