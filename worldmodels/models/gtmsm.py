@@ -65,8 +65,10 @@ from torch import Tensor, nn
 from worldmodels.api import Batch, Belief, Imagination, LossOutput, check_shape
 from worldmodels.memory import BACKENDS, DND
 from worldmodels.models import register_model
+from worldmodels.models.gtmsm_scan import scan_available, wall_scan
 
-__all__ = ["GTMSMConfig", "GTMSM", "LandmarkPosterior", "affine_r2", "causal_reverse_search", "knn_gather",
+__all__ = ["GTMSMConfig", "GTMSM", "LandmarkPosterior", "affine_r2", "causal_reverse_search", "cumsum_restart",
+           "knn_gather",
            "mixture_log_prob"]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -340,6 +342,26 @@ def rotate(v: Tensor, theta: Tensor) -> Tensor:
     x = c * v[..., 0] - s * v[..., 1]
     y = s * v[..., 0] + c * v[..., 1]
     return torch.stack([x, y, v[..., 2]], dim=-1)
+
+
+def cumsum_restart(s0: Tensor, inc: Tensor, is_first: Tensor | None) -> Tensor:
+    """``s_t = s_{t-1} + inc_t`` from ``s0 [B, S]``, with ``s_{t-1} = 0`` where ``is_first [B, T]``: ``[B, T, S]``.
+
+    Example:
+        >>> inc = torch.ones(1, 4, 1)
+        >>> cumsum_restart(torch.full((1, 1), 5.0), inc, torch.tensor([[False, False, True, False]])).flatten().tolist()
+        [6.0, 7.0, 1.0, 2.0]
+    """
+    c = torch.cumsum(inc, dim=1)  # [B, T, S]
+    if is_first is None:
+        return s0.unsqueeze(1) + c
+    B, T = is_first.shape
+    c0 = torch.cat([c.new_zeros(B, 1, c.shape[-1]), c], 1)  # c0[:, j] = Σ_{i<j} inc_i
+    t = torch.arange(T, device=inc.device).expand(B, T)
+    start = torch.where(is_first, t, torch.zeros_like(t)).cummax(1).values  # latest restart <= t (0: none)
+    restarted = torch.cumsum(is_first.long(), 1) > 0
+    base = c0.gather(1, start.unsqueeze(-1).expand(B, T, c.shape[-1]))  # Σ_{i<start} inc_i
+    return c - base + torch.where(restarted.unsqueeze(-1), torch.zeros_like(c), s0.unsqueeze(1).expand_as(c))
 
 
 def causal_reverse_search(
@@ -621,22 +643,27 @@ class GTMSM(nn.Module):
             ``s [B, T, S]`` and displacements ``d [B, T, S]``.
         """
         B, T, _ = action.shape
-        S = self.config.state_dim
-        s = action.new_zeros(B, S) if s0 is None else s0
-        d = action.new_zeros(B, S) if d0 is None else d0
-        if self.config.transition == "linear" and is_first is None:
+        c = self.config
+        s = action.new_zeros(B, c.state_dim) if s0 is None else s0
+        d = action.new_zeros(B, c.state_dim) if d0 is None else d0
+        eps = c.r * torch.randn(B, T, c.state_dim, dtype=action.dtype, device=action.device) if noise else None
+        linear = c.transition == "linear" or (c.transition == "wall" and not self._gate_on())
+        if linear:  # s_t = s_{t-1} + M a_t + ε_t: a cumulative sum that restarts at episode starts
             disp = action @ self.M.T  # [B, T, S]
-            eps = self.config.r * torch.randn_like(disp) if noise else 0.0
-            return s.unsqueeze(1) + torch.cumsum(disp + eps, dim=1), disp
+            return cumsum_restart(s, disp if eps is None else disp + eps, is_first), disp
+        if c.transition == "wall" and scan_available(action):  # eq. (7.3) as one fused scan (gtmsm_scan)
+            first = torch.zeros(B, T, dtype=torch.bool) if is_first is None else is_first
+            eps = torch.zeros(B, T, c.state_dim, dtype=action.dtype) if eps is None else eps
+            return wall_scan(action @ self.M.T, eps, first, s, self.gate, c.gate_act)
         ss, ds = [], []
         for t in range(T):
             if is_first is not None:
-                first = is_first[:, t].unsqueeze(-1)
-                s = torch.where(first, torch.zeros_like(s), s)
-                d = torch.where(first, torch.zeros_like(d), d)
+                first_t = is_first[:, t].unsqueeze(-1)
+                s = torch.where(first_t, torch.zeros_like(s), s)
+                d = torch.where(first_t, torch.zeros_like(d), d)
             s, d = self.transition_step(s, d, action[:, t])
-            if noise:
-                s = s + self.config.r * torch.randn_like(s)
+            if eps is not None:
+                s = s + eps[:, t]
             ss.append(s)
             ds.append(d)
         return torch.stack(ss, 1), torch.stack(ds, 1)

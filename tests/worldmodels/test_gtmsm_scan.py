@@ -1,0 +1,111 @@
+"""The fused wall-transition scan (eq. 7.3) against the step-by-step autograd loop, and the restarting
+cumulative sum of the linear transition against its recurrence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worldmodels.models import build_model
+from worldmodels.models.gtmsm import cumsum_restart
+from worldmodels.models.gtmsm_scan import _WallScan, step_by_step
+
+
+def _gate_model(act: str):  # noqa: ANN202
+    torch.manual_seed(0)
+    m = build_model("gtmsm", "imagenav", gate_act=act, hidden=16).double()
+    m.updates.fill_(10**6)  # gate on
+    with torch.no_grad():  # an unsaturated gate: σ_d between ~0.1 and ~0.9, many ReLUs active
+        m.gate[0].weight.normal_(0, 1.0)
+        m.gate[0].bias.normal_(0, 0.5)
+        m.gate[2].weight.normal_(0, 0.3)
+        m.gate[2].bias.fill_(0.5)
+    return m
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_fused_scan_equals_step_by_step_loop_float64(act: str) -> None:
+    m = _gate_model(act)
+    B, T = 4, 40
+    g = torch.Generator().manual_seed(1)
+    a = torch.eye(5, dtype=torch.float64)[torch.randint(0, 5, (B, T), generator=g)]
+    first = torch.rand(B, T, generator=g) < 0.1
+    first[0, 0] = True
+    s0 = torch.randn(B, 2, dtype=torch.float64, generator=g).requires_grad_()
+    outs = []
+    for fused in (True, False):
+        torch.manual_seed(3)
+        if fused:
+            s, d = m.rollout_states(a, first, s0=s0, noise=True)
+        else:
+            with step_by_step():
+                s, d = m.rollout_states(a, first, s0=s0, noise=True)
+        outs.append((s, d))
+    (s_f, d_f), (s_r, d_r) = outs
+    torch.testing.assert_close(s_f, s_r, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d_f, d_r, rtol=1e-12, atol=1e-12)
+    gate = torch.sigmoid(m.gate(s_r - d_r)).detach()  # sanity: the test exercises the gate's non-linearity
+    assert 0.05 < float(gate.min()) and float(gate.max()) < 0.95 and float(gate.std()) > 0.05
+    w, v = torch.randn_like(s_f), torch.randn_like(d_f)
+    params = [m.M, s0, *m.gate.parameters()]
+    g_f = torch.autograd.grad((s_f * w).sum() + (d_f * v).sum(), params)
+    g_r = torch.autograd.grad((s_r * w).sum() + (d_r * v).sum(), params)
+    for x, y in zip(g_f, g_r):
+        assert float(y.abs().max()) > 1e-3  # every parameter gets a real gradient
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_fused_scan_gradcheck(act: str) -> None:
+    m = _gate_model(act)
+    B, T = 2, 7
+    ma = (torch.eye(5, dtype=torch.float64)[torch.randint(0, 5, (B, T))] @ m.M.T).detach().requires_grad_()
+    eps = 1e-3 * torch.randn(B, T, 2, dtype=torch.float64)
+    first = torch.tensor([[False, False, True, False, False, False, False], [True] + [False] * 6])
+    s0 = torch.randn(B, 2, dtype=torch.float64, requires_grad=True)
+    w1, b1 = m.gate[0].weight.detach().requires_grad_(), m.gate[0].bias.detach().requires_grad_()
+    w2 = m.gate[2].weight.detach().reshape(-1).requires_grad_()
+    b2 = m.gate[2].bias.detach().reshape(()).requires_grad_()
+    fn = lambda *x: _WallScan.apply(x[0], eps, first, *x[1:], act == "tanh")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (ma, s0, w1, b1, w2, b2))
+
+
+def test_training_loss_and_gradients_match_in_float32() -> None:
+    """The ImageNav update of the preset (B 4, T 40, gate on) gives the same loss and gradients either way."""
+    torch.manual_seed(0)
+    m = build_model("gtmsm", "imagenav", tau=30, wall_gate_from=0)
+    from worldmodels.api import Batch
+
+    B, T = 4, 40
+    a = torch.eye(5)[torch.randint(0, 5, (B, T))]
+    first = torch.zeros(B, T, dtype=torch.bool)
+    first[:, 0] = True
+    batch = Batch(obs=torch.rand(B, T, 3, 8, 8), action=a, is_first=first)
+    grads = []
+    for fused in (True, False):
+        m.zero_grad()
+        torch.manual_seed(5)
+        if fused:
+            loss = m.loss(batch).loss
+        else:
+            with step_by_step():
+                loss = m.loss(batch).loss
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in m.parameters()]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    for x, y in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-5)
+
+
+def test_cumsum_restart_equals_the_recurrence_float64() -> None:
+    torch.manual_seed(0)
+    inc = torch.randn(3, 25, 2, dtype=torch.float64)
+    first = torch.rand(3, 25) < 0.15
+    first[2] = False
+    s0 = torch.randn(3, 2, dtype=torch.float64)
+    s, ref = s0.clone(), []
+    for t in range(25):
+        s = torch.where(first[:, t, None], torch.zeros_like(s), s) + inc[:, t]
+        ref.append(s)
+    torch.testing.assert_close(cumsum_restart(s0, inc, first), torch.stack(ref, 1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cumsum_restart(s0, inc, None), s0[:, None] + inc.cumsum(1))
