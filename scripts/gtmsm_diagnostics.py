@@ -34,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import worldmodels  # noqa: E402
 from worldmodels.api import Batch  # noqa: E402
 from worldmodels.data import RolloutDataset  # noqa: E402
 from worldmodels.files import write_json  # noqa: E402
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", help="run name (results in OUT/NAME.json)")
     p.add_argument("--plot", nargs="*", help="instead of training: plot these runs of OUT (label=name ...) to --png")
     p.add_argument("--png", default="docs/results/gtmsm_diagnostics.png")
+    p.add_argument("--gate-map", help="instead of training: draw σ_d of run OUT/NAME over the true positions to --png")
     p.add_argument("--preset", default="imagenav")
     p.add_argument("--set", nargs="*", default=[], help="config overrides key=value (JSON values)")
     p.add_argument("--curriculum", default="12:1500,24:1500,48:2000")
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.plot:
         return plot(Path(a.out), [x.split("=", 1) if "=" in x else (x, x) for x in a.plot], Path(a.png))
+    if a.gate_map:
+        return gate_map(Path(a.out) / a.gate_map, load(Path(a.data) / "test", 32), Path(a.png))
     if not a.name:
         p.error("--name is required for training")
     torch.set_num_threads(a.threads)
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / f"{a.name}.json", {"args": vars(a), "log": log, "M": model.M.detach().tolist()})
+    worldmodels.save(out_dir / a.name, model)  # for a look at the learned gate σ_d
 
 
 @torch.no_grad()
@@ -168,6 +173,31 @@ def evaluate(model, test: dict[str, torch.Tensor]) -> dict[str, float]:  # noqa:
     ent = float(-(w * log_w.clamp_min(-1e30)).sum(-1).mean())
     return {"r2_mem": r2, "w_max": float(w.max(-1).values.mean()), "w_entropy": ent / math.log(w.shape[-1]),
             "d2_nn": float(d2[..., 0].mean())}
+
+
+@torch.no_grad()
+def gate_map(run: Path, test: dict[str, torch.Tensor], png: Path) -> None:
+    """σ_d(s) over the true (row, col) plane: the learned states of the test memorisation phases give the affine
+    map position -> s (least squares), through which a fine grid of positions is sent into the gate."""
+    import matplotlib.pyplot as plt
+
+    model = worldmodels.load(run).eval()
+    b = window(test, torch.arange(test["obs"].shape[0]), 256)
+    s, _ = model.rollout_states(b.action, b.is_first)
+    X = torch.cat([b.state.reshape(-1, 2), torch.ones(s[..., :1].numel(), 1)], 1).double()
+    W = torch.linalg.lstsq(X, s.reshape(-1, 2).double()).solution  # [3, 2]: position -> s
+    g = torch.linspace(-2, 10, 121)
+    P = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    S = (torch.cat([P, torch.ones(len(P), 1)], 1).double() @ W).float()
+    sigma = torch.sigmoid(model.gate(S)).reshape(121, 121)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    im = ax.imshow(sigma.numpy(), extent=(-2, 10, 10, -2), vmin=0, vmax=1, cmap="viridis")
+    ax.add_patch(plt.Rectangle((-0.5, -0.5), 9, 9, fill=False, color="w", ls="--"))
+    ax.set(title=f"σ_d over true positions ({run.name}); box = the 9x9 cells", xlabel="column", ylabel="row")
+    fig.colorbar(im)
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    print(f"wrote {png}")
 
 
 def plot(out: Path, runs: list[tuple[str, str]], png: Path) -> None:

@@ -90,6 +90,7 @@ class Args:
     gtmsm_eval: str = ""  # GTM-SM variants to evaluate, "label:folder,..." (default: gtmsm:<gtmsm_dir>)
     displacement_weight: float = 0.0  # > 0: regress d_t on info["displacement"] (as §7.4.2.2 / §7.10.1)
     m_init_scale: float = 1.0  # std of the initial action matrix M
+    gate_bias: float = 3.0  # initial output bias of the wall gate σ_d (3: open; 0: σ_d ≈ 0.5)
     beta0: float = 1.0  # KL weight at the start of GTM-SM training (annealed linearly to 1)
     beta_anneal_steps: int = 0
     init_from: str = ""  # start GTM-SM from the weights of this checkpoint folder (e.g. a run's ``last``)
@@ -222,7 +223,8 @@ def train_model(args: Args, which: str) -> Path:
         plan = stages(args)
         gate_from = sum(n for length, n in plan if length < args.gate_from_len)
         model = build_model("gtmsm", args.preset, wall_gate_from=gate_from,
-                            displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale)
+                            displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale,
+                            gate_bias=args.gate_bias)
         if args.init_from:  # warm start; parameters the parent lacks (e.g. a learned pixel σ) keep their init
             skip = tuple(p for p in args.init_skip.split(",") if p)
             parent = {k: v for k, v in worldmodels.load(args.init_from).state_dict().items() if not k.startswith(skip)}

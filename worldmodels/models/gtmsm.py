@@ -101,6 +101,9 @@ class GTMSMConfig:
         r: transition noise standard deviation.
         transition: ``"linear"`` | ``"wall"`` | ``"rotation"`` | ``"momentum"`` (see module doc).
         wall_gate_from: curriculum — the gate σ_d is forced to 1 for this many training updates.
+        gate_bias: initial bias of σ_d's output (before the sigmoid): 3 starts open (σ_d ≈ 0.95, close to the
+            linear transition, but in the flat part of the sigmoid), 0 starts at σ_d ≈ 0.5 where its slope is 5x
+            larger (see ``docs/results/gtmsm_notes.md``).
         prior: ``"mixture"`` (inverse-distance) or ``"combiner"`` (learned MLP, §7.7.2).
         m_init_scale: standard deviation of the initial action matrix ``M``.
         displacement_weight: weight of the displacement regression loss (needs ``Batch.state``).
@@ -144,6 +147,7 @@ class GTMSMConfig:
     r: float = 1e-3
     transition: str = "wall"
     wall_gate_from: int = 0
+    gate_bias: float = 3.0
     prior: str = "mixture"
     m_init_scale: float = 1.0
     displacement_weight: float = 0.0
@@ -548,7 +552,7 @@ class GTMSM(nn.Module):
             act = nn.ReLU() if c.gate_act == "relu" else nn.Tanh()
             self.gate = nn.Sequential(nn.Linear(S, 64), act, nn.Linear(64, 1))  # σ_d, eq. (7.3)
             last: nn.Linear = self.gate[-1]  # type: ignore[assignment]
-            nn.init.constant_(last.bias, 3.0)  # starts open (≈ linear transition)
+            nn.init.constant_(last.bias, c.gate_bias)  # 3: starts open (≈ linear transition)
         if c.transition == "momentum":
             self.c_f = nn.Parameter(torch.zeros(S))  # friction σ(c_f)
             self.c_s = nn.Parameter(torch.ones(S))  # saturation scale
