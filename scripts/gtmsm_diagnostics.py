@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="runs/gtmsm_imagenav/data")
     p.add_argument("--out", default="runs/gtmsm_diag")
     p.add_argument("--name", help="run name (results in OUT/NAME.json)")
-    p.add_argument("--plot", nargs="*", help="instead of training: plot these runs of OUT (label=name ...) to --png")
+    p.add_argument("--plot", nargs="*", help="instead of training: plot these runs of OUT (label=name ..., split at the last '=') to --png")
     p.add_argument("--png", default="docs/results/gtmsm_diagnostics.png")
     p.add_argument("--gate-map", help="instead of training: draw σ_d of run OUT/NAME over the true positions to --png")
     p.add_argument("--preset", default="imagenav")
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-episodes", type=int, default=None)
     a = p.parse_args(argv)
     if a.plot:
-        return plot(Path(a.out), [x.split("=", 1) if "=" in x else (x, x) for x in a.plot], Path(a.png))
+        return plot(Path(a.out), [x.rsplit("=", 1) if "=" in x else (x, x) for x in a.plot], Path(a.png))
     if a.gate_map:
         return gate_map(Path(a.out) / a.gate_map, load(Path(a.data) / "test", 32), Path(a.png))
     if not a.name:
