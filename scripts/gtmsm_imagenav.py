@@ -529,7 +529,8 @@ def write_results(args: Args, metrics: dict, wall_clock: float, command: str) ->
         "command": command,
         "git_commit": git_commit(),
         "seed": args.seed,
-        "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), shared with other jobs",
+        "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), load average "
+                   f"{os.getloadavg()[0]:.2f} when the evaluation ended",
         "wall_clock_s": wall_clock,
         "metrics": metrics,
     }

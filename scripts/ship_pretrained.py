@@ -91,11 +91,16 @@ def last_step(path: Path) -> int:
 # ----------------------------------------------------------------------------- what each name ships
 
 
-def gtmsm_source() -> dict[str, Any]:
-    run = ROOT / "runs" / "gtmsm_imagenav" / "gtmsm_disp_gauss"
+def gtmsm_source(folder: str = "gtmsm_disp_gauss", label: str = "gtmsm_disp_gauss", results: str = "gtmsm",
+                 wall_clock_min: float = 57.3, wall_clock_source: str = "docs/results/gtmsm_notes.md (one process, "
+                 "1 thread)", session: str = "session 2", threads: int = 1) -> dict[str, Any]:
+    """A GTM-SM run of ``scripts/gtmsm_imagenav.py``: ``runs/gtmsm_imagenav/<folder>``, documented as row ``label``
+    of ``docs/results/<results>_imagenav.json``."""
+    run = ROOT / "runs" / "gtmsm_imagenav" / folder
     args = read_json(run / "train_args.json")
     defaults = {"phase": "all", "model": "all", "gtmsm_dir": "gtmsm", "curriculum": None, "lr_decay_steps": 50_000,
-                "checkpoint_every": 250, "displacement_weight": 0.0, "init_from": "", "init_skip": ""}
+                "checkpoint_every": 250, "displacement_weight": 0.0, "init_from": "", "init_skip": "",
+                "m_init_scale": 1.0, "gate_bias": 3.0, "seed": 0}
     flags = [f"--{k.replace('_', '-')} {args[k]}" for k in defaults if args.get(k) != defaults[k]]
     chain, parent = [], args.get("init_from")
     while parent:  # the runs it was warm-started from (transition M, sigma_d)
@@ -103,30 +108,29 @@ def gtmsm_source() -> dict[str, Any]:
         chain.append({"run": parent, "updates": last_step(ROOT / Path(parent).parent / "metrics.csv"),
                       "train_args": pa})
         parent = pa.get("init_from")
-    results = read_json(ROOT / "docs" / "results" / "gtmsm_imagenav.json")
-    summary = results["metrics"]["summary"]["gtmsm_disp_gauss"]
+    results_json = read_json(ROOT / "docs" / "results" / f"{results}_imagenav.json")
+    summary = results_json["metrics"]["summary"][label]
     return {
         "checkpoint": run / "last",
         "preset": args["preset"],
         "produced_by": {
-            "commands": ["python scripts/gtmsm_imagenav.py " + " ".join(flags) + " --threads 1"],
+            "commands": ["python scripts/gtmsm_imagenav.py " + " ".join(flags) + f" --threads {threads}"],
             "command_note": "flags rebuilt from the run's train_args.json (the non-default ones)",
             "train_args": args,
             "warm_start_chain": chain,
             "budget": {"updates": last_step(run / "metrics.csv"), "batch_size": args["batch_size"],
                        "window_frames": 288, "train_episodes": args["train_episodes"],
-                       "train_wall_clock_min": 57.3,
-                       "wall_clock_source": "docs/results/gtmsm_notes.md (one process, 1 thread)"},
-            "session": "session 2",
+                       "train_wall_clock_min": wall_clock_min, "wall_clock_source": wall_clock_source},
+            "session": session,
         },
         "data": "ImageNav-v0 (32x32 procedural texture per episode, 8x8 crop, 9x9 positions, 5 actions, walls); "
                 "3000 training episodes of 288 frames, Poisson action repeats (lam = 2), seed 0",
-        "documented": {"file": "docs/results/gtmsm.md", "row": "gtmsm_disp_gauss", "mse_mean": summary["mse_mean"],
-                       "episodes": results["metrics"]["episodes"], "command": results["command"],
-                       "git_commit": results["git_commit"]},
+        "documented": {"file": f"docs/results/{results}.md", "row": label, "mse_mean": summary["mse_mean"],
+                       "episodes": results_json["metrics"]["episodes"], "command": results_json["command"],
+                       "git_commit": results_json["git_commit"]},
         "experiment_test_data": ROOT / "runs" / "gtmsm_imagenav" / "data" / "test",
         # the same code on the documented evaluation set (all 64 test episodes) must give the documented number
-        "documented_check": ({"episodes": results["metrics"]["episodes"]}, summary["mse_mean"]),
+        "documented_check": ({"episodes": results_json["metrics"]["episodes"]}, summary["mse_mean"]),
     }
 
 
