@@ -89,7 +89,7 @@ class Args:
     gtmsm_dir: str = "gtmsm"  # run folder of the GTM-SM model under ``out``
     gtmsm_eval: str = ""  # GTM-SM variants to evaluate, "label:folder,..." (default: gtmsm:<gtmsm_dir>)
     displacement_weight: float = 0.0  # > 0: regress d_t on info["displacement"] (as §7.4.2.2 / §7.10.1)
-    m_init_scale: float = 1.0  # std of the initial action matrix M
+    m_init_scale: float = 0.1  # std of the initial action matrix M (sessions 1-3: 1.0; see gtmsm_notes.md)
     gate_bias: float = 3.0  # initial output bias of the wall gate σ_d (3: open; 0: σ_d ≈ 0.5)
     beta0: float = 1.0  # KL weight at the start of GTM-SM training (annealed linearly to 1)
     beta_anneal_steps: int = 0

@@ -100,7 +100,7 @@ def gtmsm_source(folder: str = "gtmsm_disp_gauss", label: str = "gtmsm_disp_gaus
     args = read_json(run / "train_args.json")
     defaults = {"phase": "all", "model": "all", "gtmsm_dir": "gtmsm", "curriculum": None, "lr_decay_steps": 50_000,
                 "checkpoint_every": 250, "displacement_weight": 0.0, "init_from": "", "init_skip": "",
-                "m_init_scale": 1.0, "gate_bias": 3.0, "seed": 0}
+                "m_init_scale": 0.1, "gate_bias": 3.0, "seed": 0}
     flags = [f"--{k.replace('_', '-')} {args[k]}" for k in defaults if args.get(k) != defaults[k]]
     chain, parent = [], args.get("init_from")
     while parent:  # the runs it was warm-started from (transition M, sigma_d)

@@ -165,9 +165,11 @@ class GTMSMConfig:
         "debug": dict(obs_shape=(1, 8, 8), action_dim=5, z_dim=4, hidden=16, tau=6, k=3),
         # §7.4.1 / §7.7.1: 32x32 image, 8x8 crop, τ = 256, K = 5, z ∈ R^16, δ = 1e-4, r = 1e-3.
         # Continuous pixels: Gaussian likelihood with a learned per-channel σ (see ``learn_obs_std``).
+        # M ~ N(0, 0.1²): from N(0, 1) the learned grid is stretched ~10x along one axis and σ_d learns only
+        # that axis's walls (docs/results/gtmsm_notes.md, session 4).
         "imagenav": dict(obs_shape=(3, 8, 8), action_dim=5, z_dim=16, hidden=256, tau=256, k=5,
                          delta=1e-4, r=1e-3, transition="wall", wall_gate_from=2000, gate_act="relu",
-                         likelihood="gaussian", learn_obs_std=True),
+                         likelihood="gaussian", learn_obs_std=True, m_init_scale=0.1),
         # a small ImageNav model for the slow test and quick runs
         "imagenav_tiny": dict(obs_shape=(3, 8, 8), action_dim=5, z_dim=8, hidden=64, tau=64, k=5,
                               delta=1e-4, r=1e-3, transition="wall", wall_gate_from=300, gate_act="relu"),
