@@ -101,6 +101,10 @@ class GTMSMConfig:
         r: transition noise standard deviation.
         transition: ``"linear"`` | ``"wall"`` | ``"rotation"`` | ``"momentum"`` (see module doc).
         wall_gate_from: curriculum — the gate σ_d is forced to 1 for this many training updates.
+        vae_precision: ``"float32"`` or ``"bfloat16"``: run the VAE encoder and decoder under ``torch.autocast`` in
+            bfloat16 (their outputs, the transition, the memory read and the ELBO stay float32; weights and
+            gradients float32). The encoder on all T frames is most of a training update once the state scan is
+            fused; bfloat16 halves it on CPUs with native bf16 (``make bench``, group ``gtmsm_train``).
         gate_bias: initial bias of σ_d's output (before the sigmoid): 3 starts open (σ_d ≈ 0.95, close to the
             linear transition, but in the flat part of the sigmoid), 0 starts at σ_d ≈ 0.5 where its slope is 5x
             larger (see ``docs/results/gtmsm_notes.md``).
@@ -148,6 +152,7 @@ class GTMSMConfig:
     transition: str = "wall"
     wall_gate_from: int = 0
     gate_bias: float = 3.0
+    vae_precision: str = "float32"
     prior: str = "mixture"
     m_init_scale: float = 1.0
     displacement_weight: float = 0.0
@@ -193,6 +198,7 @@ class GTMSMConfig:
             "kl": ("mc", "bound"),
             "memory_backend": ("brute", *BACKENDS),
             "gate_act": ("tanh", "relu"),
+            "vae_precision": ("float32", "bfloat16"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -580,16 +586,18 @@ class GTMSM(nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``q(z | x)``: frames ``[..., C, H, W]`` -> ``(μ, σ)`` each ``[..., z]``."""
         lead = x.shape[: -3]
-        h = self.encoder(x.reshape(-1, *self.config.obs_shape))
-        mu, pre = h.chunk(2, dim=-1)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.config.vae_precision == "bfloat16"):
+            h = self.encoder(x.reshape(-1, *self.config.obs_shape))
+        mu, pre = h.to(x.dtype).chunk(2, dim=-1)
         std = F.softplus(pre) + self.config.min_std
         return mu.reshape(*lead, -1), std.reshape(*lead, -1)
 
     def decode(self, z: Tensor) -> Tensor:
         """``p(x | z)`` parameters (logits for Bernoulli, means for Gaussian): ``[..., z] -> [..., C, H, W]``."""
         lead = z.shape[:-1]
-        out = self.decoder(z.reshape(-1, z.shape[-1]))
-        return out.reshape(*lead, *self.config.obs_shape)
+        with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=self.config.vae_precision == "bfloat16"):
+            out = self.decoder(z.reshape(-1, z.shape[-1]))
+        return out.to(z.dtype).reshape(*lead, *self.config.obs_shape)
 
     def frame_mean(self, params: Tensor) -> Tensor:
         """Predicted frame in [0, 1] from decoder output."""
