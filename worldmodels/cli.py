@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="worldmodels",
         description="Collect rollouts, train world models, imagine and plan with them.",
         epilog="A first run: worldmodels info; worldmodels imagine --checkpoint gtmsm-imagenav --data <ImageNav "
-               "dataset> (shipped checkpoints: gtmsm-imagenav, kvae-box, srnn-music). `worldmodels COMMAND -h` "
+               "dataset> (shipped checkpoints: gtmsm-imagenav, gtmsm-imagenav-elbo, kvae-box, srnn-music). `worldmodels COMMAND -h` "
                "shows examples.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

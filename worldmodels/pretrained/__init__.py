@@ -10,7 +10,9 @@ folder (``$WORLDMODELS_DATA`` or ``~/.cache/worldmodels``), never into the packa
 Shipped names:
 
 * ``gtmsm-imagenav`` -- GTM-SM (Ch. 7) on ``ImageNav-v0``: open-loop prediction MSE of 256 frames after
-  256 memorised frames (§7.7.1).
+  256 memorised frames (§7.7.1). Trained with the displacement regression loss (true displacements).
+* ``gtmsm-imagenav-elbo`` -- the same evaluation; GTM-SM trained with the ELBO alone on frames and actions
+  (§7.4.1, 50,000 updates with the §7.7.1 schedule).
 * ``kvae-box`` -- KVAE (Ch. 6) on ``BouncingBall-v0``: fraction of wrong pixels on missing frames,
   smoothing, each frame after the 4th dropped with probability 0.5 (§6.10, Fig. 6.3a).
 * ``srnn-music`` -- SRNN (smooth + Res_q, Ch. 5) on the music21 Bach chorales: test ELBO per time step
@@ -20,7 +22,7 @@ Example:
     >>> import worldmodels
     >>> from worldmodels import pretrained
     >>> pretrained.names()
-    ['gtmsm-imagenav', 'kvae-box', 'srnn-music']
+    ['gtmsm-imagenav', 'gtmsm-imagenav-elbo', 'kvae-box', 'srnn-music']
     >>> type(worldmodels.load("kvae-box")).__name__
     'KVAE'
     >>> pretrained.card("kvae-box")["evaluation"]["metric"]
@@ -237,3 +239,4 @@ EVALUATIONS: dict[str, dict[str, Any]] = {
         "resolution": 1.0, "split": "test", "averaging": "frames", "n_samples": 4, "seed": 2,
     },
 }
+EVALUATIONS["gtmsm-imagenav-elbo"] = dict(EVALUATIONS["gtmsm-imagenav"])  # the same fixed set, the ELBO-only model
