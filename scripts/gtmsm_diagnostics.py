@@ -41,8 +41,6 @@ from worldmodels.files import write_json  # noqa: E402
 from worldmodels.models import build_model  # noqa: E402
 from worldmodels.models.gtmsm import affine_r2  # noqa: E402
 
-MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1], [0, 0]])  # up, down, left, right, stay (envs.image_nav)
-
 
 def load(path: Path, n: int | None = None, relabel_blocked: bool = False) -> dict[str, torch.Tensor]:
     """Episodes as tensors: obs uint8 ``[N, T, C, H, W]``, one-hot action ``[N, T, A]`` (``action[:, t]``

@@ -3,12 +3,22 @@ cumulative sum of the linear transition against its recurrence."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
+from worldmodels.api import Batch
 from worldmodels.models import build_model
 from worldmodels.models.gtmsm import cumsum_restart
 from worldmodels.models.gtmsm_scan import _WallScan, step_by_step
+
+
+def _imagenav_batch(B: int = 4, T: int = 40) -> Batch:
+    """Random ImageNav-shaped frames and one-hot actions, one episode per row."""
+    first = torch.zeros(B, T, dtype=torch.bool)
+    first[:, 0] = True
+    return Batch(obs=torch.rand(B, T, 3, 8, 8), action=torch.eye(5)[torch.randint(0, 5, (B, T))], is_first=first)
 
 
 def _gate_model(act: str):  # noqa: ANN202
@@ -35,12 +45,8 @@ def test_fused_scan_equals_step_by_step_loop_float64(act: str) -> None:
     outs = []
     for fused in (True, False):
         torch.manual_seed(3)
-        if fused:
-            s, d = m.rollout_states(a, first, s0=s0, noise=True)
-        else:
-            with step_by_step():
-                s, d = m.rollout_states(a, first, s0=s0, noise=True)
-        outs.append((s, d))
+        with contextlib.nullcontext() if fused else step_by_step():
+            outs.append(m.rollout_states(a, first, s0=s0, noise=True))
     (s_f, d_f), (s_r, d_r) = outs
     torch.testing.assert_close(s_f, s_r, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(d_f, d_r, rtol=1e-12, atol=1e-12)
@@ -74,22 +80,13 @@ def test_training_loss_and_gradients_match_in_float32() -> None:
     """The ImageNav update of the preset (B 4, T 40, gate on) gives the same loss and gradients either way."""
     torch.manual_seed(0)
     m = build_model("gtmsm", "imagenav", tau=30, wall_gate_from=0)
-    from worldmodels.api import Batch
-
-    B, T = 4, 40
-    a = torch.eye(5)[torch.randint(0, 5, (B, T))]
-    first = torch.zeros(B, T, dtype=torch.bool)
-    first[:, 0] = True
-    batch = Batch(obs=torch.rand(B, T, 3, 8, 8), action=a, is_first=first)
+    batch = _imagenav_batch()
     grads = []
     for fused in (True, False):
         m.zero_grad()
         torch.manual_seed(5)
-        if fused:
+        with contextlib.nullcontext() if fused else step_by_step():
             loss = m.loss(batch).loss
-        else:
-            with step_by_step():
-                loss = m.loss(batch).loss
         loss.backward()
         grads.append((loss.item(), [p.grad.clone() for p in m.parameters()]))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
@@ -115,15 +112,10 @@ def test_bfloat16_vae_matches_float32_and_keeps_the_rest_in_float32() -> None:
     """``vae_precision="bfloat16"``: the loss within 2% and the gradient direction (cosine > 0.99) of the
     float32 model with the same weights; outputs of encode/decode are float32."""
     torch.manual_seed(0)
-    from worldmodels.api import Batch
-
     m32 = build_model("gtmsm", "imagenav", tau=30, wall_gate_from=0)
     m16 = build_model("gtmsm", "imagenav", tau=30, wall_gate_from=0, vae_precision="bfloat16")
     m16.load_state_dict(m32.state_dict())
-    B, T = 4, 40
-    first = torch.zeros(B, T, dtype=torch.bool)
-    first[:, 0] = True
-    batch = Batch(obs=torch.rand(B, T, 3, 8, 8), action=torch.eye(5)[torch.randint(0, 5, (B, T))], is_first=first)
+    batch = _imagenav_batch()
     out = []
     for m in (m32, m16):
         torch.manual_seed(5)
