@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -47,10 +48,10 @@ import worldmodels  # noqa: E402
 from agents.explorers import explorer_factory  # noqa: E402
 from worldmodels.api import Batch  # noqa: E402
 from worldmodels.data import RolloutDataset, WindowDataset, collect  # noqa: E402
-from worldmodels.files import atomic_save  # noqa: E402
+from worldmodels.files import atomic_save, write_json  # noqa: E402
 from worldmodels.models import build_model  # noqa: E402
 from worldmodels.models.gtmsm import affine_r2  # noqa: E402
-from worldmodels.train import TrainConfig, Trainer  # noqa: E402
+from worldmodels.train import TrainConfig, Trainer, TrainResult  # noqa: E402
 
 
 @dataclass
@@ -95,6 +96,12 @@ class Args:
     beta_anneal_steps: int = 0
     init_from: str = ""  # start GTM-SM from the weights of this checkpoint folder (e.g. a run's ``last``)
     init_skip: str = ""  # parameter-name prefixes NOT taken from ``init_from``, e.g. "encoder,decoder" (fresh VAE)
+    # restarts > 1: train this many GTM-SM candidates (seeds seed + 1000·k, k = 0..restarts-1) for
+    # ``restart_steps`` updates, keep the one with the highest ELBO on fixed training windows (no labels),
+    # and train only that one to the end of the curriculum (see gtmsm_notes.md: a run that has not formed
+    # the grid by the end of the 48-frame stage has a clearly lower ELBO there and never recovers)
+    restarts: int = 1
+    restart_steps: int = 6000
 
 
 TRAIN_LEN = 288  # frames per training episode: τ = 256 + 32 prediction steps (§7.7.1)
@@ -152,11 +159,16 @@ class EpisodeStartWindows:
         return sum(n for _, n in self.plan)
 
     def length_at(self, i: int) -> int:
-        for length, n in self.plan:
+        return self.length_of(self.plan, i)
+
+    @staticmethod
+    def length_of(plan: list[tuple[int, int]], i: int) -> int:
+        """Window length of batch ``i`` under ``plan`` (the last stage's after the plan ends)."""
+        for length, n in plan:
             if i < n:
                 return length
             i -= n
-        return self.plan[-1][0]
+        return plan[-1][0]
 
     def __iter__(self):  # noqa: ANN204
         for i in range(len(self)):
@@ -220,27 +232,7 @@ def train_model(args: Args, which: str) -> Path:
     out_dir = Path(args.out) / (args.gtmsm_dir if which == "gtmsm" else which + args.baseline_suffix)
     save_train_args(out_dir, args, which)
     if which == "gtmsm":
-        plan = stages(args)
-        gate_from = sum(n for length, n in plan if length < args.gate_from_len)
-        model = build_model("gtmsm", args.preset, wall_gate_from=gate_from,
-                            displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale,
-                            gate_bias=args.gate_bias)
-        if args.init_from:  # warm start; parameters the parent lacks (e.g. a learned pixel σ) keep their init
-            skip = tuple(p for p in args.init_skip.split(",") if p)
-            parent = {k: v for k, v in worldmodels.load(args.init_from).state_dict().items() if not k.startswith(skip)}
-            missing, unexpected = model.load_state_dict(parent, strict=False)
-            if unexpected:
-                raise ValueError(f"--init-from {args.init_from}: parameters unknown to preset {args.preset!r}: {unexpected}")
-            if missing:
-                print(f"--init-from: not in the parent, initialised fresh: {missing}")
-            model.updates.zero_()
-        data = EpisodeStartWindows(train_dir, plan, args.batch_size, args.seed)
-        cfg = TrainConfig(lr=args.lr, lr_schedule="linear", lr_final=args.lr_final, lr_decay_steps=args.lr_decay_steps,
-                          beta0=args.beta0, beta_anneal_steps=args.beta_anneal_steps, epochs=1, max_steps=len(data), batch_size=args.batch_size, seed=args.seed,
-                          out_dir=str(out_dir), checkpoint_every=args.checkpoint_every, log_every=25,
-                          tensorboard=False)
-        _stop_on_signal(Trainer(model, data, cfg).fit())
-        return out_dir
+        return train_gtmsm(args, out_dir)
     name, preset = BASELINE_PRESETS[which]
     windows = WindowDataset(train_dir, args.baseline_len)
     if which == "rssm":
@@ -257,6 +249,85 @@ def train_model(args: Args, which: str) -> Path:
                       batch_size=args.batch_size, seed=args.seed, out_dir=str(out_dir),
                       checkpoint_every=args.checkpoint_every, log_every=25, tensorboard=False)
     _stop_on_signal(Trainer(model, data, cfg, collate_fn=collate).fit())
+    return out_dir
+
+
+def fit_gtmsm(args: Args, seed: int, out_dir: Path, stop_at: int | None = None) -> TrainResult:
+    """Train (or resume) GTM-SM with seed ``seed`` in ``out_dir``, up to ``stop_at`` updates (None: all).
+
+    The seed sets the initial weights, the order of the training windows and the Trainer's RNG."""
+    plan = stages(args)
+    gate_from = sum(n for length, n in plan if length < args.gate_from_len)
+    torch.manual_seed(seed)  # initial weights
+    model = build_model("gtmsm", args.preset, wall_gate_from=gate_from,
+                        displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale,
+                        gate_bias=args.gate_bias)
+    if args.init_from:  # warm start; parameters the parent lacks (e.g. a learned pixel σ) keep their init
+        skip = tuple(p for p in args.init_skip.split(",") if p)
+        parent = {k: v for k, v in worldmodels.load(args.init_from).state_dict().items() if not k.startswith(skip)}
+        missing, unexpected = model.load_state_dict(parent, strict=False)
+        if unexpected:
+            raise ValueError(f"--init-from {args.init_from}: parameters unknown to preset {args.preset!r}: {unexpected}")
+        if missing:
+            print(f"--init-from: not in the parent, initialised fresh: {missing}")
+        model.updates.zero_()
+    train_dir, _ = data_dirs(args)
+    data = EpisodeStartWindows(train_dir, plan, args.batch_size, seed)
+    cfg = TrainConfig(lr=args.lr, lr_schedule="linear", lr_final=args.lr_final, lr_decay_steps=args.lr_decay_steps,
+                      beta0=args.beta0, beta_anneal_steps=args.beta_anneal_steps, epochs=1,
+                      max_steps=len(data) if stop_at is None else stop_at, batch_size=args.batch_size, seed=seed,
+                      out_dir=str(out_dir), checkpoint_every=args.checkpoint_every, log_every=25,
+                      tensorboard=False)
+    result = Trainer(model, data, cfg).fit()
+    _stop_on_signal(result)
+    return result
+
+
+@torch.no_grad()
+def selection_elbo(args: Args, run: Path, length: int, episodes: int = 64) -> float:
+    """Mean ELBO per window of ``run``'s model on ``episodes`` fixed training episodes (windows of ``length``
+    frames from the episode start): the restart criterion, the training objective on fixed data."""
+    model = worldmodels.load(run / "last").eval()
+    train_dir, _ = data_dirs(args)
+    w = WindowDataset(train_dir, length)
+    eps = np.random.default_rng(12345).choice(w.data.num_episodes, episodes, replace=False)
+    per_episode = TRAIN_LEN - length + 1
+    total = 0.0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(12345)
+        for e0 in range(0, episodes, args.batch_size):
+            idx = [int(e) * per_episode for e in eps[e0:e0 + args.batch_size]]
+            total += model.loss(w.collate(w.__getitems__(idx)), beta=1.0).metrics["elbo"] * len(idx)
+    return total / episodes
+
+
+def train_gtmsm(args: Args, out_dir: Path) -> Path:
+    """Train GTM-SM in ``out_dir``; with ``--restarts K`` first pick the best of K candidates (resumable)."""
+    seed = args.seed
+    if args.restarts > 1:
+        record = out_dir / "restarts.json"
+        if not record.exists():
+            plan = stages(args)
+            length = EpisodeStartWindows.length_of(plan, args.restart_steps - 1)
+            scores = {}
+            for k in range(args.restarts):
+                seed_k = args.seed + 1000 * k
+                cand = out_dir / "restarts" / f"seed{seed_k}"
+                fit_gtmsm(args, seed_k, cand, stop_at=args.restart_steps)
+                scores[seed_k] = selection_elbo(args, cand, length)
+                print(f"restart seed {seed_k}: ELBO {scores[seed_k]:.2f} after {args.restart_steps} updates")
+            best = max(scores, key=scores.__getitem__)
+            for f in ("last", "metrics.csv"):  # the chosen candidate continues in out_dir
+                src, dst = out_dir / "restarts" / f"seed{best}" / f, out_dir / f
+                if src.is_dir():
+                    shutil.copytree(src, dst, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(src, dst)
+            write_json(record, {"restart_steps": args.restart_steps, "window_length": length,
+                                       "episodes": 64, "elbo": {str(k): v for k, v in scores.items()},
+                                       "chosen_seed": best})
+        seed = int(json.loads(record.read_text())["chosen_seed"])
+    fit_gtmsm(args, seed, out_dir)
     return out_dir
 
 
