@@ -1,5 +1,8 @@
 """worldmodels: sequential deep latent-variable world models (GTM-SM, KVAE, SRNN and baselines).
 
+``load``, ``save`` and ``build_model`` are imported on first use, so ``import worldmodels`` (and the
+``worldmodels`` command's ``--help``) does not load torch.
+
 Example:
     >>> import worldmodels
     >>> model = worldmodels.build_model("rnn", "debug", obs_shape=(4,), action_dim=2)
@@ -9,14 +12,23 @@ Example:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import Any
 
-try:
-    __version__ = version("worldmodels")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.1.0"
-
-from worldmodels.checkpoint import load, save  # noqa: E402
-from worldmodels.models import build_model  # noqa: E402
+from worldmodels.version import __version__
 
 __all__ = ["__version__", "load", "save", "build_model"]
+
+_LAZY = {"load": "worldmodels.checkpoint", "save": "worldmodels.checkpoint", "build_model": "worldmodels.models"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'worldmodels' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

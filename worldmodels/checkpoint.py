@@ -44,6 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from worldmodels.files import dead_temps, explain_write_error, json_digest, remove, temp_path
+from worldmodels.version import __version__
 
 __all__ = ["save", "load", "load_state", "read_meta", "recover", "is_checkpoint", "FORMAT", "FORMAT_VERSION"]
 
@@ -58,8 +59,6 @@ _MODEL_FILE, _CONFIG_FILE, _STATE_FILE, _STATE_JSON = (
 
 
 def _version() -> str:
-    from worldmodels import __version__
-
     return __version__
 
 
@@ -251,11 +250,12 @@ def _resolve(path: str | os.PathLike) -> Path:
     ``path`` does not exist and has no path separator; an unknown name lists the shipped ones."""
     if Path(path).exists() or not isinstance(path, str):
         return Path(path)
-    from worldmodels import pretrained
+    from worldmodels.pretrained.registry import is_name
+    from worldmodels.pretrained.registry import path as shipped_path
 
-    if not pretrained.is_name(path):
+    if not is_name(path):
         return Path(path)
-    return pretrained.path(path)  # FileNotFoundError naming the shipped models when unknown
+    return shipped_path(path)  # FileNotFoundError naming the shipped models when unknown
 
 
 def read_meta(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:

@@ -58,7 +58,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -81,8 +81,10 @@ __all__ = [
     "Policy",
     "RolloutDataset",
     "WindowDataset",
+    "collate_batches",
     "collect",
     "episode_seeds",
+    "iterate_batches",
     "make_loader",
     "resolve_env_id",
     "space_from_json",
@@ -1238,3 +1240,75 @@ def make_loader(
         generator=generator,
         persistent_workers=num_workers > 0,
     )
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def collate_batches(items: list[Any]) -> Batch:
+    """Stack a list of :class:`Batch` (any B) or dicts of per-window tensors into one ``Batch``.
+
+    Dict items hold ``obs [T, ...]``, ``action [T, A]`` and optionally ``mask``, ``is_first``, ``state``.
+    """
+    if not items:
+        raise ValueError("collate_batches: received no items")
+    if isinstance(items[0], Batch):
+
+        def cat(name: str) -> torch.Tensor | None:
+            vals = [getattr(b, name) for b in items]
+            return None if any(v is None for v in vals) else torch.cat(vals)
+
+        joined = {name: cat(name) for name in ("obs", "action", "mask", "is_first", "state")}
+    elif isinstance(items[0], dict):
+
+        def stack(name: str) -> torch.Tensor | None:
+            vals = [it.get(name) for it in items]
+            return None if any(v is None for v in vals) else torch.stack([torch.as_tensor(v) for v in vals])
+
+        joined = {name: stack(name) for name in ("obs", "action", "mask", "is_first", "state")}
+    else:
+        raise TypeError(
+            f"collate_batches: expected Batch or dict items, received {type(items[0]).__name__}; "
+            "pass collate_fn=..."
+        )
+    obs, action = joined.pop("obs"), joined.pop("action")
+    if obs is None or action is None:
+        raise ValueError("collate_batches: expected every item to hold 'obs' and 'action'")
+    # a missing mask / is_first / state takes Batch's default
+    return Batch(obs=obs, action=action, **{k: v for k, v in joined.items() if v is not None})
+
+
+def _is_map_dataset(data: Any) -> bool:
+    return isinstance(data, torch.utils.data.Dataset) and not isinstance(
+        data, torch.utils.data.IterableDataset
+    )
+
+
+def _collate_of(data: Any, collate_fn: Callable | None) -> Callable:
+    return (
+        collate_fn or getattr(data, "collate", None) or getattr(data, "collate_fn", None) or collate_batches
+    )
+
+
+def iterate_batches(
+    data: Any, batch_size: int = 32, collate_fn: Callable | None = None, num_workers: int = 0
+) -> Iterator[Batch]:
+    """Iterate ``data`` (map-style Dataset in order, or an iterable of ``Batch``) as ``Batch`` objects.
+
+    Used by :mod:`worldmodels.evaluate` and for validation; keeps the last incomplete batch.
+    """
+    if _is_map_dataset(data):
+        n = len(data)
+        index_batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        yield from torch.utils.data.DataLoader(
+            data,
+            batch_sampler=index_batches,
+            collate_fn=_collate_of(data, collate_fn),
+            num_workers=num_workers,
+            generator=torch.Generator().manual_seed(0),
+        )
+    else:
+        for b in data:
+            if not isinstance(b, Batch):
+                raise TypeError(f"expected an iterable of Batch, received an item of type {type(b).__name__}")
+            yield b

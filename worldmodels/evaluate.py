@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodels.api import Batch, WorldModel
-from worldmodels.train import iterate_batches
+from worldmodels.data import iterate_batches
 
 __all__ = [
     "elbo_per_step",

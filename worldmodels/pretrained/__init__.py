@@ -31,10 +31,8 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
-import json
 import os
 import time
 from pathlib import Path
@@ -43,43 +41,9 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from worldmodels.pretrained.registry import card, is_name, names, path, unknown_name_error
+
 __all__ = ["names", "card", "path", "load", "evaluate", "is_name", "unknown_name_error"]
-
-_ROOT = Path(__file__).resolve().parent
-_CARD = "card.json"
-
-
-def names() -> list[str]:
-    """The names of the shipped models (folders of this package holding a ``card.json``), sorted."""
-    return sorted(p.name for p in _ROOT.iterdir() if (p / _CARD).is_file())
-
-
-def is_name(value: str | os.PathLike) -> bool:
-    """``True`` when ``value`` looks like a model name rather than a path: a string without a path separator."""
-    return isinstance(value, str) and bool(value) and "/" not in value and os.sep not in value and value not in (".", "..")
-
-
-def unknown_name_error(name: str) -> FileNotFoundError:
-    """The error for a name that is neither an existing path nor a shipped model (with a suggestion)."""
-    shipped = names()
-    close = difflib.get_close_matches(name, shipped, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return FileNotFoundError(
-        f"{name!r} does not exist as a checkpoint folder and is not a shipped model; expected a path or one "
-        f"of the shipped names {shipped}.{hint}"
-    )
-
-
-def path(name: str) -> Path:
-    """The checkpoint folder of shipped model ``name`` (unknown names raise with the list of names)."""
-    if not isinstance(name, str) or not (_ROOT / name / _CARD).is_file() or not is_name(name):
-        raise unknown_name_error(str(name))
-    return _ROOT / name
-
-
-def card(name: str) -> dict[str, Any]:
-    """The model card of ``name``: what it is, how it was trained, and its evaluation spec and number."""
-    return cast(dict[str, Any], json.loads((path(name) / _CARD).read_text()))
 
 
 def load(name: str, map_location: str | torch.device = "cpu") -> nn.Module:

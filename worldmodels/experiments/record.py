@@ -1,0 +1,84 @@
+"""One results record for every experiment: what ran (command, commit, machine, seed, budget) and what it gave.
+
+A record is a JSON object; :func:`write` stores it atomically beside a Markdown page whose header is
+:func:`header` (so every results page states the same facts the same way).
+
+Example:
+    >>> rec = record("kvae-ball", "worldmodels experiment kvae-ball", seed=0, wall_clock_s=12.3,
+    ...              budget={"updates": 900, "thesis_updates": 80000}, metrics={"error": 0.1})
+    >>> sorted(rec)[:4]
+    ['budget', 'command', 'date', 'experiment']
+    >>> header(rec)[0].startswith("Command: `worldmodels experiment kvae-ball`")
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from worldmodels.files import atomic_save, write_json
+
+__all__ = ["git_commit", "machine", "record", "header", "write"]
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def git_commit() -> str:
+    """The short commit of the source checkout (``"unknown"`` outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def machine() -> str:
+    """CPU cores, processor, the 1-minute load now, torch version and threads (GPU when one is used)."""
+    import torch
+
+    load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}){load}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}")
+
+
+def record(experiment: str, command: str, seed: int | list[int], wall_clock_s: float, budget: dict[str, Any],
+           metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The record of one run. ``budget``: what was spent (``updates``, ``episodes``, ...) beside the thesis's
+    (``thesis_updates``, ...); ``extra``: further top-level fields (settings, per-seed results)."""
+    return {"experiment": experiment, "command": command, "git_commit": git_commit(), "seed": seed,
+            "machine": machine(), "wall_clock_s": round(float(wall_clock_s), 1), "budget": budget,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "metrics": metrics, **extra}
+
+
+def _budget_text(budget: dict[str, Any]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v:,}" if isinstance(v, int) else f"{k.replace('_', ' ')} {v}"
+                     for k, v in budget.items())
+
+
+def header(rec: dict[str, Any]) -> list[str]:
+    """The Markdown lines every results page starts with (after its title)."""
+    return [
+        f"Command: `{rec['command']}`  ",
+        f"Commit `{rec['git_commit']}` · seed {rec['seed']} · {rec['date']} · machine: {rec['machine']}  ",
+        f"Budget: {_budget_text(rec.get('budget', {}))} · wall clock {rec['wall_clock_s'] / 60:.1f} min",
+        "",
+    ]
+
+
+def write(rec: dict[str, Any], json_path: str | os.PathLike, markdown: list[str] | None = None,
+          markdown_path: str | os.PathLike | None = None) -> Path:
+    """Write ``rec`` as JSON at ``json_path`` and, when given, the ``markdown`` lines at ``markdown_path``
+    (default: beside the JSON with suffix ``.md``); both atomically. Returns the JSON path."""
+    path = write_json(json_path, rec)
+    if markdown is not None:
+        md = Path(markdown_path) if markdown_path is not None else path.with_suffix(".md")
+        text = "\n".join(markdown).rstrip("\n") + "\n"
+        atomic_save(md, lambda tmp: tmp.write_text(text))
+    return path
