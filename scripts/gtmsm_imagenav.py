@@ -405,6 +405,9 @@ def evaluate(args: Args) -> dict:
     # perfect lookup without spatial generalisation achieves) and the GTM-SM VAE reconstruction error
     split = {k: torch.zeros(2, dtype=torch.float64) for k in [*models, "no_memory", "memory_copy"]}
     n_visited = 0
+    # per step: the error summed over episodes whose true position was seen during memorisation, and their count
+    seen_step = {k: torch.zeros(H, dtype=torch.float64) for k in [*models, "no_memory", "memory_copy"]}
+    n_seen_step = torch.zeros(H, dtype=torch.float64)
     copy_mse = torch.zeros(H, dtype=torch.float64)
     recon = {k: 0.0 for k in gt_labels}
     for batch in test_batches(args):
@@ -415,6 +418,7 @@ def evaluate(args: Args) -> dict:
         copy = torch.where(visited[..., None, None, None], seen, preds["no_memory"])
         copy_mse += (copy - truth).square().mean((2, 3, 4)).sum(0).double()
         n_visited += int(visited.sum())
+        n_seen_step += visited.sum(0).double()
         for which, model in models.items():
             if len(model.config.obs_shape) == 1:  # VRNN/SRNN trained on flattened 192-d frames
                 im = model.predict(obs[:, :tau].flatten(2), act[:, :tau], act[:, tau : tau + H])
@@ -433,6 +437,7 @@ def evaluate(args: Args) -> dict:
         for k, p in {**preds, "memory_copy": copy}.items():
             e = (p - truth).square().mean((2, 3, 4)).double()  # [B, H]
             split[k] += torch.stack([e[visited].sum(), e[~visited].sum()])
+            seen_step[k] += (e * visited).sum(0)
         if not example:
             example = {"truth": truth[0], **{k: v[0] for k, v in preds.items()}}
             example["states"] = {k: v[0][0] for k, v in states.items()}  # type: ignore[assignment]
@@ -459,6 +464,12 @@ def evaluate(args: Args) -> dict:
         "memory_copy": {"mse": cm.tolist(), "mse_step1": float(cm[0]), "mse_step256": float(cm[-1]),
                         "mse_mean": float(cm.mean()), "mse_unvisited": float(split["memory_copy"][1]) / max(n_unvisited, 1)},
         "recon_mse": {k: v / (n * H * truth[0, 0].numel()) for k, v in recon.items()},
+        "frac_unvisited_per_step": (1 - n_seen_step / n).tolist(),
+        # how much the error grows over the prediction where the memory holds the answer: mean error at seen
+        # positions over the last 32 predicted steps / over the first 32 (32-step windows: ~50 seen frames per step)
+        "seen_last32_over_first32": {
+            k: float((v[-32:].sum() / n_seen_step[-32:].sum()) / (v[:32].sum() / n_seen_step[:32].sum()))
+            for k, v in seen_step.items() if k != "memory_copy"},  # memory_copy is exact at seen positions
     }
     pose = torch.cat(poses)
     for label in gt_labels:
@@ -665,6 +676,16 @@ def write_markdown(args: Args) -> Path:
             f"(encoder mean → decoder, the floor of a memory read): {rec}.",
             "",
         ]
+        if "seen_last32_over_first32" in ref:
+            fu = ref["frac_unvisited_per_step"]
+            growth = ", ".join(f"`{k}` {v:.2f}" for k, v in ref["seen_last32_over_first32"].items())
+            lines += [
+                "Growth of the error where the memory holds the answer: unvisited positions are "
+                f"{100 * fu[0]:.1f}% of step 1, {100 * np.mean(fu[:32]):.1f}% of steps 1–32 and "
+                f"{100 * np.mean(fu[-32:]):.1f}% of steps 225–256; the mean error at *seen* positions over steps "
+                f"225–256 divided by that over steps 1–32 is {growth}.",
+                "",
+            ]
     for label, r2 in m.get("state_r2", {}).items():
         lines += [
             f"`{label}` learned-state accuracy (R² of an affine map from `s_t` to the true position, mean over "
