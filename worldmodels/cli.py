@@ -349,56 +349,6 @@ def _info_run(args: argparse.Namespace) -> int:
 COMMANDS["info"] = ("environment ids, models and presets, versions, FAISS/GPU status", _info_args, _info_run)
 
 
-# --- experiment: the thesis's experiments (worldmodels/experiments/) --------------------------------------
-def _experiment_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?", help="experiment name (--list shows them)")
-    p.add_argument("--list", action="store_true", help="list the experiments and exit")
-    p.add_argument("--phase", default="all", help="data, train, eval, report or all (default all)")
-    p.add_argument("options", nargs=argparse.REMAINDER, help="the experiment's own options (NAME -h lists them)")
-
-
-def dataclass_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with one ``--field-name`` option per field of dataclass ``cls`` (default: the field's)."""
-    import dataclasses
-
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    for f in dataclasses.fields(cls):
-        default = f.default
-        if isinstance(default, bool):
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=_parse_bool, default=default,
-                           metavar="{true,false}", help=f"default {default}")
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default,
-                           help=f"default {default!r}")
-    return p
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, received {text!r}")
-
-
-def _experiment_run(args: argparse.Namespace) -> int:
-    from worldmodels import experiments
-
-    if args.list or not args.name:
-        for name in experiments.names():
-            print(name)
-        return 0
-    exp = experiments.get(args.name)
-    parser = dataclass_parser(exp.args, f"worldmodels experiment {exp.name}", exp.summary)
-    options = vars(parser.parse_args(args.options))
-    exp.run(exp.args(**options), args.phase)
-    return 0
-
-
-COMMANDS["experiment"] = ("run a thesis experiment (phases data, train, eval, report)", _experiment_args,
-                          _experiment_run)
-
-
 # --- bench: the benchmark runner of a source checkout (scripts/bench.py) -----------------------------------
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", nargs="*", default=None, help="benchmark groups, e.g. kvae planning memory")
@@ -443,9 +393,6 @@ EXAMPLES = {
     "impute": ["worldmodels impute --checkpoint kvae-box --data data/ball_test --drop 0.5",
                "worldmodels impute --checkpoint kvae-box --data data/ball_test --gap 8 --episode 2"],
     "plan": ["worldmodels plan --checkpoint runs/kvae_force/last --env BouncingBallForce-v0 --agents model,true,random"],
-    "experiment": ["worldmodels experiment --list",
-                   "worldmodels experiment kvae-ball --phase report",
-                   "worldmodels experiment kvae-ball -h   # the experiment's options"],
     "bench": ["worldmodels bench --list", "worldmodels bench --only memory planning"],
     "info": ["worldmodels info", "worldmodels info --json"],
 }

@@ -7,13 +7,20 @@ are the experiment's preset (env + policy + model + train + eval settings), and 
 
 Modules are imported only when their experiment runs, so listing experiments loads no torch.
 
+The registry is empty until the first experiment module lands (issue #15); the scripts under ``scripts/`` run
+the experiments meanwhile, and ``worldmodels experiment`` joins the CLI with the first module.
+
 Example:
-    >>> from worldmodels import experiments
-    >>> "kvae-ball" in experiments.names()
-    True
-    >>> exp = experiments.get("kvae-ball")
-    >>> list(exp.phases)[:2]
-    ['data', 'train']
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Args:
+    ...     seed: int = 0
+    >>> done = []
+    >>> exp = Experiment("toy", "a two-phase example", Args, {"data": lambda a: done.append(("data", a.seed)),
+    ...                                                      "report": lambda a: done.append(("report", a.seed))})
+    >>> exp.run(exp.defaults(seed=3))
+    >>> done
+    [('data', 3), ('report', 3)]
 """
 
 from __future__ import annotations
@@ -57,9 +64,7 @@ class Experiment:
 
 
 # name -> module defining EXPERIMENT (imported on first use)
-EXPERIMENTS: dict[str, str] = {
-    "kvae-ball": "worldmodels.experiments.kvae_ball",
-}
+EXPERIMENTS: dict[str, str] = {}
 
 
 def names() -> list[str]:
@@ -76,6 +81,6 @@ def get(name: str) -> Experiment:
 
 def run(name: str, phase: str = "all", **overrides: Any) -> None:
     """Run experiment ``name`` from Python with its preset and ``overrides``:
-    ``run("kvae-ball", phase="report")``."""
+    ``run(name, phase="report")``."""
     exp = get(name)
     exp.run(exp.defaults(**overrides), phase)
