@@ -125,8 +125,9 @@ class MiniWorldNavEnv(gym.Env):
     See :class:`MiniWorldNavConfig`; e.g. ``gymnasium.make("WM-MiniWorld-Maze-v0", obs_size=64)``.
 
     Example:
-        >>> import gymnasium as gym, envs
-        >>> env = gym.make("WM-MiniWorld-OneRoom-v0")
+        >>> import contextlib, io, gymnasium as gym, envs
+        >>> with contextlib.redirect_stdout(io.StringIO()):  # MiniWorld may print its OpenGL fallbacks
+        ...     env = gym.make("WM-MiniWorld-OneRoom-v0")
         >>> obs, info = env.reset(seed=0)
         >>> obs.shape, info["pose"].shape
         ((32, 32, 3), (3,))

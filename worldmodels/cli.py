@@ -349,6 +349,74 @@ def _info_run(args: argparse.Namespace) -> int:
 COMMANDS["info"] = ("environment ids, models and presets, versions, FAISS/GPU status", _info_args, _info_run)
 
 
+# --- experiment: the thesis's experiments (worldmodels/experiments/) --------------------------------------
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="experiment name (--list shows them)")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument("options", nargs=argparse.REMAINDER,
+                   help="--phase PHASE and the experiment's own options (NAME -h lists them)")
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, received {text!r}")
+
+
+def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] | None = None
+                     ) -> argparse.ArgumentParser:
+    """An argument parser with one ``--field-name`` option per field of dataclass ``cls`` (typed by its
+    default; default: the field's), plus ``--phase`` when ``phases`` are given (default ``all``).
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class Args:
+        ...     seed: int = 0
+        ...     plots: bool = True
+        >>> vars(dataclass_parser(Args, "x", "demo").parse_args(["--seed", "3", "--plots", "false"]))
+        {'seed': 3, 'plots': False}
+    """
+    import dataclasses
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    if phases is not None:
+        p.add_argument("--phase", default="all", choices=["all", *phases], help="default all: every phase in turn")
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, type=_parse_bool, default=default, metavar="{true,false}",
+                           help=f"default {default}")
+        elif isinstance(default, int | float | str):
+            p.add_argument(flag, dest=f.name, type=type(default), default=default, help=f"default {default!r}")
+        else:
+            raise TypeError(f"dataclass_parser: {cls.__name__}.{f.name}: expected a bool, int, float or str "
+                            f"default, received {default!r}")
+    return p
+
+
+def _experiment_run(args: argparse.Namespace) -> int:
+    from worldmodels import experiments
+
+    if args.list or not args.name:
+        for name in experiments.names():
+            print(f"{name:<18} {experiments.summary(name)}")
+        return 0
+    exp = experiments.get(args.name)
+    parser = dataclass_parser(exp.args, f"worldmodels experiment {exp.name}", exp.summary, list(exp.phases))
+    options = vars(parser.parse_args(args.options))
+    phase = options.pop("phase")
+    exp.run(exp.args(**options), phase)
+    return 0
+
+
+COMMANDS["experiment"] = ("run a thesis experiment (phases data, train, eval, report)", _experiment_args,
+                          _experiment_run)
+
+
 # --- bench: the benchmark runner of a source checkout (scripts/bench.py) -----------------------------------
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", nargs="*", default=None, help="benchmark groups, e.g. kvae planning memory")
@@ -393,6 +461,9 @@ EXAMPLES = {
     "impute": ["worldmodels impute --checkpoint kvae-box --data data/ball_test --drop 0.5",
                "worldmodels impute --checkpoint kvae-box --data data/ball_test --gap 8 --episode 2"],
     "plan": ["worldmodels plan --checkpoint runs/kvae_force/last --env BouncingBallForce-v0 --agents model,true,random"],
+    "experiment": ["worldmodels experiment --list",
+                   "worldmodels experiment gtmsm-imagenav --phase report",
+                   "worldmodels experiment gtmsm-imagenav -h   # the experiment's options"],
     "bench": ["worldmodels bench --list", "worldmodels bench --only memory planning"],
     "info": ["worldmodels info", "worldmodels info --json"],
 }

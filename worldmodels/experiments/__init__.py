@@ -7,8 +7,8 @@ are the experiment's preset (env + policy + model + train + eval settings), and 
 
 Modules are imported only when their experiment runs, so listing experiments loads no torch.
 
-The registry is empty until the first experiment module lands (issue #15); the scripts under ``scripts/`` run
-the experiments meanwhile, and ``worldmodels experiment`` joins the CLI with the first module.
+Each ``scripts/<experiment>.py`` is a shim that runs ``worldmodels experiment <name>`` with its arguments, so
+the commands the results pages state still work.
 
 Example:
     >>> from dataclasses import dataclass
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Experiment", "EXPERIMENTS", "names", "get", "run"]
+__all__ = ["Experiment", "EXPERIMENTS", "names", "summary", "get", "run"]
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ class Experiment:
                 fn(args)
 
 
-# name -> module defining EXPERIMENT (imported on first use)
-EXPERIMENTS: dict[str, str] = {}
+# name -> (module defining EXPERIMENT, imported on first use; one-line summary, listed without importing it)
+EXPERIMENTS: dict[str, tuple[str, str]] = {}
 
 
 def names() -> list[str]:
@@ -76,7 +76,18 @@ def get(name: str) -> Experiment:
     """The experiment ``name`` (unknown names raise with the list of names)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment: expected one of {names()}, received {name!r}")
-    return importlib.import_module(EXPERIMENTS[name]).EXPERIMENT
+    exp = importlib.import_module(EXPERIMENTS[name][0]).EXPERIMENT
+    if not isinstance(exp, Experiment) or exp.name != name:
+        raise TypeError(f"experiment {name}: expected {EXPERIMENTS[name][0]}.EXPERIMENT to be the Experiment "
+                        f"named {name!r}, received {exp!r}")
+    return exp
+
+
+def summary(name: str) -> str:
+    """The one-line summary of experiment ``name`` (without importing its module)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment: expected one of {names()}, received {name!r}")
+    return EXPERIMENTS[name][1]
 
 
 def run(name: str, phase: str = "all", **overrides: Any) -> None:
