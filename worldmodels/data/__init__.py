@@ -9,8 +9,8 @@ One module per concern, dependencies one way (``format <- reader <- windows``, `
   spaces as JSON, :func:`episode_seeds`, :class:`CorruptDatasetError` / :class:`CorruptShardError`;
 * :mod:`worldmodels.data.collect`: :func:`collect` (policies in vector envs -> atomic shards, resumable);
 * :mod:`worldmodels.data.reader`: :class:`RolloutDataset`, :class:`Episode`;
-* :mod:`worldmodels.data.windows`: :class:`WindowDataset`, :func:`make_loader`, :func:`collate_batches`,
-  :func:`iterate_batches`.
+* :mod:`worldmodels.data.windows`: :class:`WindowDataset`, :func:`make_loader`, :class:`EpisodeStartWindows`,
+  :class:`MappedWindows`, :func:`collate_batches`, :func:`iterate_batches`.
 
 Every public name is importable from ``worldmodels.data``.
 
@@ -38,6 +38,8 @@ from worldmodels.data.format import (
 )
 from worldmodels.data.reader import Episode, RolloutDataset
 from worldmodels.data.windows import (
+    EpisodeStartWindows,
+    MappedWindows,
     WindowDataset,
     collate_batches,
     iterate_batches,
@@ -55,6 +57,8 @@ __all__ = [
     "CorruptDatasetError",
     "CorruptShardError",
     "Episode",
+    "EpisodeStartWindows",
+    "MappedWindows",
     "Policy",
     "RolloutDataset",
     "WindowDataset",

@@ -1,4 +1,4 @@
-"""Windows for training: a torch Dataset of windows of consecutive frames, loaders, batches.
+"""Windows for training: a torch Dataset of windows of consecutive frames, loaders, batches from episode starts.
 
 A window of ``L`` frames becomes a :class:`worldmodels.api.Batch` (float obs ``[B, T, C, H, W]`` in [0, 1],
 one-hot actions, ``action[:, t]`` the action that led to ``obs[:, t]``, zero where ``is_first``).
@@ -18,7 +18,14 @@ from gymnasium import spaces
 from worldmodels.api import Batch
 from worldmodels.data.reader import RolloutDataset
 
-__all__ = ["WindowDataset", "collate_batches", "iterate_batches", "make_loader"]
+__all__ = [
+    "EpisodeStartWindows",
+    "MappedWindows",
+    "WindowDataset",
+    "collate_batches",
+    "iterate_batches",
+    "make_loader",
+]
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -92,6 +99,25 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return int(self._cum[-1])
+
+    def episode_starts(self) -> np.ndarray:
+        """Window indices int64 ``[n]``, in episode order, of the window that starts at frame 0 of each
+        episode that has one: every episode of at least ``length`` frames (``across_episodes``: every
+        episode with at least ``length`` frames from its first frame to the end of the dataset).
+
+        Example:
+            >>> import tempfile
+            >>> from agents.explorers import UniformRandom
+            >>> from worldmodels.data import collect
+            >>> d = collect("ImageNav-v0", tempfile.mkdtemp(), 3, 5, policy=UniformRandom, progress=False)
+            >>> windows = WindowDataset(d, length=4)  # 6 frames per episode: 3 windows each
+            >>> windows.episode_starts().tolist(), windows.position(3)
+            ([0, 3, 6], (1, 0))
+        """
+        if self.across:
+            firsts = self._starts[:-1]  # [N] first global frame of each episode
+            return firsts[firsts < len(self)].astype(np.int64)
+        return self._cum[:-1][np.diff(self._cum) > 0].astype(np.int64)
 
     def index_of(self, episode: int, start: int = 0) -> int:
         """Index of the window of ``episode`` that starts at frame ``start`` (inverse of :meth:`position`)."""
@@ -222,6 +248,139 @@ def make_loader(
         generator=generator,
         persistent_workers=num_workers > 0,
     )
+
+
+# ----------------------------------------------------------------------------- windows from episode starts
+
+
+class EpisodeStartWindows:
+    """Re-iterable of :class:`Batch`: windows that start at frame 0 of random episodes, lengths by a curriculum.
+
+    Batch ``i`` holds ``batch_size`` windows of :meth:`length_at` ``(i)`` frames, from frame 0 of the episodes
+    ``np.random.default_rng([seed, i]).integers(0, n, batch_size)`` (uniform, with replacement) among the ``n``
+    episodes that have that many frames, in episode order (:meth:`WindowDataset.episode_starts`). So batch
+    ``i`` depends only on ``(seed, i)``: iterating again gives the same batches, and the Trainer's resume
+    (which skips the batches already consumed) restores the data position exactly.
+
+    Episodes shorter than a stage's window length are skipped in that stage, as :class:`WindowDataset` skips
+    them (with episodes of equal length, draw ``e`` is episode ``e``); a stage longer than every episode
+    raises ``ValueError``.
+
+    Args:
+        dataset: a :class:`RolloutDataset` or its path.
+        plan: the curriculum ``[(length, n_batches), ...]``: ``n_batches`` batches of windows of ``length``
+            frames, stage after stage. Iteration yields the ``sum(n_batches)`` batches of the plan;
+            :meth:`batch` and :meth:`length_at` after the plan keep the last stage's length.
+        batch_size: windows per batch.
+        seed: seed of the episode draws.
+
+    Example:
+        >>> import tempfile
+        >>> from agents.explorers import UniformRandom
+        >>> from worldmodels.data import collect
+        >>> d = collect("ImageNav-v0", tempfile.mkdtemp(), 4, 7, policy=UniformRandom, progress=False)
+        >>> batches = EpisodeStartWindows(d, plan=[(3, 2), (8, 1)], batch_size=5, seed=0)
+        >>> [tuple(b.obs.shape[:2]) for b in batches], len(batches), batches.length_at(10)
+        ([(5, 3), (5, 3), (5, 8)], 3, 8)
+        >>> b = batches.batch(1)  # the same batch as the second one iterated
+        >>> bool(b.is_first[:, 0].all()), bool(b.is_first[:, 1:].any())
+        (True, False)
+    """
+
+    def __init__(
+        self, dataset: RolloutDataset | str | os.PathLike, plan: Sequence[tuple[int, int]], batch_size: int,
+        seed: int = 0,
+    ) -> None:
+        self.data = dataset if isinstance(dataset, RolloutDataset) else RolloutDataset(dataset)
+        self.plan = _curriculum(plan)
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"EpisodeStartWindows: expected batch_size >= 1, received {batch_size!r}")
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.windows = {length: WindowDataset(self.data, length) for length, _ in self.plan}
+        self.starts = {length: w.episode_starts() for length, w in self.windows.items()}  # length -> [n]
+
+    def __len__(self) -> int:
+        return sum(n for _, n in self.plan)
+
+    def length_at(self, i: int) -> int:
+        """Window length of batch ``i``."""
+        return self.length_of(self.plan, i)
+
+    @staticmethod
+    def length_of(plan: Sequence[tuple[int, int]], i: int) -> int:
+        """Window length of batch ``i`` under ``plan`` (the last stage's after the plan ends).
+
+        Example:
+            >>> [EpisodeStartWindows.length_of([(8, 2), (16, 1)], i) for i in range(5)]
+            [8, 8, 16, 16, 16]
+        """
+        for length, n in plan:
+            if i < n:
+                return length
+            i -= n
+        return plan[-1][0]
+
+    def batch(self, i: int) -> Batch:
+        """Batch ``i`` (any ``i >= 0``), read directly."""
+        if not isinstance(i, (int, np.integer)) or i < 0:
+            raise IndexError(f"EpisodeStartWindows: expected a batch index >= 0, received {i!r}")
+        length = self.length_at(int(i))
+        w, starts = self.windows[length], self.starts[length]
+        draws = np.random.default_rng([self.seed, int(i)]).integers(0, len(starts), self.batch_size)  # [B]
+        return w.collate(w.__getitems__(starts[draws].tolist()))
+
+    def __iter__(self) -> Iterator[Batch]:
+        for i in range(len(self)):
+            yield self.batch(i)
+
+
+def _curriculum(plan: Any) -> list[tuple[int, int]]:
+    """``plan`` as a list of ``(length >= 1, n_batches >= 0)`` int pairs; anything else raises."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    stages = list(plan) if isinstance(plan, Sequence) and not isinstance(plan, str) else []
+    if not stages or not all(
+        isinstance(s, Sequence) and len(s) == 2 and is_int(s[0]) and is_int(s[1]) and s[0] >= 1 and s[1] >= 0
+        for s in stages
+    ):
+        raise ValueError(
+            f"EpisodeStartWindows: expected plan [(length >= 1, n_batches >= 0), ...], received {plan!r}"
+        )
+    return [(int(length), int(n)) for length, n in stages]
+
+
+class MappedWindows(torch.utils.data.Dataset):
+    """The windows of a :class:`WindowDataset` whose collated :class:`Batch` goes through ``fn``.
+
+    A map-style dataset like ``data`` (same length, items and ``__getitems__``); :meth:`collate` is
+    ``fn(data.collate(items))``, so the Trainer and :func:`iterate_batches` train on the mapped batches.
+
+    Example:
+        >>> import dataclasses, tempfile
+        >>> from agents.explorers import UniformRandom
+        >>> from worldmodels.data import collect
+        >>> d = collect("ImageNav-v0", tempfile.mkdtemp(), 2, 5, policy=UniformRandom, progress=False)
+        >>> flat = MappedWindows(WindowDataset(d, 4), lambda b: dataclasses.replace(b, obs=b.obs.flatten(2)))
+        >>> len(flat), flat.collate(flat.__getitems__([0, 1])).obs.shape  # 8x8 RGB frames as vectors
+        (6, torch.Size([2, 4, 192]))
+    """
+
+    def __init__(self, data: WindowDataset, fn: Callable[[Batch], Batch]) -> None:
+        self.data, self.fn = data, fn
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.data[i]
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        return self.data.__getitems__(indices)
+
+    def collate(self, items: Sequence[dict[str, torch.Tensor]] | dict[str, torch.Tensor]) -> Batch:
+        """``fn`` of :meth:`WindowDataset.collate`."""
+        return self.fn(self.data.collate(items))
 
 
 # ----------------------------------------------------------------------------- batches
