@@ -407,11 +407,11 @@ def test_property_random_corruption_is_detected_never_read_silently(small_datase
 def test_disk_full_names_the_shard_keeps_earlier_shards_and_resumes(tmp_path: Path, monkeypatch) -> None:
     import errno
 
-    from worldmodels import data as data_mod
+    from worldmodels.data import format as data_format  # _HashingFile writes every shard file
 
     clean = collect("ImageNav-v0", tmp_path / "clean", 8, 10, policy=POISSON, episodes_per_shard=2,
                     progress=False)
-    real_write, calls = data_mod._HashingFile.write, {"n": 0}
+    real_write, calls = data_format._HashingFile.write, {"n": 0}
 
     def write(self, b):
         calls["n"] += 1
@@ -419,7 +419,7 @@ def test_disk_full_names_the_shard_keeps_earlier_shards_and_resumes(tmp_path: Pa
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(self, b)
 
-    monkeypatch.setattr(data_mod._HashingFile, "write", write)
+    monkeypatch.setattr(data_format._HashingFile, "write", write)
     out = tmp_path / "full"
     with pytest.raises(OSError, match=r"collect: shard shard-0000\d\d: cannot write to .*full: no space left "
                                       r"on the device\. The shards written before it are intact.*resume") as e:
@@ -430,7 +430,7 @@ def test_disk_full_names_the_shard_keeps_earlier_shards_and_resumes(tmp_path: Pa
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # the partial shard was removed
     for name in partial.shard_names:
         assert _digest(out / name) == _digest(clean / name)
-    monkeypatch.setattr(data_mod._HashingFile, "write", real_write)  # space freed: the same command resumes
+    monkeypatch.setattr(data_format._HashingFile, "write", real_write)  # space freed: the same command resumes
     collect("ImageNav-v0", out, 8, 10, policy=POISSON, episodes_per_shard=2, progress=False)
     assert _digest(out) == _digest(clean)
 
