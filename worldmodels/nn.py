@@ -6,6 +6,26 @@ The conv stacks follow the KVAE architecture (NOTES.md, thesis §6.5): the encod
 3x3 stride-2 convolutions with 32 channels and ReLU down to 4x4; the decoder mirrors it with
 sub-pixel convolutions (conv to ``4 c`` channels, then pixel shuffle x2).
 
+Every encoder and decoder of the package lives here (models define none of their own):
+
+=========================  =================================================================  ============
+class                      architecture                                                       used by
+=========================  =================================================================  ============
+:class:`ConvEncoder`       3x3 stride-2 convs to 4x4, one linear layer                        ObsEncoder
+:class:`ConvDecoder`       linear + ReLU, (3x3 conv, pixel shuffle, ReLU) per 2x, 3x3 conv    Emission
+:class:`MLPEncoder`        an :class:`MLP` on the flattened observation                       GTM-SM
+:class:`MLPDecoder`        an :class:`MLP` whose output is reshaped to the observation        GTM-SM, KVAE
+:class:`KVAEConvEncoder`   §6.8: 3x3 stride-2 convs (``filters``), mean and bounded variance  KVAE
+:class:`KVAEConvDecoder`   §6.8: linear, (3x3 conv, ReLU, pixel shuffle) per 2x, 1x1 conv     KVAE
+:class:`KVAEMLPEncoder`    §6.5.2: ReLU MLP on the flattened frame, mean and bounded variance KVAE
+:class:`GTMSMConvEncoder`  4x4 stride-2 convs to 4x4, a two-layer MLP head                    GTM-SM
+:class:`GTMSMConvDecoder`  a two-layer MLP to 4x4 maps, 4x4 stride-2 transposed convs         GTM-SM
+=========================  =================================================================  ============
+
+The parameter names of each class (``state_dict`` keys) are those of the shipped checkpoints
+(``worldmodels/pretrained``); a class that looks like another one but has other keys or layers stays
+a class of its own.
+
 Example:
     >>> import torch
     >>> enc, dec = ConvEncoder((1, 32, 32), 16), ConvDecoder(16, (1, 32, 32))
@@ -35,6 +55,13 @@ __all__ = [
     "ObsDistribution",
     "Emission",
     "ObsEncoder",
+    "MLPEncoder",
+    "MLPDecoder",
+    "KVAEConvEncoder",
+    "KVAEConvDecoder",
+    "KVAEMLPEncoder",
+    "GTMSMConvEncoder",
+    "GTMSMConvDecoder",
     "bernoulli_log_prob",
     "gaussian_log_prob",
     "discretized_gaussian_log_prob",
@@ -382,3 +409,326 @@ class ObsEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+# ----------------------------------------------------------------------------- flat (MLP) encoder / decoder
+
+
+class MLPEncoder(nn.Module):
+    """Observations ``[..., *obs_shape] -> [..., out_dim]``: an :class:`MLP` on the flattened observation.
+
+    For frames too small for the conv stacks (GTM-SM's 8x8 ImageNav crops). Parameters: ``net.*``.
+
+    Args:
+        obs_shape: shape of one observation, e.g. ``(C, H, W)``.
+        out_dim: output size.
+        hidden: widths of the hidden ReLU layers.
+
+    Example:
+        >>> enc = MLPEncoder((3, 8, 8), 4, hidden=(16, 16))
+        >>> enc(torch.zeros(2, 5, 3, 8, 8)).shape, [k for k in enc.state_dict()][:2]
+        (torch.Size([2, 5, 4]), ['net.0.weight', 'net.0.bias'])
+    """
+
+    def __init__(self, obs_shape: Sequence[int], out_dim: int, hidden: Sequence[int] = ()):
+        super().__init__()
+        self.obs_shape, self.out_dim = tuple(int(v) for v in obs_shape), out_dim
+        self.net = MLP(math.prod(self.obs_shape), hidden, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = len(self.obs_shape)
+        if tuple(x.shape[x.dim() - n :]) != self.obs_shape:
+            raise ValueError(
+                f"MLPEncoder: expected [..., {', '.join(map(str, self.obs_shape))}], received {tuple(x.shape)}"
+            )
+        return self.net(x.flatten(x.dim() - n))
+
+
+class MLPDecoder(nn.Module):
+    """Features ``[..., in_dim] -> [..., *obs_shape]``: an :class:`MLP` whose output is reshaped.
+
+    The output is untransformed (logits or means). Parameters: ``net.*``.
+
+    Args:
+        in_dim: size of the input features.
+        obs_shape: shape of one observation.
+        hidden: widths of the hidden ReLU layers.
+
+    Example:
+        >>> MLPDecoder(4, (3, 8, 8), hidden=(16,))(torch.zeros(2, 5, 4)).shape
+        torch.Size([2, 5, 3, 8, 8])
+    """
+
+    def __init__(self, in_dim: int, obs_shape: Sequence[int], hidden: Sequence[int] = ()):
+        super().__init__()
+        self.in_dim, self.obs_shape = in_dim, tuple(int(v) for v in obs_shape)
+        self.net = MLP(in_dim, hidden, math.prod(self.obs_shape))
+
+    def forward(self, h: Tensor) -> Tensor:
+        if h.shape[-1] != self.in_dim:
+            raise ValueError(f"MLPDecoder: expected [..., {self.in_dim}], received {tuple(h.shape)}")
+        return self.net(h).reshape(*h.shape[:-1], *self.obs_shape)
+
+
+# ----------------------------------------------------------------------------- KVAE (thesis §6.5, §6.8)
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _check_precision(precision: str, who: str) -> bool:
+    """``True`` for bfloat16 autocast; raises for anything but the two :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{who}: expected conv_precision in {PRECISIONS}, received {precision!r}")
+    return precision == "bfloat16"
+
+
+def _kvae_feature_shape(obs_shape: Sequence[int], filters: Sequence[int], who: str) -> tuple[int, int, int]:
+    """``(channels, H / 2^L, W / 2^L)`` after ``L = len(filters)`` stride-2 convs."""
+    f = 2 ** len(filters)
+    if len(obs_shape) != 3 or obs_shape[1] % f or obs_shape[2] % f:
+        raise ValueError(
+            f"{who}: expected (C, H, W) with H and W divisible by {f} for {len(filters)} stride-2 conv layers, "
+            f"received {tuple(obs_shape)}"
+        )
+    C, H, W = (int(v) for v in obs_shape)
+    return (int(filters[-1]) if filters else C, H // f, W // f)
+
+
+class KVAEConvEncoder(nn.Module):
+    """``x_t [..., C, H, W] -> (mean, var)`` of ``q(a_t | x_t)``, each ``[..., out_dim]`` (thesis §6.8).
+
+    One 3x3 stride-2 convolution + ReLU per entry of ``filters``, then two linear layers on the flattened
+    maps: the mean and the variance ``var_scale * sigmoid(.)`` (small and bounded). Differs from
+    :class:`ConvEncoder` in the per-layer channels, non-square frames, the two heads and the names
+    (``conv.*``, ``mean``, ``var``).
+
+    Args:
+        obs_shape: ``(C, H, W)``, H and W divisible by ``2 ** len(filters)``.
+        out_dim: size of ``a_t``.
+        filters: channels of the conv layers.
+        var_scale: upper bound of the variance.
+        channels_last: run the convs in ``torch.channels_last`` memory format (faster on CPU).
+        conv_precision: ``"float32"`` or ``"bfloat16"`` (the convs under ``torch.autocast``; the heads
+            stay in the input's dtype).
+
+    Attributes:
+        feat_shape: ``(channels, H', W')`` of the last conv's output.
+
+    Example:
+        >>> mean, var = KVAEConvEncoder((1, 32, 32), 2, filters=(8, 8, 8))(torch.rand(4, 1, 32, 32))
+        >>> mean.shape, bool(((var > 0) & (var < 0.03)).all())
+        (torch.Size([4, 2]), True)
+    """
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        out_dim: int,
+        filters: Sequence[int] = (32, 32, 32),
+        var_scale: float = 0.03,
+        channels_last: bool = True,
+        conv_precision: str = "float32",
+    ):
+        super().__init__()
+        self.feat_shape = _kvae_feature_shape(obs_shape, filters, "KVAEConvEncoder")
+        self.bf16 = _check_precision(conv_precision, "KVAEConvEncoder")
+        self.obs_shape, self.out_dim = tuple(int(v) for v in obs_shape), out_dim
+        layers: list[nn.Module] = []
+        ch = self.obs_shape[0]
+        for f in filters:
+            layers += [nn.Conv2d(ch, f, 3, stride=2, padding=1), nn.ReLU()]
+            ch = f
+        self.conv = nn.Sequential(*layers)
+        n = math.prod(self.feat_shape)
+        self.mean = nn.Linear(n, out_dim)
+        self.var = nn.Linear(n, out_dim)
+        self.var_scale, self.channels_last = var_scale, channels_last
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if tuple(x.shape[-3:]) != self.obs_shape:
+            raise ValueError(
+                f"KVAEConvEncoder: expected [..., {', '.join(map(str, self.obs_shape))}], received {tuple(x.shape)}"
+            )
+        x, lead = _flat(x, 3)  # [N, C, H, W]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            h = self.conv(x).flatten(1).to(x.dtype)  # [N, F]
+        mean, var = self.mean(h), self.var_scale * torch.sigmoid(self.var(h))
+        return mean.reshape(*lead, self.out_dim), var.reshape(*lead, self.out_dim)
+
+
+class KVAEConvDecoder(nn.Module):
+    """``a_t [..., in_dim] ->`` logits or means ``[..., C, H, W]`` of ``p(x_t | a_t)`` (thesis §6.8).
+
+    A linear layer to the encoder's last maps ``(filters[-1], H', W')`` (no activation), then per entry of
+    ``reversed(filters)`` a 3x3 conv to ``4 f`` channels, ReLU and a sub-pixel shuffle x2, and a 1x1 conv
+    to ``C`` channels. Differs from :class:`ConvDecoder` (ReLU after the linear layer, 3x3 output conv,
+    names ``linear``/``blocks``/``out``): its names are ``fc`` and ``net.*``.
+
+    Args:
+        in_dim: size of ``a_t``.
+        obs_shape: ``(C, H, W)``, H and W divisible by ``2 ** len(filters)``.
+        filters: channels of the encoder's conv layers (mirrored).
+        channels_last, conv_precision: as in :class:`KVAEConvEncoder` (autocast covers the convs).
+
+    Example:
+        >>> KVAEConvDecoder(2, (1, 32, 32), filters=(8, 8, 8))(torch.zeros(3, 5, 2)).shape
+        torch.Size([3, 5, 1, 32, 32])
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        obs_shape: Sequence[int],
+        filters: Sequence[int] = (32, 32, 32),
+        channels_last: bool = True,
+        conv_precision: str = "float32",
+    ):
+        super().__init__()
+        self.feat_shape = _kvae_feature_shape(obs_shape, filters, "KVAEConvDecoder")
+        self.bf16 = _check_precision(conv_precision, "KVAEConvDecoder")
+        self.in_dim = in_dim
+        self.fc = nn.Linear(in_dim, math.prod(self.feat_shape))
+        layers: list[nn.Module] = []
+        ch = self.feat_shape[0]
+        for f in reversed(filters):
+            layers += [nn.Conv2d(ch, 4 * f, 3, padding=1), nn.ReLU(), nn.PixelShuffle(2)]
+            ch = f
+        layers.append(nn.Conv2d(ch, int(obs_shape[0]), 1))
+        self.net = nn.Sequential(*layers)
+        self.channels_last = channels_last
+
+    def forward(self, a: Tensor) -> Tensor:
+        if a.shape[-1] != self.in_dim:
+            raise ValueError(f"KVAEConvDecoder: expected [..., {self.in_dim}], received {tuple(a.shape)}")
+        a, lead = _flat(a, 1)
+        h = self.fc(a).view(-1, *self.feat_shape)  # [N, F, H', W']
+        if self.channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            x = self.net(h).to(h.dtype).contiguous()  # [N, C, H, W]
+        return x.reshape(*lead, *x.shape[1:])
+
+
+class KVAEMLPEncoder(nn.Module):
+    """``x_t [..., *obs_shape] -> (mean, var)`` of ``q(a_t | x_t)``, each ``[..., out_dim]`` (thesis §6.5.2).
+
+    ``Linear + ReLU`` per entry of ``hidden`` on the flattened observation (``net.*``; ``net.0`` is the
+    flatten), then the mean and the variance ``var_scale * sigmoid(.)`` heads of :class:`KVAEConvEncoder`.
+
+    Example:
+        >>> mean, var = KVAEMLPEncoder((1, 16, 16), 2, hidden=(32, 32))(torch.rand(4, 1, 16, 16))
+        >>> mean.shape, var.shape
+        (torch.Size([4, 2]), torch.Size([4, 2]))
+    """
+
+    def __init__(
+        self, obs_shape: Sequence[int], out_dim: int, hidden: Sequence[int] = (128, 128), var_scale: float = 0.03
+    ):
+        super().__init__()
+        self.obs_shape, self.out_dim = tuple(int(v) for v in obs_shape), out_dim
+        layers: list[nn.Module] = [nn.Flatten()]
+        d = math.prod(self.obs_shape)
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU()]
+            d = h
+        self.net = nn.Sequential(*layers)
+        self.mean = nn.Linear(d, out_dim)
+        self.var = nn.Linear(d, out_dim)
+        self.var_scale = var_scale
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        n = len(self.obs_shape)
+        if tuple(x.shape[x.dim() - n :]) != self.obs_shape:
+            raise ValueError(
+                f"KVAEMLPEncoder: expected [..., {', '.join(map(str, self.obs_shape))}], received {tuple(x.shape)}"
+            )
+        x, lead = _flat(x, n)
+        h = self.net(x)
+        mean, var = self.mean(h), self.var_scale * torch.sigmoid(self.var(h))
+        return mean.reshape(*lead, self.out_dim), var.reshape(*lead, self.out_dim)
+
+
+# ----------------------------------------------------------------------------- GTM-SM (thesis Ch. 7)
+
+
+def _check_power_of_two(obs_shape: Sequence[int], who: str) -> tuple[int, int]:
+    if len(obs_shape) != 3 or obs_shape[1] != obs_shape[2] or obs_shape[1] < 8 or obs_shape[1] & (obs_shape[1] - 1):
+        raise ValueError(f"{who}: expected square power-of-two frames (C, S, S) with S >= 8, received "
+                         f"{tuple(obs_shape)}")
+    return int(obs_shape[0]), int(obs_shape[1])
+
+
+class GTMSMConvEncoder(nn.Module):
+    """Frames ``[..., C, S, S] -> [..., out_dim]``: 4x4 stride-2 convs + ReLU down to 4x4, then a two-layer MLP.
+
+    GTM-SM's encoder for 16/32/64 px frames (MiniWorld, §7.4.2). Differs from :class:`ConvEncoder`
+    (3x3 kernels, one linear layer) in kernel size and head; parameters ``conv.*`` and ``head.*``
+    (``head.0`` is the flatten).
+
+    Args:
+        obs_shape: ``(C, S, S)``, S a power of two >= 8.
+        out_dim: output size (GTM-SM: ``2 z``, mean and pre-softplus scale).
+        hidden: width of the MLP head.
+        channels: channels of every conv layer.
+
+    Example:
+        >>> GTMSMConvEncoder((3, 32, 32), 8, hidden=16, channels=4)(torch.rand(2, 5, 3, 32, 32)).shape
+        torch.Size([2, 5, 8])
+    """
+
+    def __init__(self, obs_shape: Sequence[int], out_dim: int, hidden: int, channels: int = 32):
+        super().__init__()
+        C, S = _check_power_of_two(obs_shape, "GTMSMConvEncoder")
+        self.obs_shape, self.out_dim = (C, S, S), out_dim
+        layers: list[nn.Module] = []
+        c, size = C, S
+        while size > 4:
+            layers += [nn.Conv2d(c, channels, 4, 2, 1), nn.ReLU()]
+            c, size = channels, size // 2
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * 16, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, out_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[-3:]) != self.obs_shape:
+            raise ValueError(
+                f"GTMSMConvEncoder: expected [..., {', '.join(map(str, self.obs_shape))}], received {tuple(x.shape)}"
+            )
+        x, lead = _flat(x, 3)
+        return self.head(self.conv(x)).reshape(*lead, self.out_dim)
+
+
+class GTMSMConvDecoder(nn.Module):
+    """Codes ``[..., in_dim] -> [..., C, S, S]``: a two-layer ReLU MLP to ``channels x 4 x 4``, then 4x4
+    stride-2 transposed convs (ReLU between them) up to ``S``; the output is untransformed.
+
+    GTM-SM's decoder for 16/32/64 px frames. Differs from :class:`ConvDecoder` (one linear layer,
+    sub-pixel convolutions); parameters ``fc.*`` and ``deconv.*``.
+
+    Example:
+        >>> GTMSMConvDecoder(8, (3, 32, 32), hidden=16, channels=4)(torch.zeros(2, 5, 8)).shape
+        torch.Size([2, 5, 3, 32, 32])
+    """
+
+    def __init__(self, in_dim: int, obs_shape: Sequence[int], hidden: int, channels: int = 32):
+        super().__init__()
+        C, S = _check_power_of_two(obs_shape, "GTMSMConvDecoder")
+        self.in_dim, self.obs_shape, self.ch = in_dim, (C, S, S), channels
+        self.fc = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels * 16), nn.ReLU())
+        layers: list[nn.Module] = []
+        size = 4
+        while size < S:
+            last = size * 2 == S
+            layers += [nn.ConvTranspose2d(channels, C if last else channels, 4, 2, 1)]
+            if not last:
+                layers.append(nn.ReLU())
+            size *= 2
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.shape[-1] != self.in_dim:
+            raise ValueError(f"GTMSMConvDecoder: expected [..., {self.in_dim}], received {tuple(z.shape)}")
+        z, lead = _flat(z, 1)
+        return self.deconv(self.fc(z).reshape(-1, self.ch, 4, 4)).reshape(*lead, *self.obs_shape)

@@ -3,21 +3,19 @@
 Two sets of latent variables per time step (Fig. 7.1):
 
 * ``s_t`` — a low-dimensional state (position, optionally heading) driven by the one-hot actions
-  through a state-space model with prior knowledge of the agent's physics:
-
-  - ``"linear"``:   ``s_t = s_{t-1} + M a_t + ε``                                 §7.4.1 (unnumbered)
-  - ``"wall"``:     ``s_t = s_{t-1} + M a_t · σ_d(s_{t-1} + M a_t) + ε``              eq. (7.3)
-  - ``"rotation"``: ``s_t = s_{t-1} + R(s³_{t-1}) M a_t + ε``  (``state_dim = 3``)       eq. (7.4)
-  - ``"momentum"``: ``d_t = c_s ⊙ tanh(σ(c_f) ⊙ d_{t-1} + M a_t)``,
-    ``s_t = s_{t-1} + R(s³_{t-1}) d_t + ε``                                           §7.4.2.2
-
-  with ``ε ~ N(0, r² I)``.  When ``Batch.state`` holds the true pose, a regression loss pulls
-  ``d_t`` towards the true displacement (in the agent's frame) — the target only, never an input.
-* ``z_t`` — a VAE latent per frame, ``q(z_t | x_t)`` Gaussian.
+  through a state-space model with prior knowledge of the agent's physics, ``p(s_t | s_{t-1}, a_t) =
+  N(μ_t, r² I)`` (eq. 7.2): ``config.transition`` picks one of the transitions of
+  :mod:`worldmodels.models.gtmsm_transitions` — ``"linear"`` (§7.4.1), ``"wall"`` (eq. 7.3),
+  ``"rotation"`` (eq. 7.4, ``state_dim = 3``) or ``"momentum"`` (§7.4.2.2).  When ``Batch.state`` holds the
+  true pose, a regression loss pulls the displacement ``d_t`` towards the true one (in the agent's frame) —
+  the target only, never an input.
+* ``z_t`` — a VAE latent per frame, ``q(z_t | x_t)`` Gaussian (encoder and decoder from :mod:`worldmodels.nn`:
+  :class:`~worldmodels.nn.MLPEncoder` / :class:`~worldmodels.nn.MLPDecoder` for small frames,
+  :class:`~worldmodels.nn.GTMSMConvEncoder` / :class:`~worldmodels.nn.GTMSMConvDecoder` for 16-64 px).
 
 Memorisation (``t <= τ``) writes ``(s_t, μ_z, σ_z)`` into a DND (keys ``s``, values the ``z``
 statistics; §7.3.3).  Prediction (``t > τ``) reads the K nearest keys of ``s_t`` and forms the VAE
-prior ``p(z_t | s_t, m)``:
+prior ``p(z_t | s_t, m)`` (``config.prior``, :mod:`worldmodels.models.gtmsm_memory`):
 
 * ``"mixture"``:  ``Σ_k w_k N(z | μ_k, σ_k²)``, ``w_k ∝ 1 / (d_k² + δ)`` with squared distances  §7.4.1
 * ``"combiner"``: an MLP over the retrieved ``{s̃_k, μ_k, σ_k}`` gives ``h_t``; a second MLP maps
@@ -36,6 +34,10 @@ The KL to the mixture prior has no closed form and is estimated with the same si
 The search itself is not differentiable: indices come from an exact search (torch top-k inside
 a batch, :class:`worldmodels.memory.DND` for shared memories in ``imagine``/``localize``) and the
 rows are gathered from torch tensors so gradients reach keys (states) and values (z statistics).
+
+The transition, the prior and the landmark network are objects picked once from the config; their parameters
+are registered on :class:`GTMSM` itself (``M``, ``gate.*``, ``c_f``, ``c_s``, ``combine_in.*``,
+``combine_out.*``, ``beta_net.*``, ``beta_prior_logit``, ``var_net.*``: the keys of every checkpoint).
 
 Example:
     >>> import torch
@@ -65,11 +67,26 @@ from torch import Tensor, nn
 from worldmodels.api import Batch, Belief, Imagination, LossOutput, check_shape
 from worldmodels.memory import BACKENDS, DND
 from worldmodels.models import register_model
-from worldmodels.models.gtmsm_scan import scan_available, wall_scan
+from worldmodels.models.gtmsm_memory import (
+    PRIORS,
+    LandmarkInference,
+    LandmarkPosterior,
+    MemoryPrior,
+    causal_reverse_search,
+    gather_rows,
+    gaussian_kl,
+    gaussian_log_prob,
+    inverse_distance_weights,
+    knn_gather,
+    mixture_log_prob,
+    state_features,
+)
+from worldmodels.models.gtmsm_transitions import TRANSITIONS, Transition, cumsum_restart, rotate, wrap_heading
+from worldmodels.nn import GTMSMConvDecoder, GTMSMConvEncoder, MLPDecoder, MLPEncoder
 
-__all__ = ["GTMSMConfig", "GTMSM", "LandmarkPosterior", "affine_r2", "causal_reverse_search", "cumsum_restart",
-           "knn_gather",
-           "mixture_log_prob"]
+# The model and its config; the rest are re-exported from gtmsm_memory / gtmsm_transitions, their home.
+__all__ = ["GTMSMConfig", "GTMSM", "affine_r2", "LandmarkPosterior", "causal_reverse_search", "cumsum_restart",
+           "gaussian_kl", "inverse_distance_weights", "knn_gather", "mixture_log_prob", "rotate"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -99,7 +116,8 @@ class GTMSMConfig:
         k: neighbours retrieved from the DND.
         delta: stabiliser of the inverse-distance weights ``1/(d² + δ)``.
         r: transition noise standard deviation.
-        transition: ``"linear"`` | ``"wall"`` | ``"rotation"`` | ``"momentum"`` (see module doc).
+        transition: ``"linear"`` | ``"wall"`` | ``"rotation"`` | ``"momentum"``
+            (:data:`worldmodels.models.gtmsm_transitions.TRANSITIONS`).
         wall_gate_from: curriculum — the gate σ_d is forced to 1 for this many training updates.
         vae_precision: ``"float32"`` or ``"bfloat16"``: run the VAE encoder and decoder under ``torch.autocast`` in
             bfloat16 (their outputs, the transition, the memory read and the ELBO stay float32; weights and
@@ -108,7 +126,8 @@ class GTMSMConfig:
         gate_bias: initial bias of σ_d's output (before the sigmoid): 3 starts open (σ_d ≈ 0.95, close to the
             linear transition, but in the flat part of the sigmoid), 0 starts at σ_d ≈ 0.5 where its slope is 5x
             larger (see ``docs/results/gtmsm_notes.md``).
-        prior: ``"mixture"`` (inverse-distance) or ``"combiner"`` (learned MLP, §7.7.2).
+        prior: ``"mixture"`` (inverse-distance) or ``"combiner"`` (learned MLP, §7.7.2)
+            (:data:`worldmodels.models.gtmsm_memory.PRIORS`).
         m_init_scale: standard deviation of the initial action matrix ``M``.
         displacement_weight: weight of the displacement regression loss (needs ``Batch.state``).
         min_std: floor of the encoder standard deviation.
@@ -193,8 +212,8 @@ class GTMSMConfig:
         choices = {
             "encoder": ("auto", "mlp", "conv"),
             "likelihood": ("bernoulli", "gaussian"),
-            "transition": ("linear", "wall", "rotation", "momentum"),
-            "prior": ("mixture", "combiner"),
+            "transition": tuple(TRANSITIONS),
+            "prior": tuple(PRIORS),
             "kl": ("mc", "bound"),
             "memory_backend": ("brute", *BACKENDS),
             "gate_act": ("tanh", "relu"),
@@ -205,7 +224,7 @@ class GTMSMConfig:
                 raise ValueError(f"GTMSMConfig.{name}: expected one of {allowed}, received {getattr(self, name)!r}")
         if len(self.obs_shape) != 3:
             raise ValueError(f"GTMSMConfig.obs_shape: expected (C, H, W), received {self.obs_shape}")
-        if self.transition in ("rotation", "momentum") and self.state_dim != 3:
+        if TRANSITIONS[self.transition].needs_heading and self.state_dim != 3:
             raise ValueError(
                 f"GTMSMConfig: transition {self.transition!r} needs state_dim=3 (x, y, θ), received {self.state_dim}"
             )
@@ -223,100 +242,6 @@ class GTMSMConfig:
                 f"landmark_displacement_std >= 0, received landmark_k={self.landmark_k}, "
                 f"landmark_hidden={self.landmark_hidden}, landmark_prior_std={self.landmark_prior_std}, "
                 f"landmark_displacement_std={self.landmark_displacement_std}")
-
-
-# --------------------------------------------------------------------------------------------
-# DND read: exact search (no gradient) + differentiable gather (NOTES: squared distances)
-# --------------------------------------------------------------------------------------------
-
-
-def knn_gather(
-    query: Tensor, keys: Tensor, valid: Tensor | None, k: int, chunk: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """K nearest keys of each query inside each batch element, with differentiable distances.
-
-    Args:
-        query: ``[B, Q, S]``.
-        keys: ``[B, N, S]``.
-        valid: ``[B, Q, N]`` or ``[B, 1, N]`` bool, ``False`` = entry may not be returned; or None.
-        k: neighbours (clipped to N).
-
-    Returns:
-        ``d2 [B, Q, k]`` squared distances (``inf`` for invalid entries; differentiable w.r.t.
-        query and keys) and ``idx [B, Q, k]`` indices into ``N``, nearest first.
-
-    Example:
-        >>> keys = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]])
-        >>> d2, idx = knn_gather(torch.tensor([[[0.9, 0.0]]]), keys, None, 2)
-        >>> idx.tolist(), [round(v, 2) for v in d2.flatten().tolist()]
-        ([[[1, 0]]], [0.01, 0.81])
-    """
-    B, Q, _ = query.shape
-    N = keys.shape[1]
-    k = min(k, N)
-    chunk = chunk or max(1, 2**24 // max(1, B * N))  # bound the [B, chunk, N] distance block
-    idx_parts = []
-    with torch.no_grad():
-        for q0 in range(0, Q, chunk):
-            q = query[:, q0 : q0 + chunk].detach()
-            d = torch.cdist(q, keys.detach()).square()  # [B, q, N]
-            if valid is not None:
-                v = valid if valid.shape[1] == 1 else valid[:, q0 : q0 + chunk]
-                d = d.masked_fill(~v, float("inf"))
-            idx_parts.append(d.topk(k, dim=-1, largest=False).indices)
-    idx = torch.cat(idx_parts, dim=1)  # [B, Q, k]
-    picked = gather_rows(keys, idx)  # [B, Q, k, S]
-    d2 = (picked - query.unsqueeze(2)).square().sum(-1)  # [B, Q, k]
-    if valid is not None:
-        v = valid.expand(B, Q, N) if valid.shape[1] == 1 else valid
-        ok = v.gather(2, idx)
-        d2 = d2.masked_fill(~ok, float("inf"))
-    return d2, idx
-
-
-def gather_rows(values: Tensor, idx: Tensor) -> Tensor:
-    """``values [B, N, D]``, ``idx [B, Q, k]`` -> ``[B, Q, k, D]`` (differentiable in ``values``)."""
-    B, Q, k = idx.shape
-    D = values.shape[-1]
-    flat = idx.reshape(B, Q * k, 1).expand(B, Q * k, D)
-    return values.gather(1, flat).reshape(B, Q, k, D)
-
-
-def inverse_distance_weights(d2: Tensor, delta: float) -> tuple[Tensor, Tensor]:
-    """``w_k ∝ 1 / (d_k² + δ)`` over the last dim (§7.4.1), ``inf`` distances get weight 0.
-
-    Returns ``(log_w [..., k], any_valid [...])``; rows without a valid entry get uniform weights.
-    """
-    finite = torch.isfinite(d2)
-    logits = -torch.log(torch.where(finite, d2, torch.ones_like(d2)) + delta)
-    logits = logits.masked_fill(~finite, -1e30)
-    any_valid = finite.any(-1)
-    logits = torch.where(any_valid.unsqueeze(-1), logits, torch.zeros_like(logits))
-    return torch.log_softmax(logits, dim=-1), any_valid
-
-
-def gaussian_log_prob(z: Tensor, mu: Tensor, std: Tensor) -> Tensor:
-    """Diagonal Gaussian log-density summed over the last dim."""
-    return (-0.5 * ((z - mu) / std).square() - torch.log(std) - 0.5 * _LOG_2PI).sum(-1)
-
-
-def gaussian_kl(mu_q: Tensor, std_q: Tensor, mu_p: Tensor, std_p: Tensor) -> Tensor:
-    """``KL(N(μ_q, σ_q²) || N(μ_p, σ_p²))`` of diagonal Gaussians, summed over the last dim."""
-    var_ratio = (std_q / std_p).square()
-    return 0.5 * (var_ratio + ((mu_q - mu_p) / std_p).square() - 1.0 - torch.log(var_ratio)).sum(-1)
-
-
-def mixture_log_prob(z: Tensor, log_w: Tensor, mu: Tensor, std: Tensor) -> Tensor:
-    """``log Σ_k w_k N(z | μ_k, σ_k²)``: z ``[..., D]``, log_w ``[..., K]``, mu/std ``[..., K, D]``.
-
-    Example:
-        >>> z = torch.zeros(1, 2)
-        >>> lp = mixture_log_prob(z, torch.log(torch.tensor([[0.5, 0.5]])), torch.zeros(1, 2, 2), torch.ones(1, 2, 2))
-        >>> round(float(lp), 4) == round(-math.log(2 * math.pi), 4)
-        True
-    """
-    comp = gaussian_log_prob(z.unsqueeze(-2), mu, std)  # [..., K]
-    return torch.logsumexp(log_w + comp, dim=-1)
 
 
 def affine_r2(s: Tensor, target: Tensor) -> float:
@@ -339,187 +264,6 @@ def affine_r2(s: Tensor, target: Tensor) -> float:
 def _state(belief: Belief) -> dict[str, Tensor]:
     """The belief's memory tensors (``Belief.state`` is typed ``dict[str, object]``)."""
     return typing.cast("dict[str, Tensor]", belief.state)
-
-
-def state_features(s: Tensor) -> Tensor:
-    """DND key of a state: ``s`` for 2-D, ``(x, y, cos θ, sin θ)`` for 3-D states (§7.7.2)."""
-    if s.shape[-1] == 3:
-        return torch.cat([s[..., :2], torch.cos(s[..., 2:3]), torch.sin(s[..., 2:3])], dim=-1)
-    return s
-
-
-def rotate(v: Tensor, theta: Tensor) -> Tensor:
-    """``R(θ) v`` of eq. (7.4): rotate the first two components of ``v [..., 3]`` by ``θ [...]``."""
-    c, s = torch.cos(theta), torch.sin(theta)
-    x = c * v[..., 0] - s * v[..., 1]
-    y = s * v[..., 0] + c * v[..., 1]
-    return torch.stack([x, y, v[..., 2]], dim=-1)
-
-
-def cumsum_restart(s0: Tensor, inc: Tensor, is_first: Tensor | None) -> Tensor:
-    """``s_t = s_{t-1} + inc_t`` from ``s0 [B, S]``, with ``s_{t-1} = 0`` where ``is_first [B, T]``: ``[B, T, S]``.
-
-    Example:
-        >>> inc = torch.ones(1, 4, 1)
-        >>> cumsum_restart(torch.full((1, 1), 5.0), inc, torch.tensor([[False, False, True, False]])).flatten().tolist()
-        [6.0, 7.0, 1.0, 2.0]
-    """
-    c = torch.cumsum(inc, dim=1)  # [B, T, S]
-    if is_first is None:
-        return s0.unsqueeze(1) + c
-    B, T = is_first.shape
-    c0 = torch.cat([c.new_zeros(B, 1, c.shape[-1]), c], 1)  # c0[:, j] = Σ_{i<j} inc_i
-    t = torch.arange(T, device=inc.device).expand(B, T)
-    start = torch.where(is_first, t, torch.zeros_like(t)).cummax(1).values  # latest restart <= t (0: none)
-    restarted = torch.cumsum(is_first.long(), 1) > 0
-    base = c0.gather(1, start.unsqueeze(-1).expand(B, T, c.shape[-1]))  # Σ_{i<start} inc_i
-    return c - base + torch.where(restarted.unsqueeze(-1), torch.zeros_like(c), s0.unsqueeze(1).expand_as(c))
-
-
-def causal_reverse_search(
-    mu_z: Tensor, valid: Tensor, k: int, is_first: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Reverse DND lookup of §7.10 for every step of a sequence: the ``k`` memorised steps ``i < t`` whose
-    frame encodings are nearest to ``z_t`` (z-codes as keys; the caller gathers the states as values).
-
-    Equivalent to writing ``(s_i, μ_z,i)`` into a :class:`worldmodels.memory.DND` after each step ``i`` and
-    calling ``reverse_read(μ_z,t, k)`` before writing step ``t`` (tested against it), but batched over
-    ``t``: the codes do not depend on the states, so all searches run at once.
-
-    Args:
-        mu_z: encoder means ``[B, T, z]``.
-        valid: ``[B, T]`` bool, steps written into the memory (observed frames); a step whose own frame
-            is missing retrieves nothing.
-        k: K'.
-        is_first: ``[B, T]`` bool or None: a step never retrieves entries of an earlier episode.
-
-    Returns:
-        ``delta2 [B, T, k]`` squared z-space distances δ^(k)² (differentiable in ``mu_z``; ``inf`` where
-        nothing was found) and ``idx [B, T, k]`` the retrieved time steps (-1 where nothing was found),
-        nearest first, ties towards the earlier step (as the DND's exact search).
-    """
-    B, T, Z = mu_z.shape
-    with torch.no_grad():
-        m = mu_z.detach()
-        D = torch.zeros(B, T, T, dtype=m.dtype, device=m.device)  # [B, t, i]
-        for j in range(Z):  # Σ_j (z_t,j − z_i,j)², coordinate order like the DND's torch search
-            D += (m[:, :, None, j] - m[:, None, :, j]).square()
-        allowed = torch.ones(T, T, dtype=torch.bool, device=m.device).tril(-1)  # i < t
-        allowed = allowed & valid[:, None, :] & valid[:, :, None]
-        if is_first is not None:
-            seg = torch.cumsum(is_first.long(), 1)
-            allowed = allowed & (seg[:, :, None] == seg[:, None, :])
-        D = D.masked_fill(~allowed, math.inf)
-        kk = min(k, T)
-        order = torch.sort(D, dim=-1, stable=True).indices[..., :kk]  # [B, T, kk]
-        found = torch.isfinite(D.gather(-1, order))
-        if kk < k:
-            order = F.pad(order, (0, k - kk))
-            found = F.pad(found, (0, k - kk))
-    delta2 = (gather_rows(mu_z, order) - mu_z.unsqueeze(2)).square().sum(-1)  # [B, T, k]
-    return delta2.masked_fill(~found, math.inf), torch.where(found, order, torch.full_like(order, -1))
-
-
-@dataclass
-class LandmarkPosterior:
-    """States inferred by the landmark inference network (§7.10) over ``T`` steps.
-
-    Attributes:
-        s: ``[B, T, S]`` samples of ``q*(s_t)`` (ancestral, reparameterised) or the mean path.
-        d: ``[B, T, S]`` displacements ``d_t`` of the prior transition.
-        s_prev: ``[B, T, S]`` the ``s_{t-1}`` each step started from (0 at an episode start).
-        mu_p: ``[B, T, S]`` prior mean ``μ_p`` of ``p(s_t | s_{t-1}, a_t)``; its std is
-            ``config.landmark_prior_std``.
-        mu_q, std_q: ``[B, T, S]`` posterior mean and std.
-        beta: ``[B, T, K']`` β_k (0 where nothing was retrieved); ``Σ_k β_k <= 1``.
-        idx: ``[B, T, K']`` retrieved time steps (-1: none); delta2 ``[B, T, K']`` δ^(k)².
-        kl: ``[B, T]`` ``KL[q(s_t | ...) || p(s_t | s_{t-1}, a_t)]``.
-    """
-
-    s: Tensor
-    d: Tensor
-    s_prev: Tensor
-    mu_p: Tensor
-    mu_q: Tensor
-    std_q: Tensor
-    beta: Tensor
-    idx: Tensor
-    delta2: Tensor
-    kl: Tensor
-
-
-def _wrap_heading(v: Tensor) -> Tensor:
-    """Wrap the heading component of 3-D state differences to ``(-π, π]`` (2-D: unchanged)."""
-    if v.shape[-1] != 3:
-        return v
-    return torch.cat([v[..., :2], torch.atan2(torch.sin(v[..., 2:]), torch.cos(v[..., 2:]))], -1)
-
-
-# --------------------------------------------------------------------------------------------
-# VAE encoder / decoder
-# --------------------------------------------------------------------------------------------
-
-
-class _MLPEncoder(nn.Module):
-    def __init__(self, obs_shape: tuple[int, ...], hidden: int, z_dim: int) -> None:
-        super().__init__()
-        n = math.prod(obs_shape)
-        self.net = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 2 * z_dim))
-
-    def forward(self, x: Tensor) -> Tensor:  # [N, C, H, W] -> [N, 2z]
-        return self.net(x.flatten(1))
-
-
-class _MLPDecoder(nn.Module):
-    def __init__(self, obs_shape: tuple[int, ...], hidden: int, z_dim: int) -> None:
-        super().__init__()
-        self.obs_shape = obs_shape
-        self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, math.prod(obs_shape)))
-
-    def forward(self, z: Tensor) -> Tensor:  # [N, z] -> [N, C, H, W] (logits or means)
-        return self.net(z).reshape(-1, *self.obs_shape)
-
-
-class _ConvEncoder(nn.Module):
-    """Conv encoder for 16/32/64 px frames: stride-2 convs down to 4x4, then a linear head."""
-
-    def __init__(self, obs_shape: tuple[int, ...], hidden: int, z_dim: int, ch: int = 32) -> None:
-        super().__init__()
-        C, H, W = obs_shape
-        if H != W or H < 8 or H & (H - 1):
-            raise ValueError(f"GTM-SM conv encoder: expected square power-of-two frames >= 8, received {obs_shape}")
-        layers: list[nn.Module] = []
-        c, size = C, H
-        while size > 4:
-            layers += [nn.Conv2d(c, ch, 4, 2, 1), nn.ReLU()]
-            c, size = ch, size // 2
-        self.conv = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(ch * 16, hidden), nn.ReLU(), nn.Linear(hidden, 2 * z_dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.conv(x))
-
-
-class _ConvDecoder(nn.Module):
-    def __init__(self, obs_shape: tuple[int, ...], hidden: int, z_dim: int, ch: int = 32) -> None:
-        super().__init__()
-        C, H, _ = obs_shape
-        self.ch = ch
-        self.fc = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, ch * 16), nn.ReLU())
-        layers: list[nn.Module] = []
-        size = 4
-        while size < H:
-            last = size * 2 == H
-            layers += [nn.ConvTranspose2d(ch, C if last else ch, 4, 2, 1)]
-            if not last:
-                layers.append(nn.ReLU())
-            size *= 2
-        self.deconv = nn.Sequential(*layers)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.deconv(self.fc(z).reshape(-1, self.ch, 4, 4))
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,37 +291,24 @@ class GTMSM(nn.Module):
     def __init__(self, config: GTMSMConfig) -> None:
         super().__init__()
         self.config = c = config
-        S, A, Z = c.state_dim, c.action_dim, c.z_dim
+        Z = c.z_dim
         use_conv = c.encoder == "conv" or (c.encoder == "auto" and c.obs_shape[1] >= 16)
-        enc_cls, dec_cls = (_ConvEncoder, _ConvDecoder) if use_conv else (_MLPEncoder, _MLPDecoder)
-        self.encoder = enc_cls(c.obs_shape, c.hidden, Z)
-        self.decoder = dec_cls(c.obs_shape, c.hidden, Z)
+        if use_conv:  # q(z | x) -> (μ, pre-softplus σ): 2z outputs
+            self.encoder: nn.Module = GTMSMConvEncoder(c.obs_shape, 2 * Z, c.hidden)
+            self.decoder: nn.Module = GTMSMConvDecoder(Z, c.obs_shape, c.hidden)
+        else:
+            self.encoder = MLPEncoder(c.obs_shape, 2 * Z, (c.hidden, c.hidden))
+            self.decoder = MLPDecoder(Z, c.obs_shape, (c.hidden, c.hidden))
         if c.learn_obs_std:  # log σ of p(x | z) per channel, maximum likelihood
             self.obs_log_std = nn.Parameter(torch.full((c.obs_shape[0],), math.log(c.obs_std)))
-        # transition: M maps one-hot actions to displacements (agent frame for 3-D states)
-        self.M = nn.Parameter(c.m_init_scale * torch.randn(S, A))  # [S, A]
-        if c.transition == "wall":
-            act = nn.ReLU() if c.gate_act == "relu" else nn.Tanh()
-            self.gate = nn.Sequential(nn.Linear(S, 64), act, nn.Linear(64, 1))  # σ_d, eq. (7.3)
-            last: nn.Linear = self.gate[-1]  # type: ignore[assignment]
-            nn.init.constant_(last.bias, c.gate_bias)  # 3: starts open (≈ linear transition)
-        if c.transition == "momentum":
-            self.c_f = nn.Parameter(torch.zeros(S))  # friction σ(c_f)
-            self.c_s = nn.Parameter(torch.ones(S))  # saturation scale
-        if c.prior == "combiner":
-            F_s = 4 if S == 3 else S
-            self.combine_in = nn.Sequential(
-                nn.Linear(c.k * (F_s + 2 * Z + 1), c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.hidden), nn.ReLU()
-            )
-            self.combine_out = nn.Sequential(nn.Linear(c.hidden + F_s, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 2 * Z))
-        if c.landmark_inference:  # §7.10: β_k = f(δ^(k)) and log σ_q² = log σ_p² + g(δ, σ_k², σ_p²)
-            Kp, Hl = c.landmark_k, c.landmark_hidden
-            self.beta_net = nn.Sequential(nn.Linear(1, Hl), nn.Tanh(), nn.Linear(Hl, 1))  # logit of β_k
-            self.beta_prior_logit = nn.Parameter(torch.tensor(4.0))  # logit of "stay at μ_p": β_k ≈ 0 at start
-            self.var_net = nn.Sequential(nn.Linear(Kp * (2 + S) + S, Hl), nn.Tanh(), nn.Linear(Hl, S))
-            out: nn.Linear = self.var_net[-1]  # type: ignore[assignment]
-            nn.init.zeros_(out.weight)
-            nn.init.constant_(out.bias, 2 * math.log(0.1))  # σ_q = 0.1 σ_p at start
+        # p(s_t | s_{t-1}, a_t) (eqs. 7.2-7.4), p(z_t | s_t, m) (§7.4.1 / §7.7.2) and q(s_t | s_{t-1}, a_t, z_t, m)
+        # (§7.10), each picked once from the config; their parameters are drawn in this order
+        self.transition: Transition = TRANSITIONS[c.transition].from_config(c)
+        self.memory_prior: MemoryPrior = PRIORS[c.prior].from_config(c)
+        self.landmark: LandmarkInference | None = LandmarkInference.from_config(c) if c.landmark_inference else None
+        for part in (self.transition, self.memory_prior, self.landmark):
+            for name, value in ({} if part is None else part.named_parts()).items():
+                setattr(self, name, value)  # registered on the model: keys M, gate.*, c_f, c_s, combine_in.*, ...
         self.updates: Tensor
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self._dnd_cache: dict[int, tuple[weakref.ref, DND]] = {}  # id(belief keys) -> index
@@ -620,27 +351,20 @@ class GTMSM(nn.Module):
         return torch.full((c.obs_shape[0], 1, 1), c.obs_std)
 
     def _gate_on(self) -> bool:
-        return self.config.transition == "wall" and (not self.training or int(self.updates) >= self.config.wall_gate_from)
+        """Whether σ_d of eq. (7.3) gates the moves now (a wall transition after ``wall_gate_from`` updates)."""
+        return self.transition.gate_on(self.training, self.updates)
+
+    def _transition_now(self) -> Transition:
+        """The transition in force at this point of training (the wall transition is linear during its curriculum)."""
+        return self.transition.in_force(self.training, self.updates)
 
     def transition_step(self, s: Tensor, d: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         """Mean of ``p(s_t | s_{t-1}, a_t)`` and the displacement ``d_t``: s/d ``[N, S]``, a ``[N, A]``.
 
-        Implements the linear transition of §7.4.1, eqs. (7.3), (7.4) and the momentum model of §7.4.2.2
-        (``config.transition``).
+        The linear transition of §7.4.1, eqs. (7.3), (7.4) or the momentum model of §7.4.2.2
+        (``config.transition``; :mod:`worldmodels.models.gtmsm_transitions`).
         """
-        c = self.config
-        Ma = a @ self.M.T  # [N, S]
-        if c.transition == "linear":
-            return s + Ma, Ma
-        if c.transition == "wall":
-            if not self._gate_on():
-                return s + Ma, Ma
-            disp = Ma * torch.sigmoid(self.gate(s + Ma))  # eq. (7.3)
-            return s + disp, disp
-        if c.transition == "rotation":
-            return s + rotate(Ma, s[..., 2]), Ma  # eq. (7.4)
-        d_new = self.c_s * torch.tanh(torch.sigmoid(self.c_f) * d + Ma)  # momentum, friction, saturation
-        return s + rotate(d_new, s[..., 2]), d_new
+        return self._transition_now().step(s, d, a)
 
     def rollout_states(
         self, action: Tensor, is_first: Tensor | None = None, s0: Tensor | None = None, d0: Tensor | None = None,
@@ -661,26 +385,7 @@ class GTMSM(nn.Module):
         s = action.new_zeros(B, c.state_dim) if s0 is None else s0
         d = action.new_zeros(B, c.state_dim) if d0 is None else d0
         eps = c.r * torch.randn(B, T, c.state_dim, dtype=action.dtype, device=action.device) if noise else None
-        linear = c.transition == "linear" or (c.transition == "wall" and not self._gate_on())
-        if linear:  # s_t = s_{t-1} + M a_t + ε_t: a cumulative sum that restarts at episode starts
-            disp = action @ self.M.T  # [B, T, S]
-            return cumsum_restart(s, disp if eps is None else disp + eps, is_first), disp
-        if c.transition == "wall" and scan_available(action):  # eq. (7.3) as one fused scan (gtmsm_scan)
-            first = torch.zeros(B, T, dtype=torch.bool) if is_first is None else is_first
-            eps = torch.zeros(B, T, c.state_dim, dtype=action.dtype) if eps is None else eps
-            return wall_scan(action @ self.M.T, eps, first, s, self.gate, c.gate_act)
-        ss, ds = [], []
-        for t in range(T):
-            if is_first is not None:
-                first_t = is_first[:, t].unsqueeze(-1)
-                s = torch.where(first_t, torch.zeros_like(s), s)
-                d = torch.where(first_t, torch.zeros_like(d), d)
-            s, d = self.transition_step(s, d, action[:, t])
-            if eps is not None:
-                s = s + eps[:, t]
-            ss.append(s)
-            ds.append(d)
-        return torch.stack(ss, 1), torch.stack(ds, 1)
+        return self._transition_now().rollout(action, is_first, s, d, eps)
 
     def landmark_posterior(
         self, action: Tensor, mu_z: Tensor, valid: Tensor, is_first: Tensor | None = None, noise: bool = False
@@ -694,17 +399,9 @@ class GTMSM(nn.Module):
         the inferred state can stay where it was and the memory does not get a wrong key. The prediction
         phase (``imagine``, steps ``> τ`` of ``loss``) has no frames and keeps the prior of eq. (7.2).
 
-        With ``μ_p`` the mean of ``p(s_t | s_{t-1}, a_t)`` (eqs. 7.2-7.4, from the sample ``s_{t-1}``),
-        σ_p = ``config.landmark_prior_std`` and the K' retrieved entries ``(δ^(k), μ_k, σ_k²)``::
-
-            μ_q = μ_p + Σ_k β_k (μ_k − μ_p)                                       §7.10
-            β_{0:K'} = softmax(c_0, f(δ^(1)), …, f(δ^(K')))   (β_0: stay at μ_p; so β_k ∈ [0, 1], Σ_k β_k ≤ 1)
-            log σ_q² = log σ_p² + g(δ^(1:K'), σ²_(1:K'), σ_p²)                     §7.10
-
-        ``f`` sees ``log(δ² + 1e-4)`` of one entry (the thesis's "simple network with input δ"); the
-        softmax with a stay-slot keeps the update convex when several stored frames match (repeated
-        visits). ``μ_k, σ_k²`` are the stored posterior mean and variance of step ``k`` (§7.10: "we stored in
-        the DND the mean and the variance"). Heading differences are wrapped for 3-D states.
+        The equations (``μ_q = μ_p + Σ_k β_k (μ_k − μ_p)``, ``log σ_q² = log σ_p² + g(...)``, §7.10) are those of
+        :class:`worldmodels.models.gtmsm_memory.LandmarkInference`, with σ_p = ``config.landmark_prior_std``, K' =
+        ``config.landmark_k`` and ``μ_p`` from the transition in force.
 
         Args:
             action: ``[B, T, A]``; mu_z: encoder means ``[B, T, z]``; valid: ``[B, T]`` bool (observed);
@@ -714,50 +411,9 @@ class GTMSM(nn.Module):
         Returns:
             :class:`LandmarkPosterior`, with ``kl [B, T]`` the closed-form Gaussian KL of each step.
         """
-        c = self.config
-        if not c.landmark_inference:
+        if self.landmark is None:
             raise RuntimeError("GTMSM.landmark_posterior: the model was built with landmark_inference=False")
-        B, T, _ = action.shape
-        S, Kp = c.state_dim, c.landmark_k
-        delta2, idx = causal_reverse_search(mu_z, valid, Kp, is_first)  # [B, T, K'] each
-        found = idx >= 0
-        u = torch.log(torch.where(found, delta2, torch.ones_like(delta2)) + 1e-4)  # log δ², [B, T, K']
-        logit_k = self.beta_net(0.25 * u.unsqueeze(-1)).squeeze(-1).masked_fill(~found, -1e30)
-        logits = torch.cat([self.beta_prior_logit.expand(B, T, 1).to(logit_k), logit_k], -1)
-        beta = torch.softmax(logits, -1)[..., 1:] * found  # [B, T, K']
-        log_var_p = torch.full((B, S), 2 * math.log(c.landmark_prior_std), dtype=mu_z.dtype, device=mu_z.device)
-        u_in = torch.where(found, u, torch.full_like(u, 5.0))  # "far" for empty slots
-        s = action.new_zeros(B, S)
-        d = action.new_zeros(B, S)
-        out: dict[str, list[Tensor]] = {k: [] for k in ("s", "d", "s_prev", "mu_p", "mu_q", "lv_q")}
-        for t in range(T):
-            if is_first is not None:
-                first = is_first[:, t].unsqueeze(-1)
-                s = torch.where(first, torch.zeros_like(s), s)
-                d = torch.where(first, torch.zeros_like(d), d)
-            out["s_prev"].append(s)
-            mu_p, d = self.transition_step(s, d, action[:, t])  # [B, S]
-            if t > 0:
-                j = idx[:, t].clamp_min(0).unsqueeze(-1).expand(B, Kp, S)  # [B, K', S] slots i < t
-                mu_k = torch.stack(out["mu_q"], 1).gather(1, j)  # [B, K', S]
-                lv_k = torch.stack(out["lv_q"], 1).gather(1, j)
-            else:
-                mu_k = mu_p.unsqueeze(1).expand(B, Kp, S)
-                lv_k = log_var_p.unsqueeze(1).expand(B, Kp, S)
-            f_t = found[:, t].unsqueeze(-1)  # [B, K', 1]
-            diff = torch.where(f_t, _wrap_heading(mu_k - mu_p.unsqueeze(1)), torch.zeros_like(mu_k))
-            mu_q = mu_p + (beta[:, t].unsqueeze(-1) * diff).sum(1)  # μ_q = μ_p + Σ β_k (μ_k − μ_p)
-            feats = torch.cat([u_in[:, t], found[:, t].to(u_in.dtype),
-                               torch.where(f_t, lv_k, torch.zeros_like(lv_k)).flatten(1), log_var_p], -1)
-            lv_q = log_var_p + self.var_net(feats)  # log σ_q² = log σ_p² + g(...)
-            s = mu_q + torch.exp(0.5 * lv_q) * torch.randn_like(mu_q) if noise else mu_q
-            for k, v in (("s", s), ("d", d), ("mu_p", mu_p), ("mu_q", mu_q), ("lv_q", lv_q)):
-                out[k].append(v)
-        st = {k: torch.stack(v, 1) for k, v in out.items()}  # [B, T, S] each
-        std_q = torch.exp(0.5 * st["lv_q"])
-        kl = gaussian_kl(st["mu_q"], std_q, st["mu_p"], torch.full_like(std_q, c.landmark_prior_std))  # [B, T]
-        return LandmarkPosterior(s=st["s"], d=st["d"], s_prev=st["s_prev"], mu_p=st["mu_p"], mu_q=st["mu_q"],
-                                 std_q=std_q, beta=beta, idx=idx, delta2=delta2, kl=kl)
+        return self.landmark(self._transition_now(), action, mu_z, valid, is_first, noise)
 
     def prior(
         self, s: Tensor, keys: Tensor, mu_m: Tensor, std_m: Tensor, valid: Tensor | None, idx: Tensor | None = None
@@ -773,31 +429,7 @@ class GTMSM(nn.Module):
             ``log_w [B, Q, K']``, ``mu [B, Q, K', z]``, ``std [B, Q, K', z]`` of a mixture
             (``K' = 1`` for the combiner), and ``d2 [B, Q, K]`` the squared neighbour distances.
         """
-        c = self.config
-        fq, fk = state_features(s), state_features(keys)
-        if idx is None:
-            d2, idx = knn_gather(fq, fk, valid, c.k)
-        else:
-            d2 = (gather_rows(fk, idx) - fq.unsqueeze(2)).square().sum(-1)
-        mu_k, std_k = gather_rows(mu_m, idx), gather_rows(std_m, idx)  # [B, Q, k, z]
-        log_w, any_valid = inverse_distance_weights(d2, c.delta)
-        none = ~any_valid.unsqueeze(-1).unsqueeze(-1)  # no memory: fall back to N(0, I)
-        if c.prior == "mixture":
-            mu_k = torch.where(none, torch.zeros_like(mu_k), mu_k)
-            std_k = torch.where(none, torch.ones_like(std_k), std_k)
-            return log_w, mu_k, std_k, d2
-        f_k = gather_rows(fk, idx)  # [B, Q, k, F]
-        finite = torch.isfinite(d2).unsqueeze(-1)
-        d_in = torch.where(finite, d2.unsqueeze(-1), torch.full_like(d2.unsqueeze(-1), 10.0))
-        rel = torch.where(finite, f_k - fq.unsqueeze(2), torch.zeros_like(f_k))
-        feats = torch.cat([rel, torch.where(finite, mu_k, 0.0), torch.where(finite, std_k.log(), 0.0), d_in], -1)
-        kk = feats.shape[2]
-        if kk < c.k:  # fewer memories than K: pad
-            feats = F.pad(feats, (0, 0, 0, c.k - kk))
-        h = self.combine_in(feats.flatten(2))  # h_t = f({s_i, z_i})
-        mu, pre = self.combine_out(torch.cat([h, fq], -1)).chunk(2, -1)
-        std = F.softplus(pre) + c.min_std
-        return log_w.new_zeros(*log_w.shape[:-1], 1), mu.unsqueeze(2), std.unsqueeze(2), d2
+        return self.memory_prior(s, keys, mu_m, std_m, valid, idx)
 
     def _memory_split(self, T: int) -> int:
         """τ of a window of length T: ``config.tau``, or T // 2 for windows shorter than τ + 1."""
@@ -864,7 +496,7 @@ class GTMSM(nn.Module):
             metrics["landmark_std"] = float(lm.std_q.mean().detach())
             if c.landmark_displacement_std > 0 and batch.state is not None:
                 # displacement information (§7.10.1) as a Gaussian observation of the inferred step s_t − s_{t-1}
-                step = _wrap_heading(lm.s - lm.s_prev)  # [B, τ, S]
+                step = wrap_heading(lm.s - lm.s_prev)  # [B, τ, S]
                 if S == 3:
                     step = rotate(step, -lm.s_prev[..., 2])
                 target = self.true_displacement(batch.state[:, :tau], batch.is_first[:, :tau])

@@ -8,7 +8,7 @@ costs ~40 small kernels (forward and backward), which made the scan 57% of a tra
 ``M``.
 
 :func:`wall_scan` is tested against the step-by-step autograd loop of
-:meth:`worldmodels.models.gtmsm.GTMSM.transition_step` (values and gradients in float64, gradcheck).
+:meth:`worldmodels.models.gtmsm_transitions.WallTransition.step` (values and gradients in float64, gradcheck).
 It runs on CPU tensors; other devices use the step-by-step loop.
 
 Example:

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from worldmodels.api import Batch, Belief, Imagination, LossOutput, check_shape
 from worldmodels.kalman import FilterResult, LGSSMParams, kalman_filter, kalman_smooth
 from worldmodels.models import register_model
+from worldmodels.nn import KVAEConvDecoder, KVAEConvEncoder, KVAEMLPEncoder, MLPDecoder
 
 __all__ = ["KVAEConfig", "KVAE", "TRAIN_PRESETS"]
 
@@ -60,7 +61,9 @@ class KVAEConfig:
         a_dim: dimension of the VAE encoding ``a_t`` (pseudo-observation of the LGSSM).
         z_dim: dimension of the LGSSM state ``z_t``.
         K: number of mixture components ``A^(k), B^(k), C^(k)`` (eq. (6.10)).
-        encoder: ``"cnn"`` (3 conv layers, stride 2, sub-pixel decoder, §6.8) or ``"mlp"`` (§6.5.2).
+        encoder: ``"cnn"`` (3 conv layers, stride 2, sub-pixel decoder, §6.8: :class:`worldmodels.nn.KVAEConvEncoder`
+            / :class:`~worldmodels.nn.KVAEConvDecoder`) or ``"mlp"`` (§6.5.2: :class:`~worldmodels.nn.KVAEMLPEncoder`
+            / :class:`~worldmodels.nn.MLPDecoder`).
         filters: channels of the conv layers (decoder mirrors them).
         mlp_units, mlp_layers: sizes of the MLP encoder/decoder.
         likelihood: ``"bernoulli"`` (binary frames) or ``"gaussian"`` with fixed ``pixel_var``.
@@ -162,88 +165,6 @@ def _frames(mask: Tensor, obs: Tensor) -> Tensor:
     return mask.view(*mask.shape, *([1] * (obs.dim() - 2)))
 
 
-class _ConvEncoder(nn.Module):
-    """``x_t [N, C, H, W] -> (mean, var)`` of ``q(a_t | x_t)`` (§6.8: conv 3x3, stride 2, ReLU)."""
-
-    def __init__(self, c: KVAEConfig) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        ch = c.obs_shape[0]
-        for f in c.filters:
-            layers += [nn.Conv2d(ch, f, 3, stride=2, padding=1), nn.ReLU()]
-            ch = f
-        self.conv = nn.Sequential(*layers)
-        s = 2 ** len(c.filters)
-        self.feat_shape = (ch, c.obs_shape[1] // s, c.obs_shape[2] // s)
-        n = ch * self.feat_shape[1] * self.feat_shape[2]
-        self.mean = nn.Linear(n, c.a_dim)
-        self.var = nn.Linear(n, c.a_dim)
-        self.a_var_scale = c.a_var_scale
-        self.channels_last, self.bf16 = c.channels_last, c.conv_precision == "bfloat16"
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            h = self.conv(x).flatten(1).to(x.dtype)  # [N, F]
-        return self.mean(h), self.a_var_scale * torch.sigmoid(self.var(h))
-
-
-class _ConvDecoder(nn.Module):
-    """``a_t [N, a] -> logits/means [N, C, H, W]``: linear, then conv + sub-pixel shuffle per layer (§6.8)."""
-
-    def __init__(self, c: KVAEConfig, feat_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        self.feat_shape = feat_shape
-        self.fc = nn.Linear(c.a_dim, feat_shape[0] * feat_shape[1] * feat_shape[2])
-        layers: list[nn.Module] = []
-        ch = feat_shape[0]
-        for f in reversed(c.filters):
-            layers += [nn.Conv2d(ch, 4 * f, 3, padding=1), nn.ReLU(), nn.PixelShuffle(2)]
-            ch = f
-        layers.append(nn.Conv2d(ch, c.obs_shape[0], 1))
-        self.net = nn.Sequential(*layers)
-        self.channels_last, self.bf16 = c.channels_last, c.conv_precision == "bfloat16"
-
-    def forward(self, a: Tensor) -> Tensor:
-        h = self.fc(a).view(-1, *self.feat_shape)
-        if self.channels_last:
-            h = h.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.net(h).to(h.dtype).contiguous()
-
-
-class _MLPEncoder(nn.Module):
-    def __init__(self, c: KVAEConfig) -> None:
-        super().__init__()
-        n_in = int(math.prod(c.obs_shape))
-        layers: list[nn.Module] = [nn.Flatten()]
-        for i in range(c.mlp_layers):
-            layers += [nn.Linear(n_in if i == 0 else c.mlp_units, c.mlp_units), nn.ReLU()]
-        self.net = nn.Sequential(*layers)
-        self.mean = nn.Linear(c.mlp_units, c.a_dim)
-        self.var = nn.Linear(c.mlp_units, c.a_dim)
-        self.a_var_scale = c.a_var_scale
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.net(x)
-        return self.mean(h), self.a_var_scale * torch.sigmoid(self.var(h))
-
-
-class _MLPDecoder(nn.Module):
-    def __init__(self, c: KVAEConfig) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for i in range(c.mlp_layers):
-            layers += [nn.Linear(c.a_dim if i == 0 else c.mlp_units, c.mlp_units), nn.ReLU()]
-        layers.append(nn.Linear(c.mlp_units, int(math.prod(c.obs_shape))))
-        self.net = nn.Sequential(*layers)
-        self.obs_shape = c.obs_shape
-
-    def forward(self, a: Tensor) -> Tensor:
-        return self.net(a).view(-1, *self.obs_shape)
-
-
 class _AlphaNet(nn.Module):
     """Dynamics parameter network: ``d_t = LSTM(a_{t-1}, d_{t-1})``, ``alpha_t = softmax(W d_t)`` (§6.3.3)."""
 
@@ -290,13 +211,15 @@ class KVAE(nn.Module):
     def __init__(self, config: KVAEConfig) -> None:
         super().__init__()
         self.config = c = config
-        if c.encoder == "cnn" and len(c.obs_shape) == 3:
-            enc = _ConvEncoder(c)
-            self.encoder: nn.Module = enc
-            self.decoder: nn.Module = _ConvDecoder(c, enc.feat_shape)
-        else:
-            self.encoder = _MLPEncoder(c)
-            self.decoder = _MLPDecoder(c)
+        if c.encoder == "cnn" and len(c.obs_shape) == 3:  # §6.8
+            self.encoder: nn.Module = KVAEConvEncoder(c.obs_shape, c.a_dim, c.filters, c.a_var_scale,
+                                                      c.channels_last, c.conv_precision)
+            self.decoder: nn.Module = KVAEConvDecoder(c.a_dim, c.obs_shape, c.filters, c.channels_last,
+                                                      c.conv_precision)
+        else:  # §6.5.2
+            hidden = (c.mlp_units,) * c.mlp_layers
+            self.encoder = KVAEMLPEncoder(c.obs_shape, c.a_dim, hidden, c.a_var_scale)
+            self.decoder = MLPDecoder(c.a_dim, c.obs_shape, hidden)
         z, a, u, K = c.z_dim, c.a_dim, c.action_dim, c.K
         # LGSSM mixture matrices, eq. (6.10); init of §6.8.
         self.A_k = nn.Parameter(torch.eye(z).repeat(K, 1, 1))  # [K, z, z]
