@@ -83,6 +83,7 @@ from worldmodels.models.gtmsm_memory import (
 )
 from worldmodels.models.gtmsm_transitions import TRANSITIONS, Transition, cumsum_restart, rotate, wrap_heading
 from worldmodels.nn import GTMSMConvDecoder, GTMSMConvEncoder, MLPDecoder, MLPEncoder
+from worldmodels.probes import affine_r2
 
 # The model and its config; the rest are re-exported from gtmsm_memory / gtmsm_transitions, their home.
 __all__ = ["GTMSMConfig", "GTMSM", "affine_r2", "LandmarkPosterior", "causal_reverse_search", "cumsum_restart",
@@ -242,23 +243,6 @@ class GTMSMConfig:
                 f"landmark_displacement_std >= 0, received landmark_k={self.landmark_k}, "
                 f"landmark_hidden={self.landmark_hidden}, landmark_prior_std={self.landmark_prior_std}, "
                 f"landmark_displacement_std={self.landmark_displacement_std}")
-
-
-def affine_r2(s: Tensor, target: Tensor) -> float:
-    """R² of the least-squares affine map ``s [..., S] -> target [..., P]`` (mean over the P outputs).
-
-    The learned state space is a rotated / stretched copy of the true one (§7.4.1), so states are
-    scored after an affine fit. Example:
-        >>> s = torch.randn(50, 2)
-        >>> round(affine_r2(s, s @ torch.tensor([[0.0, 2.0], [-1.0, 0.0]]) + 3), 6)
-        1.0
-    """
-    X = torch.cat([s.reshape(-1, s.shape[-1]), torch.ones(s[..., :1].numel(), 1, dtype=s.dtype)], 1).double()
-    Y = target.reshape(-1, target.shape[-1]).double()
-    W = torch.linalg.lstsq(X, Y).solution
-    ss_res = (X @ W - Y).square().sum(0)
-    ss_tot = (Y - Y.mean(0)).square().sum(0).clamp_min(1e-12)
-    return float((1 - ss_res / ss_tot).mean())
 
 
 def _state(belief: Belief) -> dict[str, Tensor]:
