@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from worldmodels.api import Batch, Belief, Imagination, LossOutput, check_shape
 from worldmodels.models import register_model
-from worldmodels.nn import MLP, Emission, ObsDistribution, ObsEncoder
+from worldmodels.nn import MLP, Emission, MLPDecoder, ObsDistribution, ObsEncoder
 
 __all__ = ["RSSMConfig", "RSSM"]
 
@@ -106,18 +106,6 @@ class RSSMConfig:
                 raise ValueError(f"RSSMConfig.{name}: expected >= 1, received {getattr(self, name)}")
 
 
-class _FlatDecoder(nn.Module):
-    """Features -> flat MLP -> frame parameters (frames too small for the conv stacks)."""
-
-    def __init__(self, in_dim: int, obs_shape: tuple[int, ...], hidden: int) -> None:
-        super().__init__()
-        self.obs_shape = obs_shape
-        self.net = MLP(in_dim, (hidden, hidden), math.prod(obs_shape))
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.net(h).reshape(*h.shape[:-1], *self.obs_shape)
-
-
 @register_model("rssm")
 class RSSM(nn.Module):
     """Recurrent state-space model (PlaNet/Dreamer); implements :class:`worldmodels.api.WorldModel`.
@@ -139,7 +127,7 @@ class RSSM(nn.Module):
         self._flat = len(c.obs_shape) == 3 and not (c.obs_shape[1] == c.obs_shape[2] and c.obs_shape[1] in _CONV_SIZES)
         if self._flat:
             self.encoder: nn.Module = nn.Sequential(nn.Flatten(-3), MLP(math.prod(c.obs_shape), (c.hidden,), c.embed))
-            self.decoder: nn.Module = _FlatDecoder(c.deter + c.stoch, c.obs_shape, c.hidden)
+            self.decoder: nn.Module = MLPDecoder(c.deter + c.stoch, c.obs_shape, (c.hidden, c.hidden))  # frames too small for conv
         else:
             self.encoder = ObsEncoder(c.obs_shape, c.embed, hidden=(c.hidden,))
             kind = "bernoulli" if c.likelihood == "bernoulli" else "gaussian"
