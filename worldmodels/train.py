@@ -20,8 +20,9 @@ Training data, two kinds:
 * any re-iterable of ready ``Batch`` objects (a list, a generator factory object); it is iterated once
   per epoch in its own order, and on resume the batches already used in the epoch are skipped.
 
-Model-side tricks live in the model config (free bits via :func:`free_bits_kl`, reconstruction
-weights, variance floors).
+The schedules (:func:`~worldmodels.schedules.kl_beta`, :func:`~worldmodels.schedules.learning_rate`)
+are plain functions in :mod:`worldmodels.schedules`; model-side tricks live in the model config (free
+bits via :func:`worldmodels.schedules.free_bits_kl`, reconstruction weights, variance floors).
 
 Example:
     >>> import torch, tempfile
@@ -60,24 +61,19 @@ from tqdm.auto import tqdm
 from worldmodels import checkpoint
 from worldmodels.api import Batch, WorldModel
 from worldmodels.data import _collate_of, _is_map_dataset, collate_batches, iterate_batches
+from worldmodels.schedules import LR_SCHEDULES, kl_beta, learning_rate
 
 __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainResult",
     "NonFiniteError",
-    "free_bits_kl",
-    "kl_beta",
-    "learning_rate",
     "collate_batches",
     "iterate_batches",
-    "LR_SCHEDULES",
     "parse_value",
     "split_overrides",
     "train_on_dataset",
 ]
-
-LR_SCHEDULES = ("constant", "linear", "step")
 
 
 @dataclass
@@ -177,68 +173,7 @@ class NonFiniteError(ValueError):
     """NaN/inf in a batch, a loss or a gradient; the message names the step."""
 
 
-# ----------------------------------------------------------------------------- schedules and helpers
-
-
-def kl_beta(step: int, beta0: float, anneal_steps: int) -> float:
-    """KL annealing weight at ``step`` (0-based): linear from ``beta0`` to 1 over ``anneal_steps`` (§4.8.1).
-
-    Example:
-        >>> [round(kl_beta(s, 0.2, 4), 6) for s in (0, 2, 4, 10)]
-        [0.2, 0.6, 1.0, 1.0]
-    """
-    if anneal_steps <= 0:
-        return 1.0
-    return min(1.0, beta0 + (1.0 - beta0) * step / anneal_steps)
-
-
-def learning_rate(cfg: TrainConfig, step: int, epoch: int, total_steps: int | None = None) -> float:
-    """Learning rate of the update with 0-based index ``step`` in 0-based ``epoch``.
-
-    Example:
-        >>> cfg = TrainConfig(lr=1.0, lr_schedule="step", decay_rate=0.5, decay_every=2)
-        >>> [learning_rate(cfg, 0, e) for e in range(5)]
-        [1.0, 1.0, 0.5, 0.5, 0.25]
-    """
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    if cfg.lr_schedule == "step":
-        return cfg.lr * cfg.decay_rate ** (epoch // cfg.decay_every)
-    n = cfg.lr_decay_steps or total_steps
-    if not n:
-        raise ValueError(
-            "TrainConfig: the linear schedule needs lr_decay_steps, max_steps, or data with a length"
-        )
-    return cfg.lr + (cfg.lr_final - cfg.lr) * min(step / n, 1.0)
-
-
-def free_bits_kl(kl: Tensor, free_bits: float, mask: Tensor | None = None) -> Tensor:
-    """KL with free bits (Kingma et al. 2016; thesis §4.8.1): ``sum_j max(lambda, E[KL_j])``.
-
-    Args:
-        kl: ``[B, T, K]`` KL per latent group ``j`` (``[B, T]`` = one group).
-        free_bits: ``lambda`` in nats per group and time step; 0 gives the plain mean KL.
-        mask: ``[B, T]`` bool; steps with ``False`` are left out of the expectation.
-
-    Returns:
-        scalar: the clamped KL per time step (the expectation is over the observed ``(b, t)``).
-        Below ``lambda`` a group's gradient is zero, so the optimiser gains nothing by shrinking it.
-
-    Example:
-        >>> kl = torch.tensor([[[0.1, 2.0], [0.3, 4.0]]])   # [B=1, T=2, K=2]
-        >>> float(free_bits_kl(kl, 0.5))   # max(0.5, 0.2) + max(0.5, 3.0)
-        3.5
-    """
-    if kl.dim() == 2:
-        kl = kl.unsqueeze(-1)
-    if kl.dim() != 3:
-        raise ValueError(f"free_bits_kl: expected kl [B, T] or [B, T, K], received {tuple(kl.shape)}")
-    if mask is None:
-        mean = kl.mean(dim=(0, 1))  # [K]
-    else:
-        m = mask.to(kl.dtype).unsqueeze(-1)  # [B, T, 1]
-        mean = (kl * m).sum(dim=(0, 1)) / m.sum().clamp_min(1.0)
-    return torch.clamp(mean, min=free_bits).sum() if free_bits > 0 else mean.sum()
+# ----------------------------------------------------------------------------- the trainer
 
 
 class _LossModule(nn.Module):
@@ -251,9 +186,6 @@ class _LossModule(nn.Module):
     def forward(self, batch: Batch, beta: float) -> tuple[Tensor, dict[str, float]]:
         out = cast(WorldModel, self.model).loss(batch, beta=beta)  # models are nn.Module + WorldModel
         return out.loss, out.metrics
-
-
-# ----------------------------------------------------------------------------- the trainer
 
 
 def _destroy_process_group() -> None:

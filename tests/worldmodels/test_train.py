@@ -1,4 +1,4 @@
-"""Trainer: schedules, KL annealing, clipping, freezing, bit-exact resume (max_steps and SIGTERM), NaN stop, CSV."""
+"""Trainer: KL annealing, clipping, freezing, bit-exact resume (max_steps and SIGTERM), NaN stop, CSV."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from torch import nn
 import worldmodels
 from worldmodels.api import Batch, LossOutput
 from worldmodels.models import build_model, register_model
-from worldmodels.train import NonFiniteError, TrainConfig, Trainer, kl_beta, learning_rate
+from worldmodels.schedules import kl_beta
+from worldmodels.train import NonFiniteError, TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,16 +91,6 @@ def _cfg(tmp_path, name: str, **kw) -> TrainConfig:
     )
     base.update(kw)
     return TrainConfig(**base)
-
-
-def test_schedules():
-    cfg = TrainConfig(lr=1.0, lr_schedule="linear", lr_final=0.0, lr_decay_steps=4)
-    assert [learning_rate(cfg, s, 0) for s in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
-    cfg = TrainConfig(lr=0.007, lr_schedule="step", decay_rate=0.85, decay_every=20)  # KVAE
-    assert learning_rate(cfg, 0, 19) == 0.007 and abs(learning_rate(cfg, 0, 45) - 0.007 * 0.85**2) < 1e-15
-    assert [round(kl_beta(s, 0.0, 10), 9) for s in (0, 5, 10, 20)] == [0.0, 0.5, 1.0, 1.0]
-    with pytest.raises(ValueError, match="did you mean 'linear'"):
-        TrainConfig(lr_schedule="linar")
 
 
 def test_beta_annealing_freezing_and_clipping(tmp_path):
