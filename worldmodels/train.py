@@ -23,6 +23,8 @@ Training data, two kinds:
 The schedules (:func:`~worldmodels.schedules.kl_beta`, :func:`~worldmodels.schedules.learning_rate`)
 are plain functions in :mod:`worldmodels.schedules`; model-side tricks live in the model config (free
 bits via :func:`worldmodels.schedules.free_bits_kl`, reconstruction weights, variance floors).
+:func:`train_on_dataset` is what ``worldmodels train`` runs: a dataset folder, a registered model, its
+config preset and training recipe (``TRAIN_PRESETS``) and explicit overrides.
 
 Example:
     >>> import torch, tempfile
@@ -47,7 +49,7 @@ import os
 import random
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -70,8 +72,6 @@ __all__ = [
     "NonFiniteError",
     "collate_batches",
     "iterate_batches",
-    "parse_value",
-    "split_overrides",
     "train_on_dataset",
 ]
 
@@ -650,65 +650,15 @@ class Trainer:
         return TrainResult(self.step, self.epoch, stopped, last, self.val_metrics, path)
 
 
-# ----------------------------------------------------------------------------- command-line helpers
-
-
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: ints, floats, bools (true/false), none, tuples ``(1, 2)`` / ``1,2``, JSON-ish
-    dicts ``{"alpha_net": 10}``; anything else stays a string.
-
-    Example:
-        >>> [parse_value(v) for v in ("3", "1e-3", "true", "(1,32,32)", "2,3", "none", "gaussian")]
-        [3, 0.001, True, (1, 32, 32), (2, 3), None, 'gaussian']
-    """
-    import ast
-
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        return text
-    return tuple(value) if isinstance(value, list) else value
-
-
-def split_overrides(pairs: Iterable[str], config_cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``["key=value", ...]`` -> (model config overrides, :class:`TrainConfig` overrides).
-
-    A key is looked up in the model config first, then in ``TrainConfig``; unknown keys raise
-    ``ValueError`` naming the valid ones (and close matches).
-    """
-    model_keys = [f.name for f in dataclasses.fields(config_cls)]
-    train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
-    model_over: dict[str, Any] = {}
-    train_over: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set: expected key=value, received {pair!r}")
-        key, text = pair.split("=", 1)
-        key = key.strip()
-        if key in model_keys:
-            model_over[key] = parse_value(text)
-        elif key in train_keys:
-            train_over[key] = parse_value(text)
-        else:
-            close = difflib.get_close_matches(key, model_keys + train_keys, n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(
-                f"--set: unknown key {key!r}{hint} Model keys ({config_cls.__name__}): {model_keys}; "
-                f"training keys (TrainConfig): {train_keys}"
-            )
-    return model_over, train_over
+# ----------------------------------------------------------------------------- a dataset folder
 
 
 def train_on_dataset(
     model_name: str,
     data_dir: str | os.PathLike,
     preset: str = "default",
-    overrides: Iterable[str] = (),
+    model_overrides: Mapping[str, Any] | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
     out_dir: str | os.PathLike | None = None,
     steps: int | None = None,
     window: int = 20,
@@ -716,24 +666,40 @@ def train_on_dataset(
 ) -> TrainResult:
     """What ``worldmodels train`` does: windows of a dataset folder -> a registered model -> :class:`Trainer`.
 
-    ``obs_shape`` and ``action_dim`` come from the dataset's ``meta.json``; ``overrides`` are
-    ``key=value`` strings for the model config or :class:`TrainConfig` (see :func:`split_overrides`).
+    The model config: preset ``preset`` of the model (:func:`worldmodels.models.make_config`) with
+    ``obs_shape`` and ``action_dim`` from the dataset's ``meta.json``, then ``model_overrides``. The
+    :class:`TrainConfig`, lowest precedence first: its defaults, the model's training recipe for
+    ``preset`` (:func:`worldmodels.models.train_preset`), ``out_dir`` (default ``runs/MODEL-PRESET``)
+    and ``steps``, then ``train_overrides``. ``steps`` sets ``max_steps`` (above all) and lifts the
+    epoch limit unless ``train_overrides`` sets ``epochs``.
+
+    Example (not run: it trains):
+        train_on_dataset("kvae", "data/ball", "box", train_overrides={"lr": 3e-3}, steps=5000)
     """
     from worldmodels.data import WindowDataset
-    from worldmodels.models import get_config_class, get_model_class, make_config
+    from worldmodels.models import config_from_dict, get_model_class, make_config, train_preset
 
-    config_cls = get_config_class(model_name)
-    model_over, train_over = split_overrides(overrides, config_cls)
+    for what, over in (("model_overrides", model_overrides), ("train_overrides", train_overrides)):
+        if over is not None and not isinstance(over, Mapping):
+            raise TypeError(
+                f"train_on_dataset: expected {what} as a dict {{field: value}}, received "
+                f"{type(over).__name__} {over!r} (the CLI parses `--set key=value` into these dicts)"
+            )
+    model_over = dict(model_overrides or {})
+    train_over = dict(train_overrides or {})
+    values = train_preset(model_name, preset)  # raises naming the config names for an unknown preset
+    values["out_dir"] = str(out_dir or Path("runs") / f"{model_name}-{preset}")
+    if steps is not None and "epochs" not in train_over:
+        values["epochs"] = 10**9  # --steps counts the updates, not the recipe's epochs
+    values.update(train_over)
+    if steps is not None:
+        values["max_steps"] = steps
+    cfg: TrainConfig = config_from_dict(TrainConfig, values)
     windows = WindowDataset(data_dir, length=window)
     frame = tuple(windows.data.frame_shape)  # uint8 (H, W) or (H, W, C), channels-last
     H, W, C = (*frame, 1) if len(frame) == 2 else frame
     model_over.setdefault("obs_shape", (C, H, W))
     model_over.setdefault("action_dim", windows.action_dim)
-    train_over.setdefault("out_dir", str(out_dir or Path("runs") / f"{model_name}-{preset}"))
-    if steps is not None:
-        train_over["max_steps"] = steps
-        train_over.setdefault("epochs", 10**9)
-    cfg = TrainConfig(**train_over)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only (DDP then broadcasts rank 0's)
     model = get_model_class(model_name)(make_config(model_name, preset, **model_over))
     train_set: Any = windows
