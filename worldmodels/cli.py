@@ -10,9 +10,14 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import difflib
 import os
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterable
+from typing import Any
 
 os.environ.setdefault("PYGLET_HEADLESS", "1")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -23,6 +28,17 @@ Run = Callable[[argparse.Namespace], int]
 
 # name -> (help, add_arguments, run); filled below, one block per subcommand.
 COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help may end with ``more_help()``, text computed only when the help is
+    shown: listing the models needs torch, which ``worldmodels --help`` must not import."""
+
+    more_help: Callable[[], str] | None = None
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        return f"{text}\n{self.more_help()}\n" if self.more_help is not None else text
 
 
 # --- collect: rollouts from a Gymnasium env into a dataset folder (worldmodels/data.py) ---------------
@@ -83,31 +99,129 @@ COMMANDS["collect"] = ("collect rollouts from an environment into a dataset", _c
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered model name, e.g. rnn, kvae, srnn, gtmsm")
     p.add_argument("--data", required=True, help="dataset folder written by `worldmodels collect`")
-    p.add_argument("--config", default="default", help="preset of the model config (default, debug, ...)")
+    p.add_argument(
+        "--config",
+        default="default",
+        help="preset of the model config and its training recipe (listed below; default: default)",
+    )
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a model-config or TrainConfig field, e.g. --set lr=3e-4 --set z_dim=8 (repeatable)",
+        help="override a model-config or TrainConfig field, e.g. --set lr=3e-4 --set z_dim=8 (repeatable; "
+        "beats the training recipe)",
     )
     p.add_argument(
         "--out", default=None, help="run folder (checkpoint last/, metrics.csv); default runs/MODEL-PRESET"
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="stop after this many updates (TrainConfig.max_steps)"
+        "--steps",
+        type=int,
+        default=None,
+        help="stop after this many updates (TrainConfig.max_steps; lifts the recipe's epochs unless "
+        "--set epochs=N)",
     )
     p.add_argument("--window", type=int, default=20, help="frames per training window (default 20)")
     p.add_argument(
         "--val-fraction", type=float, default=0.0, help="windows held out for validation (default 0)"
     )
+    if isinstance(p, _Parser):
+        p.more_help = _train_configs
+
+
+def _train_configs() -> str:
+    """Every model's config names grouped by the training recipe they pick (the end of `train --help`)."""
+    from worldmodels.models import MODELS, _load_all, config_names, train_preset_name
+
+    _load_all()
+    lines = [
+        "configs (--config NAME) of each model and the training recipe each trains with: TRAIN_PRESETS[NAME]",
+        'of the model file, else TRAIN_PRESETS["default"], else the TrainConfig defaults; --set beats all:',
+    ]
+    for model in sorted(m for m in MODELS if not m.startswith("_")):
+        by_recipe: dict[str | None, list[str]] = {}
+        for config in config_names(model):
+            by_recipe.setdefault(train_preset_name(model, config), []).append(config)
+        groups = [
+            f"{', '.join(configs)} -> " + (f"TRAIN_PRESETS[{key!r}]" if key else "TrainConfig defaults")
+            for key, configs in sorted(by_recipe.items(), key=lambda kv: kv[1])
+        ]
+        for i, group in enumerate(groups):
+            first = f"  {model:<6} " if i == 0 else " " * 9
+            lines += textwrap.wrap(group, 110, initial_indent=first, subsequent_indent=" " * 11)
+    return "\n".join(lines)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: ints, floats, bools (true/false), none, tuples ``(1, 2)`` / ``1,2``, JSON-ish
+    dicts ``{"alpha_net": 10}``; anything else stays a string.
+
+    Example:
+        >>> [parse_value(v) for v in ("3", "1e-3", "true", "(1,32,32)", "2,3", "none", "gaussian")]
+        [3, 0.001, True, (1, 32, 32), (2, 3), None, 'gaussian']
+    """
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def split_overrides(pairs: Iterable[str], config_cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``["key=value", ...]`` -> (model config overrides, :class:`~worldmodels.train.TrainConfig` overrides).
+
+    A key is looked up in the model config first, then in ``TrainConfig``; unknown keys raise
+    ``ValueError`` naming the valid ones (and close matches).
+    """
+    from worldmodels.train import TrainConfig
+
+    model_keys = [f.name for f in dataclasses.fields(config_cls)]
+    train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
+    model_over: dict[str, Any] = {}
+    train_over: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set: expected key=value, received {pair!r}")
+        key, text = pair.split("=", 1)
+        key = key.strip()
+        if key in model_keys:
+            model_over[key] = parse_value(text)
+        elif key in train_keys:
+            train_over[key] = parse_value(text)
+        else:
+            close = difflib.get_close_matches(key, model_keys + train_keys, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(
+                f"--set: unknown key {key!r}{hint} Model keys ({config_cls.__name__}): {model_keys}; "
+                f"training keys (TrainConfig): {train_keys}"
+            )
+    return model_over, train_over
 
 
 def _train_run(args: argparse.Namespace) -> int:
+    from worldmodels.models import get_config_class, train_preset, train_preset_name
     from worldmodels.train import train_on_dataset
 
+    model_over, train_over = split_overrides(args.set, get_config_class(args.model))
+    key = train_preset_name(args.model, args.config)  # raises naming the configs for an unknown one
+    recipe = train_preset(args.model, args.config)
+    line = f"training recipe of {args.model} --config {args.config}: "
+    if key is None:
+        line += "the TrainConfig defaults (no TRAIN_PRESETS entry)"
+    else:
+        line += f"{args.model} TRAIN_PRESETS[{key!r}] " + " ".join(f"{k}={v!r}" for k, v in recipe.items())
+    if train_over:
+        line += "; overridden by --set " + " ".join(f"{k}={v!r}" for k, v in train_over.items())
+    print(line)
     r = train_on_dataset(
-        args.model, args.data, args.config, args.set, args.out, args.steps, args.window, args.val_fraction
+        args.model, args.data, args.config, model_over, train_over, args.out, args.steps, args.window,
+        args.val_fraction,
     )
     print(f"{r.stopped} after {r.step} steps ({r.epoch} epochs); checkpoint {r.checkpoint}")
     if r.metrics:
@@ -470,7 +584,7 @@ EXAMPLES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="worldmodels",
         description="Collect rollouts, train world models, imagine and plan with them.",
         epilog="A first run: worldmodels info; worldmodels imagine --checkpoint gtmsm-imagenav --data <ImageNav "

@@ -20,8 +20,11 @@ Training data, two kinds:
 * any re-iterable of ready ``Batch`` objects (a list, a generator factory object); it is iterated once
   per epoch in its own order, and on resume the batches already used in the epoch are skipped.
 
-Model-side tricks live in the model config (free bits via :func:`free_bits_kl`, reconstruction
-weights, variance floors).
+The schedules (:func:`~worldmodels.schedules.kl_beta`, :func:`~worldmodels.schedules.learning_rate`)
+are plain functions in :mod:`worldmodels.schedules`; model-side tricks live in the model config (free
+bits via :func:`worldmodels.schedules.free_bits_kl`, reconstruction weights, variance floors).
+:func:`train_on_dataset` is what ``worldmodels train`` runs: a dataset folder, a registered model, its
+config preset and training recipe (``TRAIN_PRESETS``) and explicit overrides.
 
 Example:
     >>> import torch, tempfile
@@ -46,7 +49,7 @@ import os
 import random
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -60,24 +63,17 @@ from tqdm.auto import tqdm
 from worldmodels import checkpoint
 from worldmodels.api import Batch, WorldModel
 from worldmodels.data import _collate_of, _is_map_dataset, collate_batches, iterate_batches
+from worldmodels.schedules import LR_SCHEDULES, kl_beta, learning_rate
 
 __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainResult",
     "NonFiniteError",
-    "free_bits_kl",
-    "kl_beta",
-    "learning_rate",
     "collate_batches",
     "iterate_batches",
-    "LR_SCHEDULES",
-    "parse_value",
-    "split_overrides",
     "train_on_dataset",
 ]
-
-LR_SCHEDULES = ("constant", "linear", "step")
 
 
 @dataclass
@@ -177,68 +173,7 @@ class NonFiniteError(ValueError):
     """NaN/inf in a batch, a loss or a gradient; the message names the step."""
 
 
-# ----------------------------------------------------------------------------- schedules and helpers
-
-
-def kl_beta(step: int, beta0: float, anneal_steps: int) -> float:
-    """KL annealing weight at ``step`` (0-based): linear from ``beta0`` to 1 over ``anneal_steps`` (§4.8.1).
-
-    Example:
-        >>> [round(kl_beta(s, 0.2, 4), 6) for s in (0, 2, 4, 10)]
-        [0.2, 0.6, 1.0, 1.0]
-    """
-    if anneal_steps <= 0:
-        return 1.0
-    return min(1.0, beta0 + (1.0 - beta0) * step / anneal_steps)
-
-
-def learning_rate(cfg: TrainConfig, step: int, epoch: int, total_steps: int | None = None) -> float:
-    """Learning rate of the update with 0-based index ``step`` in 0-based ``epoch``.
-
-    Example:
-        >>> cfg = TrainConfig(lr=1.0, lr_schedule="step", decay_rate=0.5, decay_every=2)
-        >>> [learning_rate(cfg, 0, e) for e in range(5)]
-        [1.0, 1.0, 0.5, 0.5, 0.25]
-    """
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    if cfg.lr_schedule == "step":
-        return cfg.lr * cfg.decay_rate ** (epoch // cfg.decay_every)
-    n = cfg.lr_decay_steps or total_steps
-    if not n:
-        raise ValueError(
-            "TrainConfig: the linear schedule needs lr_decay_steps, max_steps, or data with a length"
-        )
-    return cfg.lr + (cfg.lr_final - cfg.lr) * min(step / n, 1.0)
-
-
-def free_bits_kl(kl: Tensor, free_bits: float, mask: Tensor | None = None) -> Tensor:
-    """KL with free bits (Kingma et al. 2016; thesis §4.8.1): ``sum_j max(lambda, E[KL_j])``.
-
-    Args:
-        kl: ``[B, T, K]`` KL per latent group ``j`` (``[B, T]`` = one group).
-        free_bits: ``lambda`` in nats per group and time step; 0 gives the plain mean KL.
-        mask: ``[B, T]`` bool; steps with ``False`` are left out of the expectation.
-
-    Returns:
-        scalar: the clamped KL per time step (the expectation is over the observed ``(b, t)``).
-        Below ``lambda`` a group's gradient is zero, so the optimiser gains nothing by shrinking it.
-
-    Example:
-        >>> kl = torch.tensor([[[0.1, 2.0], [0.3, 4.0]]])   # [B=1, T=2, K=2]
-        >>> float(free_bits_kl(kl, 0.5))   # max(0.5, 0.2) + max(0.5, 3.0)
-        3.5
-    """
-    if kl.dim() == 2:
-        kl = kl.unsqueeze(-1)
-    if kl.dim() != 3:
-        raise ValueError(f"free_bits_kl: expected kl [B, T] or [B, T, K], received {tuple(kl.shape)}")
-    if mask is None:
-        mean = kl.mean(dim=(0, 1))  # [K]
-    else:
-        m = mask.to(kl.dtype).unsqueeze(-1)  # [B, T, 1]
-        mean = (kl * m).sum(dim=(0, 1)) / m.sum().clamp_min(1.0)
-    return torch.clamp(mean, min=free_bits).sum() if free_bits > 0 else mean.sum()
+# ----------------------------------------------------------------------------- the trainer
 
 
 class _LossModule(nn.Module):
@@ -251,9 +186,6 @@ class _LossModule(nn.Module):
     def forward(self, batch: Batch, beta: float) -> tuple[Tensor, dict[str, float]]:
         out = cast(WorldModel, self.model).loss(batch, beta=beta)  # models are nn.Module + WorldModel
         return out.loss, out.metrics
-
-
-# ----------------------------------------------------------------------------- the trainer
 
 
 def _destroy_process_group() -> None:
@@ -718,65 +650,15 @@ class Trainer:
         return TrainResult(self.step, self.epoch, stopped, last, self.val_metrics, path)
 
 
-# ----------------------------------------------------------------------------- command-line helpers
-
-
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: ints, floats, bools (true/false), none, tuples ``(1, 2)`` / ``1,2``, JSON-ish
-    dicts ``{"alpha_net": 10}``; anything else stays a string.
-
-    Example:
-        >>> [parse_value(v) for v in ("3", "1e-3", "true", "(1,32,32)", "2,3", "none", "gaussian")]
-        [3, 0.001, True, (1, 32, 32), (2, 3), None, 'gaussian']
-    """
-    import ast
-
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        return text
-    return tuple(value) if isinstance(value, list) else value
-
-
-def split_overrides(pairs: Iterable[str], config_cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``["key=value", ...]`` -> (model config overrides, :class:`TrainConfig` overrides).
-
-    A key is looked up in the model config first, then in ``TrainConfig``; unknown keys raise
-    ``ValueError`` naming the valid ones (and close matches).
-    """
-    model_keys = [f.name for f in dataclasses.fields(config_cls)]
-    train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
-    model_over: dict[str, Any] = {}
-    train_over: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set: expected key=value, received {pair!r}")
-        key, text = pair.split("=", 1)
-        key = key.strip()
-        if key in model_keys:
-            model_over[key] = parse_value(text)
-        elif key in train_keys:
-            train_over[key] = parse_value(text)
-        else:
-            close = difflib.get_close_matches(key, model_keys + train_keys, n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(
-                f"--set: unknown key {key!r}{hint} Model keys ({config_cls.__name__}): {model_keys}; "
-                f"training keys (TrainConfig): {train_keys}"
-            )
-    return model_over, train_over
+# ----------------------------------------------------------------------------- a dataset folder
 
 
 def train_on_dataset(
     model_name: str,
     data_dir: str | os.PathLike,
     preset: str = "default",
-    overrides: Iterable[str] = (),
+    model_overrides: Mapping[str, Any] | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
     out_dir: str | os.PathLike | None = None,
     steps: int | None = None,
     window: int = 20,
@@ -784,24 +666,40 @@ def train_on_dataset(
 ) -> TrainResult:
     """What ``worldmodels train`` does: windows of a dataset folder -> a registered model -> :class:`Trainer`.
 
-    ``obs_shape`` and ``action_dim`` come from the dataset's ``meta.json``; ``overrides`` are
-    ``key=value`` strings for the model config or :class:`TrainConfig` (see :func:`split_overrides`).
+    The model config: preset ``preset`` of the model (:func:`worldmodels.models.make_config`) with
+    ``obs_shape`` and ``action_dim`` from the dataset's ``meta.json``, then ``model_overrides``. The
+    :class:`TrainConfig`, lowest precedence first: its defaults, the model's training recipe for
+    ``preset`` (:func:`worldmodels.models.train_preset`), ``out_dir`` (default ``runs/MODEL-PRESET``)
+    and ``steps``, then ``train_overrides``. ``steps`` sets ``max_steps`` (above all) and lifts the
+    epoch limit unless ``train_overrides`` sets ``epochs``.
+
+    Example (not run: it trains):
+        train_on_dataset("kvae", "data/ball", "box", train_overrides={"lr": 3e-3}, steps=5000)
     """
     from worldmodels.data import WindowDataset
-    from worldmodels.models import get_config_class, get_model_class, make_config
+    from worldmodels.models import config_from_dict, get_model_class, make_config, train_preset
 
-    config_cls = get_config_class(model_name)
-    model_over, train_over = split_overrides(overrides, config_cls)
+    for what, over in (("model_overrides", model_overrides), ("train_overrides", train_overrides)):
+        if over is not None and not isinstance(over, Mapping):
+            raise TypeError(
+                f"train_on_dataset: expected {what} as a dict {{field: value}}, received "
+                f"{type(over).__name__} {over!r} (the CLI parses `--set key=value` into these dicts)"
+            )
+    model_over = dict(model_overrides or {})
+    train_over = dict(train_overrides or {})
+    values = train_preset(model_name, preset)  # raises naming the config names for an unknown preset
+    values["out_dir"] = str(out_dir or Path("runs") / f"{model_name}-{preset}")
+    if steps is not None and "epochs" not in train_over:
+        values["epochs"] = 10**9  # --steps counts the updates, not the recipe's epochs
+    values.update(train_over)
+    if steps is not None:
+        values["max_steps"] = steps
+    cfg: TrainConfig = config_from_dict(TrainConfig, values)
     windows = WindowDataset(data_dir, length=window)
     frame = tuple(windows.data.frame_shape)  # uint8 (H, W) or (H, W, C), channels-last
     H, W, C = (*frame, 1) if len(frame) == 2 else frame
     model_over.setdefault("obs_shape", (C, H, W))
     model_over.setdefault("action_dim", windows.action_dim)
-    train_over.setdefault("out_dir", str(out_dir or Path("runs") / f"{model_name}-{preset}"))
-    if steps is not None:
-        train_over["max_steps"] = steps
-        train_over.setdefault("epochs", 10**9)
-    cfg = TrainConfig(**train_over)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only (DDP then broadcasts rank 0's)
     model = get_model_class(model_name)(make_config(model_name, preset, **model_over))
     train_set: Any = windows

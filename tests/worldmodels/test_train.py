@@ -1,4 +1,4 @@
-"""Trainer: schedules, KL annealing, clipping, freezing, bit-exact resume (max_steps and SIGTERM), NaN stop, CSV."""
+"""Trainer: KL annealing, clipping, freezing, bit-exact resume (max_steps and SIGTERM), NaN stop, CSV."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from torch import nn
 import worldmodels
 from worldmodels.api import Batch, LossOutput
 from worldmodels.models import build_model, register_model
-from worldmodels.train import NonFiniteError, TrainConfig, Trainer, kl_beta, learning_rate
+from worldmodels.schedules import kl_beta
+from worldmodels.train import NonFiniteError, TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,16 +91,6 @@ def _cfg(tmp_path, name: str, **kw) -> TrainConfig:
     )
     base.update(kw)
     return TrainConfig(**base)
-
-
-def test_schedules():
-    cfg = TrainConfig(lr=1.0, lr_schedule="linear", lr_final=0.0, lr_decay_steps=4)
-    assert [learning_rate(cfg, s, 0) for s in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
-    cfg = TrainConfig(lr=0.007, lr_schedule="step", decay_rate=0.85, decay_every=20)  # KVAE
-    assert learning_rate(cfg, 0, 19) == 0.007 and abs(learning_rate(cfg, 0, 45) - 0.007 * 0.85**2) < 1e-15
-    assert [round(kl_beta(s, 0.0, 10), 9) for s in (0, 5, 10, 20)] == [0.0, 0.5, 1.0, 1.0]
-    with pytest.raises(ValueError, match="did you mean 'linear'"):
-        TrainConfig(lr_schedule="linar")
 
 
 def test_beta_annealing_freezing_and_clipping(tmp_path):
@@ -234,87 +225,6 @@ def test_rejects_bad_data():
         Trainer(model, 3, TrainConfig(progress=False))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="iterable of Batch, received an item of type int"):
         Trainer(model, [1, 2], TrainConfig(progress=False)).fit()
-
-
-def test_set_parsing_and_unknown_keys():
-    from worldmodels.models.rnn import RNNConfig
-    from worldmodels.train import parse_value, split_overrides
-
-    assert parse_value("(1, 32, 32)") == (1, 32, 32) and parse_value("False") is False
-    assert parse_value('{"alpha_net": 10}') == {"alpha_net": 10} and parse_value("3e-4") == 3e-4
-    model, train = split_overrides(["hidden_dim=7", "lr=0.5", "mlp_hidden=8,8"], RNNConfig)
-    assert model == {"hidden_dim": 7, "mlp_hidden": (8, 8)} and train == {"lr": 0.5}
-    with pytest.raises(ValueError, match=r"unknown key 'hiden_dim'; did you mean 'hidden_dim'.*'embed_dim'"):
-        split_overrides(["hiden_dim=3"], RNNConfig)
-
-
-def test_cli_train_then_evaluate(tmp_path, capsys):
-    pytest.importorskip("envs")
-    from worldmodels.cli import main
-
-    data = str(tmp_path / "data")
-    assert (
-        main(
-            [
-                "collect",
-                "--env",
-                "ImageNav-v0",
-                "--out",
-                data,
-                "--episodes",
-                "6",
-                "--steps",
-                "10",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    run = str(tmp_path / "run")
-    args = [
-        "train",
-        "--model",
-        "rnn",
-        "--data",
-        data,
-        "--config",
-        "debug",
-        "--out",
-        run,
-        "--window",
-        "6",
-        "--set",
-        "batch_size=8",
-        "--set",
-        "progress=false",
-    ]
-    assert main([*args, "--steps", "3"]) == 0
-    assert main([*args, "--steps", "5"]) == 0  # resumes from run/last
-    assert worldmodels.checkpoint.read_meta(f"{run}/last")["metadata"]["step"] == 5
-    model = worldmodels.load(f"{run}/last")
-    assert model.config.obs_shape == (3, 8, 8) and model.config.action_dim == 5  # from the dataset meta
-    assert (
-        main(
-            [
-                "evaluate",
-                "--checkpoint",
-                f"{run}/last",
-                "--data",
-                data,
-                "--window",
-                "6",
-                "--out",
-                str(tmp_path / "eval.json"),
-            ]
-        )
-        == 0
-    )
-    import json
-
-    report = json.loads((tmp_path / "eval.json").read_text())
-    assert report["horizon"] == 3 and len(report["prediction_mse"]) == 3
-    assert main(["train", "--model", "rnn", "--data", data, "--set", "lr_sched=linear"]) == 2
-    assert "did you mean 'lr_schedule'" in capsys.readouterr().err
 
 
 # a subprocess training the debug RNN on N_BATCHES fixed batches (the DDP and SIGKILL tests)

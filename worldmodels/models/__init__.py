@@ -6,15 +6,24 @@ and the model ``X(nn.Module)`` built as ``X(config)`` and decorated with ``@regi
 The config class is found as ``X.Config`` when set, else from the annotation of ``X.__init__``'s
 ``config`` argument, else as ``XConfig`` in the model's module.
 
+A config name (``worldmodels train --config NAME``) picks a preset of the model config and, when the
+model file defines ``TRAIN_PRESETS: dict[str, dict]`` (``TrainConfig`` fields of the thesis's training
+recipes, keyed by config name), a training recipe: ``TRAIN_PRESETS[NAME]`` if present, else
+``TRAIN_PRESETS["default"]``, else none (:func:`train_preset`). Explicit overrides beat the recipe,
+which beats the ``TrainConfig`` defaults.
+
 Example:
     >>> from worldmodels.models import build_model, MODELS
     >>> model = build_model("rnn", "debug", obs_shape=(8,), action_dim=2)
     >>> "rnn" in MODELS, type(model).__name__, model.config.obs_shape
     (True, 'RNN', (8,))
+    >>> train_preset("kvae", "box") == train_preset("kvae", "default"), train_preset_name("kvae", "box")
+    (True, 'default')
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib
@@ -35,6 +44,9 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "config_keys",
+    "config_names",
+    "train_preset",
+    "train_preset_name",
 ]
 
 #: name -> model class, filled by :func:`register_model` when the model modules are imported.
@@ -75,11 +87,11 @@ def _load_all() -> None:
                 _import_errors[info.name] = f"{type(e).__name__}: {e}"
 
 
-def _unknown(kind: str, name: str, options: typing.Iterable[str]) -> ValueError:
+def _unknown(kind: str, name: str, options: typing.Iterable[str], of: str = "") -> ValueError:
     options = sorted(options)
     close = difflib.get_close_matches(name, options, n=3)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    return ValueError(f"unknown {kind} {name!r}: expected one of {options}{hint}")
+    return ValueError(f"unknown {kind} {name!r}{of}: expected one of {options}{hint}")
 
 
 def get_model_class(name: str) -> type[nn.Module]:
@@ -161,17 +173,66 @@ def json_ready(x: Any) -> Any:
     return x
 
 
+def _presets(name: str) -> dict[str, dict]:
+    return dict(getattr(get_config_class(name), "PRESETS", {}) or {})
+
+
+def _train_presets(name: str) -> Mapping[str, Mapping[str, Any]]:
+    module = importlib.import_module(get_model_class(name).__module__)
+    return getattr(module, "TRAIN_PRESETS", None) or {}
+
+
+def config_names(name: str) -> list[str]:
+    """The config names of model ``name``: its config's ``PRESETS`` and ``"default"`` (sorted).
+
+    Example:
+        >>> config_names("rnn")
+        ['debug', 'default', 'music']
+    """
+    return sorted(set(_presets(name)) | {"default"})
+
+
 def make_config(name: str, preset: str = "default", **overrides: Any) -> Any:
     """The config of model ``name``: defaults, then ``PRESETS[preset]``, then ``overrides``.
 
     ``preset="default"`` applies ``PRESETS["default"]`` when it exists and nothing otherwise.
     """
-    config_cls = get_config_class(name)
-    presets: dict[str, dict] = dict(getattr(config_cls, "PRESETS", {}) or {})
-    if preset != "default" and preset not in presets:
-        raise _unknown(f"preset of model {name!r}", preset, set(presets) | {"default"})
+    presets = _presets(name)
+    if preset not in config_names(name):
+        raise _unknown("preset", preset, config_names(name), of=f" of model {name!r}")
     values = {**presets.get(preset, {}), **overrides}
-    return config_from_dict(config_cls, values)
+    return config_from_dict(get_config_class(name), values)
+
+
+def train_preset_name(name: str, config: str = "default") -> str | None:
+    """The key of the model file's ``TRAIN_PRESETS`` that config ``config`` trains with.
+
+    ``config`` itself if it has a recipe, else ``"default"`` if that has one, else ``None`` (the
+    ``TrainConfig`` defaults). ``ValueError`` naming the choices when ``config`` is not a config name.
+
+    Example:
+        >>> train_preset_name("kvae", "debug"), train_preset_name("kvae", "gravity"), train_preset_name("rnn")
+        ('debug', 'default', None)
+    """
+    if config not in config_names(name):
+        raise _unknown("preset", config, config_names(name), of=f" of model {name!r}")
+    recipes = _train_presets(name)
+    return config if config in recipes else "default" if "default" in recipes else None
+
+
+def train_preset(name: str, config: str = "default") -> dict[str, Any]:
+    """``TrainConfig`` overrides: model ``name``'s training recipe for ``config`` (:func:`train_preset_name`).
+
+    Example:
+        >>> from worldmodels.train import TrainConfig
+        >>> cfg = TrainConfig(**train_preset("kvae", "box"))   # §6.8: Adam 0.007 x 0.85 every 20 epochs
+        >>> cfg.lr, cfg.lr_schedule, cfg.freeze_until
+        (0.007, 'step', {'alpha_net': 10})
+        >>> train_preset("rnn", "debug")
+        {}
+    """
+    key = train_preset_name(name, config)
+    return {} if key is None else copy.deepcopy(dict(_train_presets(name)[key]))
 
 
 def build_model(name: str, preset: str = "default", **overrides: Any) -> nn.Module:

@@ -12,9 +12,10 @@ ELBO per time step (filtering, as in PlaNet)::
 
     Σ_t E_q[log p(x_t | h_t, s_t)] - KL(q(s_t | h_t, x_t) || p(s_t | h_t))
 
-trained with free nats (the KL of each step is clipped from below at ``free_nats``; §4.8.1's free
-bits) and the standard deviation floor ``min_std``. A missing frame (``mask = False``) uses the prior
-as posterior and adds no reconstruction term. The state restarts at zero where ``is_first``.
+trained with free nats (the KL of each step is clipped from below at ``free_nats``: §4.8.1's free
+bits per step, :func:`worldmodels.schedules.free_bits_kl` with ``per_step=True``) and the standard
+deviation floor ``min_std``. A missing frame (``mask = False``) uses the prior as posterior and adds no
+reconstruction term. The state restarts at zero where ``is_first``.
 
 Example:
     >>> import torch
@@ -43,6 +44,7 @@ from torch import Tensor, nn
 from worldmodels.api import Batch, Belief, Imagination, LossOutput, check_shape
 from worldmodels.models import register_model
 from worldmodels.nn import MLP, Emission, MLPDecoder, ObsDistribution, ObsEncoder
+from worldmodels.schedules import free_bits_kl
 
 __all__ = ["RSSMConfig", "RSSM"]
 
@@ -217,7 +219,7 @@ class RSSM(nn.Module):
         n = m.sum().clamp_min(1.0)
         rec_m = (rec * m).sum() / n
         kl_m = kl.sum() / kl.numel()
-        kl_clip = kl.clamp_min(self.config.free_nats).mean() if self.config.free_nats > 0 else kl_m
+        kl_clip = free_bits_kl(kl, self.config.free_nats, per_step=True) if self.config.free_nats > 0 else kl_m
         loss = -(rec_m - beta * kl_clip)
         metrics = {"elbo": float((rec_m - kl_m).detach()), "rec": float(rec_m.detach()), "kl": float(kl_m.detach())}
         if self.config.learn_obs_std:
