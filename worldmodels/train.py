@@ -62,7 +62,8 @@ from tqdm.auto import tqdm
 
 from worldmodels import checkpoint
 from worldmodels.api import Batch, WorldModel
-from worldmodels.data import _collate_of, _is_map_dataset, collate_batches, iterate_batches
+from worldmodels.data import collate_batches, iterate_batches
+from worldmodels.data.windows import _collate_of, _is_map_dataset
 from worldmodels.schedules import LR_SCHEDULES, kl_beta, learning_rate
 
 __all__ = [

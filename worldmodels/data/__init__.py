@@ -46,10 +46,6 @@ from worldmodels.data.windows import (
     make_loader,
 )
 
-# private helpers that worldmodels.train imports from here (it could import them from worldmodels.data.windows)
-from worldmodels.data.windows import _collate_of as _collate_of  # noqa: I001
-from worldmodels.data.windows import _is_map_dataset as _is_map_dataset
-
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
