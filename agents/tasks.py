@@ -233,22 +233,33 @@ TASKS: dict[str, type[Task]] = {
     "ball-region": BallRegionTask,
     "swing-up": SwingUpTask,
 }
-_DEFAULT_TASK = {
-    "ImageNavGoal-v0": "goal-image",
-    "BouncingBallForce-v0": "ball-region",
-    "PixelPendulum-v0": "swing-up",
-}
 
 
-def task_for_env(env_id: str, name: str = "auto", **kwargs: Any) -> Task:
-    """The task ``name`` (``auto``: the default task of ``env_id``)."""
+def task_for_env(env_id: str, name: str = "auto", env_kwargs: dict | None = None, **kwargs: Any) -> Task:
+    """The task ``name`` with ``kwargs``. ``auto``: the task the env declares, ``metadata["planning_task"] =
+    {"name": ..., "kwargs": {...}}`` of ``gymnasium.make(env_id, **env_kwargs)`` (``kwargs`` override its kwargs).
+
+    Example:
+        >>> import envs
+        >>> type(task_for_env("PixelPendulum-v0")).__name__, task_for_env("ImageNavGoal-v0", max_steps=7).max_steps
+        ('SwingUpTask', 7)
+    """
     if name == "auto":
-        if env_id not in _DEFAULT_TASK:
+        if env_id not in gym.registry:
+            raise ValueError(f"no default planning task for {env_id!r}: expected a registered Gymnasium id")
+        env = gym.make(env_id, **(env_kwargs or {}))
+        declared = env.metadata.get("planning_task")
+        env.close()
+        if declared is None:
             raise ValueError(
-                f"no default planning task for {env_id!r}; expected one of {sorted(_DEFAULT_TASK)} "
-                f"or an explicit task in {sorted(TASKS)}"
+                f"no default planning task for {env_id!r} (its metadata declares no 'planning_task'); "
+                f"expected an explicit task in {sorted(TASKS)}"
             )
-        name = _DEFAULT_TASK[env_id]
+        if not (isinstance(declared, dict) and isinstance(declared.get("name"), str)
+                and isinstance(declared.get("kwargs", {}), dict) and set(declared) <= {"name", "kwargs"}):
+            raise ValueError(f"{env_id}: expected metadata['planning_task'] = {{'name': str, 'kwargs': dict}}, "
+                             f"received {declared!r}")
+        name, kwargs = declared["name"], {**declared.get("kwargs", {}), **kwargs}
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)} or 'auto'")
     return TASKS[name](**kwargs)
@@ -516,7 +527,7 @@ def plan_in_env(
     if "model" in agents and model is None:
         raise ValueError("plan: agent 'model' needs a model (checkpoint)")
     kwargs = dict(env_kwargs or {})
-    t = task_for_env(env_id, task)
+    t = task_for_env(env_id, task, kwargs)
     if max_steps is not None:
         t = type(t)(max_steps=max_steps)
     kwargs.setdefault("max_episode_steps", max(t.max_steps, 1))

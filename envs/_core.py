@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -298,3 +299,58 @@ class CoreVectorEnv(VectorEnv):
         if self.render_mode != "rgb_array":
             return None
         return tuple(self.core.render_rgb(i) for i in range(self.num_envs))
+
+
+# ------------------------------------------------------------------------------------------ keyboard play
+# What an env declares so that `scripts/play.py` (envs/play.py) drives it, in gymnasium.utils.play's terms:
+# ``get_keys_to_action()`` and ``metadata["play"]`` (``noop``, ``wait_on_player``); see envs/play.py.
+DIRECTIONS = ("up", "down", "left", "right")
+
+
+def direction_keys() -> dict[str, tuple[int, int]]:
+    """pygame key codes of each direction: the arrow key and its WASD twin."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # no banner on stdout at the first import
+    import pygame
+
+    return {"up": (pygame.K_UP, pygame.K_w), "down": (pygame.K_DOWN, pygame.K_s),
+            "left": (pygame.K_LEFT, pygame.K_a), "right": (pygame.K_RIGHT, pygame.K_d)}
+
+
+def direction_keys_to_action(actions: dict[str, Any], combine: str = "first",
+                             space: spaces.Box | None = None) -> dict[tuple[int, ...], Any]:
+    """Gymnasium's ``keys_to_action`` (sorted pygame key codes -> action, as ``gymnasium.utils.play.play``
+    reads it) for direction keys, arrows or WASD, held in any combination.
+
+    ``actions`` maps direction names (``up``, ``down``, ``left``, ``right``) to actions. ``combine="first"``:
+    a combination gives the action of the first held direction in ``actions``' order (discrete moves);
+    ``"sum"``: the sum of the held directions' actions (a key and its twin count once), clipped to the Box
+    ``space`` (forces, torques).
+
+    Example:
+        >>> keys = direction_keys_to_action({"up": 0, "down": 1})
+        >>> keys[(ord("w"),)], keys[(ord("s"),)], keys[(ord("s"), ord("w"))], len(keys)
+        (0, 1, 0, 15)
+        >>> box = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        >>> both = direction_keys_to_action({"up": [0, -1], "right": [1, 0]}, "sum", box)
+        >>> both[(ord("d"), ord("w"))].tolist()
+        [1.0, -1.0]
+    """
+    check_choice("combine", combine, ("first", "sum"))
+    for d in actions:
+        check_choice("direction", d, DIRECTIONS)
+    if combine == "sum" and not isinstance(space, spaces.Box):
+        raise ValueError(f"direction_keys_to_action: combine='sum' expected a Box space, received {space!r}")
+    codes = direction_keys()
+    keys = [(k, d) for d in actions for k in codes[d]]
+    table: dict[tuple[int, ...], Any] = {}
+    for mask in range(1, 2 ** len(keys)):
+        held = [(k, d) for i, (k, d) in enumerate(keys) if mask >> i & 1]
+        dirs = [d for d in actions if any(d == h for _, h in held)]  # in the order of ``actions``
+        if combine == "first":
+            action = actions[dirs[0]]
+        else:
+            assert isinstance(space, spaces.Box)
+            total = np.sum([np.asarray(actions[d], dtype=np.float64) for d in dirs], axis=0)
+            action = np.clip(total, space.low, space.high).astype(space.dtype)
+        table[tuple(sorted(k for k, _ in held))] = action
+    return table

@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs._core import Core, CoreEnv, CoreVectorEnv, build_config, check_choice, upscale
+from envs._core import (
+    Core,
+    CoreEnv,
+    CoreVectorEnv,
+    build_config,
+    check_choice,
+    direction_keys_to_action,
+    upscale,
+)
 
 VARIANTS = ("box", "gravity", "polygon", "pong")
 
@@ -276,6 +284,8 @@ class BouncingBallEnv(CoreEnv):
     ## Action Space
     ``action_mode="none"`` (default): ``Discrete(1)``, a no-op — the videos are passive, as in the thesis.
     ``action_mode="force"``: ``Box(-1, 1, (2,), float32)``, an acceleration ``max_force * a`` on (x, y).
+    Keyboard (``scripts/play.py``, force mode): arrows or WASD push, combined keys push diagonally
+    (:meth:`get_keys_to_action`).
 
     ## Observation Space
     ``Box(0, 255, (32, 32, 1), uint8)``: binary frames (0 or 255); pixel (row i, col j) is on when its
@@ -296,6 +306,7 @@ class BouncingBallEnv(CoreEnv):
 
     ## Arguments
     See :class:`BouncingBallConfig`; e.g. ``gymnasium.make("BouncingBall-v0", variant="gravity")``.
+    The box in force mode declares its planning task, ``metadata["planning_task"]`` (push the ball into a region).
 
     Example:
         >>> import gymnasium as gym, envs
@@ -308,6 +319,16 @@ class BouncingBallEnv(CoreEnv):
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.config = build_config(BouncingBallConfig, kwargs, "BouncingBall")
         self._setup(BouncingBallCore(1, self.config), render_mode)
+        if self.config.action_mode == "force" and self.config.variant == "box":  # `worldmodels plan --task auto`
+            self.metadata = {**self.metadata, "planning_task": {"name": "ball-region"}}
+
+    def get_keys_to_action(self) -> dict[tuple[int, ...], Any]:
+        """Force mode: arrows or WASD push along x (left/right) and y (up/down, y downwards), summed and
+        clipped; passive mode: no keys (its one action is the no-op)."""
+        if not isinstance(self.action_space, spaces.Box):
+            return {}
+        pushes = {"up": [0, -1], "down": [0, 1], "left": [-1, 0], "right": [1, 0]}
+        return direction_keys_to_action(pushes, "sum", self.action_space)
 
 
 class BouncingBallVectorEnv(CoreVectorEnv):

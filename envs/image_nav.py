@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs._core import Core, CoreEnv, CoreVectorEnv, build_config, check_choice, upscale
+from envs._core import (
+    Core,
+    CoreEnv,
+    CoreVectorEnv,
+    build_config,
+    check_choice,
+    direction_keys_to_action,
+    upscale,
+)
 from envs.images import ImageSource, make_image_source
 
 # action -> (d_row, d_col): up, down, left, right, stay
@@ -215,7 +223,8 @@ class ImageNavEnv(CoreEnv):
     (§7.10.1); with ``goal=True`` a reachable target cell is drawn per episode.
 
     ## Action Space
-    ``Discrete(5)``: 0 up, 1 down, 2 left, 3 right, 4 stay.
+    ``Discrete(5)``: 0 up, 1 down, 2 left, 3 right, 4 stay. Keyboard (``scripts/play.py``): arrows or WASD
+    move, no key stays (:meth:`get_keys_to_action`, ``metadata["play"]``).
 
     ## Observation Space
     ``Box(0, 255, (crop, crop, C), uint8)`` with C = 3 (``rgb=True``) or 1: the crop at the agent's position,
@@ -239,6 +248,7 @@ class ImageNavEnv(CoreEnv):
 
     ## Arguments
     See :class:`ImageNavConfig`; e.g. ``gymnasium.make("ImageNav-v0", image_size=256, crop_size=64)``.
+    With ``goal=True`` the env declares its planning task, ``metadata["planning_task"]`` (goal image).
 
     Example:
         >>> import gymnasium as gym, envs
@@ -251,9 +261,17 @@ class ImageNavEnv(CoreEnv):
         [4.0, 5.0]
     """
 
+    metadata: dict[str, Any] = {**CoreEnv.metadata, "play": {"noop": 4}}  # no key held: stay
+
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.config = build_config(ImageNavConfig, kwargs, "ImageNav")
         self._setup(ImageNavCore(1, self.config), render_mode)
+        if self.config.goal:  # the task `worldmodels plan --task auto` plans for (agents.tasks.TASKS names it)
+            self.metadata = {**self.metadata, "planning_task": {"name": "goal-image"}}
+
+    def get_keys_to_action(self) -> dict[tuple[int, ...], int]:
+        """Arrows or WASD move (the first held of up, down, left, right), as ``gymnasium.utils.play`` reads it."""
+        return direction_keys_to_action({"up": 0, "down": 1, "left": 2, "right": 3})
 
 
 class ImageNavVectorEnv(CoreVectorEnv):

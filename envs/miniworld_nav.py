@@ -16,13 +16,13 @@ import copy
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs._core import build_config, check_choice, validate_action
+from envs._core import build_config, check_choice, direction_keys_to_action, validate_action
 
 # MiniWorld env names wrapped by ``envs`` (the part after ``MiniWorld-`` and before ``-v0``).
 MINIWORLD_NAMES: tuple[str, ...] = (
@@ -103,6 +103,8 @@ class MiniWorldNavEnv(gym.Env):
     ## Action Space
     The MiniWorld env's own (``Discrete(3)`` for the mazes: 0 turn left, 1 turn right, 2 forward;
     more for rooms with objects); ``actions="rotate"``: ``Discrete(2)`` (0 turn left, 1 turn right).
+    Keyboard (``scripts/play.py``): left/right turn, up forward, down back (where the space has them); the
+    agent waits for a key (:meth:`get_keys_to_action`, ``metadata["play"]``).
 
     ## Observation Space
     ``Box(0, 255, (obs_size, obs_size, 3), uint8)``, the agent's camera.
@@ -133,7 +135,8 @@ class MiniWorldNavEnv(gym.Env):
         ((32, 32, 3), (3,))
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 30}
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"], "render_fps": 30,
+                                "play": {"wait_on_player": True}}  # steps only while a key is held
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.config = cfg = build_config(MiniWorldNavConfig, kwargs, "MiniWorldNav")
@@ -198,6 +201,11 @@ class MiniWorldNavEnv(gym.Env):
         info = copy.deepcopy(info)  # MiniWorld may return live objects (e.g. TMaze's goal_pos)
         info["pose"], info["displacement"] = pose, disp
         return obs, float(reward), bool(terminated), bool(truncated), info
+
+    def get_keys_to_action(self) -> dict[tuple[int, ...], int]:
+        """Arrows or WASD: left/right turn (0, 1), up forward (2), down back (3), those the space has."""
+        n = int(cast(spaces.Discrete, self.action_space).n)
+        return direction_keys_to_action({d: i for d, i in (("left", 0), ("right", 1), ("up", 2), ("down", 3)) if i < n})
 
     def render(self) -> np.ndarray | None:
         return self.inner.render()

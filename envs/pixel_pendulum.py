@@ -8,12 +8,12 @@ The observation is a grayscale frame of the rod instead of ``(cos θ, sin θ, θ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from gymnasium import spaces
 
-from envs._core import Core, CoreEnv, CoreVectorEnv, build_config, upscale
+from envs._core import Core, CoreEnv, CoreVectorEnv, build_config, direction_keys_to_action, upscale
 
 
 @dataclass
@@ -118,7 +118,8 @@ class PixelPendulumEnv(CoreEnv):
     swing it up and keep it upright.
 
     ## Action Space
-    ``Box(-2, 2, (1,), float32)``: the torque.
+    ``Box(-2, 2, (1,), float32)``: the torque. Keyboard (``scripts/play.py``): left/right (or A/D) apply the
+    largest torque (:meth:`get_keys_to_action`).
 
     ## Observation Space
     ``Box(0, 255, (16, 16, 1), uint8)``: the rod drawn anti-aliased from the frame centre, upright at θ = 0.
@@ -147,11 +148,18 @@ class PixelPendulumEnv(CoreEnv):
         ((16, 16, 1), (2,))
     """
 
-    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 20}
+    # planning_task: what `worldmodels plan --task auto` plans for (a name of agents.tasks.TASKS + kwargs)
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 20, "planning_task": {"name": "swing-up"}}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.config = build_config(PixelPendulumConfig, kwargs, "PixelPendulum")
         self._setup(PixelPendulumCore(1, self.config), render_mode)
+
+    def get_keys_to_action(self) -> dict[tuple[int, ...], np.ndarray]:
+        """Left/right (arrows or A/D): the largest torque either way (both held: none)."""
+        space = cast(spaces.Box, self.action_space)
+        high = float(space.high.reshape(-1)[0])
+        return direction_keys_to_action({"left": [-high], "right": [high]}, "sum", space)
 
 
 class PixelPendulumVectorEnv(CoreVectorEnv):

@@ -531,30 +531,20 @@ COMMANDS["experiment"] = ("run a thesis experiment (phases data, train, eval, re
                           _experiment_run)
 
 
-# --- bench: the benchmark runner of a source checkout (scripts/bench.py) -----------------------------------
+# --- bench: the benchmark groups (worldmodels/experiments/benchmarks/) ------------------------------------
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", nargs="*", default=None, help="benchmark groups, e.g. kvae planning memory")
     p.add_argument("--list", action="store_true", help="list the groups and exit")
 
 
 def _bench_run(args: argparse.Namespace) -> int:
-    import subprocess
-    from pathlib import Path
+    from worldmodels.experiments import benchmarks
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
-    if not script.exists():
-        raise FileNotFoundError(
-            f"worldmodels bench runs scripts/bench.py of a source checkout (expected {script}); clone the "
-            "repository and `pip install -e .` it to benchmark"
-        )
-    cmd = [sys.executable, str(script)]
     if args.list:
-        groups = sorted(p.stem for p in (script.parent / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
-        print("benchmark groups: " + ", ".join(groups))
+        print("benchmark groups: " + ", ".join(benchmarks.groups()))
         return 0
-    if args.only:
-        cmd += ["--only", *args.only]
-    return subprocess.call(cmd)
+    benchmarks.run(args.only or None)
+    return 0
 
 
 COMMANDS["bench"] = ("run the benchmarks (a source checkout); writes docs/benchmarks.md/.json", _bench_args,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 os.environ.setdefault("PYGLET_HEADLESS", "1")
 
@@ -21,7 +22,7 @@ import envs  # noqa: E402,F401
 def _fps(venv: gym.vector.VectorEnv, steps: int, seed: int = 0) -> float:
     n = venv.num_envs
     rng = np.random.default_rng(seed)
-    space = venv.single_action_space
+    space: Any = venv.single_action_space
     if isinstance(space, gym.spaces.Discrete):
         actions = [rng.integers(0, space.n, size=n) for _ in range(steps)]
     else:
@@ -34,7 +35,7 @@ def _fps(venv: gym.vector.VectorEnv, steps: int, seed: int = 0) -> float:
 
 
 def _vector_row(env_id: str, n: int, rounds: int = 3) -> dict:
-    batched = gym.make_vec(env_id, n)
+    batched: Any = gym.make_vec(env_id, n)
     sync = gym.make_vec(env_id, n, vectorization_mode="sync")
     fast, slow = [], []
     for r in range(rounds):
@@ -66,8 +67,9 @@ def _miniworld_row(name: str = "Maze", size: int = 32, steps: int = 300, rounds:
 
     import_miniworld()
     ours = MiniWorldNavEnv(env_name=name, obs_size=size)
-    creator = gym.envs.registration.load_env_creator(gym.spec(f"MiniWorld-{name}-v0").entry_point)
-    raw = creator(obs_width=size, obs_height=size)
+    entry: Any = gym.spec(f"MiniWorld-{name}-v0").entry_point
+    creator = gym.envs.registration.load_env_creator(entry)
+    raw: Any = creator(obs_width=size, obs_height=size)
     actions = np.random.default_rng(0).integers(0, 3, size=steps)
 
     def rate(env: gym.Env, seed: int) -> float:

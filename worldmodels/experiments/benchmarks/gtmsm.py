@@ -24,7 +24,7 @@ SIZES = (256, 10_000, 100_000)
 
 def _belief(n: int, z_dim: int, seed: int = 0) -> Belief:
     g = torch.Generator().manual_seed(seed)
-    state = {
+    state: dict[str, object] = {
         "keys": 3.0 * torch.randn(1, n, 2, generator=g),
         "mu": torch.randn(1, n, z_dim, generator=g),
         "std": 0.1 + torch.rand(1, n, z_dim, generator=g),

@@ -11,6 +11,7 @@ float32 preset. The thesis reports ~55 s per epoch on an NVIDIA Titan X (§6.8).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -28,7 +29,7 @@ def _bf16_native() -> bool:
 def _step_time(channels_last: bool, steps: int, batch: Batch, precision: str = "float32") -> tuple[float, float]:
     """Median wall-clock and median process CPU time of one training step."""
     torch.manual_seed(0)
-    model = build_model("kvae", "box", channels_last=channels_last, conv_precision=precision)
+    model: Any = build_model("kvae", "box", channels_last=channels_last, conv_precision=precision)
     opt = torch.optim.Adam(model.parameters(), lr=0.007)
     times, cpu = [], []
     for i in range(steps + 2):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ def run() -> list[dict]:
     ref = run_pykalman()
     ref_m = np.stack([r[0] for r in ref])
     ref_P = np.stack([r[1] for r in ref])
-    errs = {}
+    errs: dict[Any, float] = {}
     with torch.no_grad():
         for key, fn in ours.items():
             sm = fn()
@@ -109,7 +110,7 @@ def run() -> list[dict]:
 
     # round-robin timing (best of 5 rounds) so that load from other processes hits every contender
     kf_py = pykalman.KalmanFilter(A, C, Q, R, initial_state_mean=mu0, initial_state_covariance=S0)
-    contenders = {"pykalman": lambda: [kf_py.smooth(y[b]) for b in range(B // PY_FRACTION)],
+    contenders: dict[Any, Callable[[], object]] = {"pykalman": lambda: [kf_py.smooth(y[b]) for b in range(B // PY_FRACTION)],
                   "simdkalman": run_simdkalman, "torch-kf": run_torchkf, **ours}
     best = {k: float("inf") for k in contenders}
     with torch.no_grad():

@@ -20,6 +20,7 @@ Run: ``python scripts/bench.py --only planning``.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -60,12 +61,12 @@ def run() -> list[dict]:
         )
 
     sim = SimulatorModel(env)
-    base = _best(plan(sim, sim.observe(None, None)))
+    base = _best(plan(sim, sim.observe(None, None)))  # type: ignore[arg-type]  # the simulator reads the env
     get_model_class("rnn")  # load the registry
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in sorted(MODELS):
         try:
-            model = build_model(name, "debug", obs_shape=(1, 32, 32), action_dim=2).eval()
+            model: Any = build_model(name, "debug", obs_shape=(1, 32, 32), action_dim=2).eval()
             with torch.no_grad():
                 belief = model.observe(frames, actions)
                 goal = torch.zeros(model.imagine(belief, torch.zeros(1, 1, 2)).latent.shape[-1])

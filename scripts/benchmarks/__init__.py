@@ -1,1 +1,0 @@
-"""Benchmark groups for scripts/bench.py; each module defines run() -> list[dict]."""
