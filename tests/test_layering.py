@@ -27,7 +27,6 @@ LEGACY: set[str] = {
     "scripts/kvae_ball.py", "scripts/kvae_baselines.py", "scripts/kvae_common.py", "scripts/kvae_pendulum.py",
     "scripts/kvae_report.py", "scripts/plan_common.py", "scripts/plan_control.py", "scripts/plan_imagenav.py",
     "scripts/plan_miniworld.py", "scripts/plan_ppo.py",
-    "scripts/srnn_music.py", "scripts/srnn_report.py", "scripts/srnn_video.py",
     "scripts/plan_report.py", "tests/agents/test_plan_imagenav.py", "tests/agents/test_plan_miniworld.py",
     "tests/worldmodels/test_gtmsm.py",
 }

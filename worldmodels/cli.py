@@ -479,10 +479,21 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, received {text!r}")
 
 
+class _TupleAction(argparse.Action):
+    """Store an option's values (``nargs="+"``) as a tuple, the type of the dataclass default."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, tuple(values) if isinstance(values, list) else values)
+
+
 def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] | None = None
                      ) -> argparse.ArgumentParser:
     """An argument parser with one ``--field-name`` option per field of dataclass ``cls`` (typed by its
     default; default: the field's), plus ``--phase`` when ``phases`` are given (default ``all``).
+
+    A bool option alone means true (``--plots`` = ``--plots true``); a tuple default (of int, float or str)
+    takes one or more values (``--envs ball nav``).
 
     Example:
         >>> import dataclasses
@@ -490,8 +501,11 @@ def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] |
         ... class Args:
         ...     seed: int = 0
         ...     plots: bool = True
+        ...     envs: tuple[str, ...] = ("ball",)
         >>> vars(dataclass_parser(Args, "x", "demo").parse_args(["--seed", "3", "--plots", "false"]))
-        {'seed': 3, 'plots': False}
+        {'seed': 3, 'plots': False, 'envs': ('ball',)}
+        >>> vars(dataclass_parser(Args, "x", "demo").parse_args(["--envs", "ball", "nav", "--plots"]))
+        {'seed': 0, 'plots': True, 'envs': ('ball', 'nav')}
     """
     import dataclasses
 
@@ -502,13 +516,17 @@ def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] |
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, type=_parse_bool, default=default, metavar="{true,false}",
-                           help=f"default {default}")
+            p.add_argument(flag, dest=f.name, type=_parse_bool, nargs="?", const=True, default=default,
+                           metavar="{true,false}", help=f"default {default}")
         elif isinstance(default, int | float | str):
             p.add_argument(flag, dest=f.name, type=type(default), default=default, help=f"default {default!r}")
+        elif (isinstance(default, tuple) and len({type(v) for v in default}) <= 1
+              and all(isinstance(v, int | float | str) and not isinstance(v, bool) for v in default)):
+            p.add_argument(flag, dest=f.name, type=type(default[0]) if default else str, nargs="+",
+                           action=_TupleAction, default=default, help=f"default {' '.join(map(str, default))}")
         else:
             raise TypeError(f"dataclass_parser: {cls.__name__}.{f.name}: expected a bool, int, float or str "
-                            f"default, received {default!r}")
+                            f"default or a tuple of one of int, float, str, received {default!r}")
     return p
 
 

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from worldmodels.files import atomic_save
 
-__all__ = ["rollout_gif", "plot_metric", "contact_sheet", "to_uint8"]
+__all__ = ["rollout_gif", "plot_metric", "contact_sheet", "to_uint8", "plot_curves"]
 
 LABELS = ("ground truth", "open-loop prediction", "reconstruction", "imputed")
 
@@ -163,3 +163,46 @@ def contact_sheet(
         for t in range(T):
             sheet.paste(Image.fromarray(img[t]), (left + t * (w + pad), y))
     return atomic_save(Path(path), lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def plot_curves(
+    path: str | os.PathLike,
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    dashed: Sequence[str] = (),
+) -> Path:
+    """A PNG line plot of named curves that each have their own x values, ``name -> (xs, ys)`` (e.g. the
+    validation ELBO per epoch of runs that stopped at different epochs); the curves named in ``dashed``
+    are drawn dashed.
+
+    Example:
+        >>> import tempfile
+        >>> curves = {"short run": ([5, 10], [-5.0, -4.8]), "longer run": ([5, 10, 15], [-5.0, -4.8, -4.7])}
+        >>> plot_curves(tempfile.mkdtemp() + "/c.png", curves, "epoch", "ELBO", "validation",
+        ...             dashed=["longer run"]).suffix
+        '.png'
+    """
+    for name, xy in curves.items():
+        if len(xy) != 2 or len(xy[0]) != len(xy[1]):
+            raise ValueError(f"plot_curves: curve {name!r}: expected (xs, ys) of one length, received "
+                             f"{[len(v) for v in xy]} values")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name, (xs, ys) in curves.items():
+        ax.plot(xs, ys, label=name, ls="--" if name in dashed else "-")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    try:
+        return atomic_save(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

@@ -64,7 +64,10 @@ class Experiment:
 
 
 # name -> (module defining EXPERIMENT, imported on first use; one-line summary, listed without importing it)
-EXPERIMENTS: dict[str, tuple[str, str]] = {}
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "srnn-music": ("worldmodels.experiments.srnn_music", "SRNN and baselines on polyphonic music: test ELBO per step (§5.4, Table 5.2)"),
+    "srnn-video": ("worldmodels.experiments.srnn_video", "SRNN and KVAE as action-conditioned video world models: prediction and imputation error (Ch. 5-6)"),
+}
 
 
 def names() -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from worldmodels.files import atomic_save, write_json
 
-__all__ = ["git_commit", "machine", "record", "header", "write"]
+__all__ = ["git_commit", "machine", "record", "header", "write", "command_line"]
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -82,3 +82,30 @@ def write(rec: dict[str, Any], json_path: str | os.PathLike, markdown: list[str]
         text = "\n".join(markdown).rstrip("\n") + "\n"
         atomic_save(md, lambda tmp: tmp.write_text(text))
     return path
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that started this process (``sys.argv`` by default), as a user types it: ``python
+    scripts/x.py ...`` for a script of the checkout (its path relative to the checkout), ``python -m
+    worldmodels ...`` and ``worldmodels ...`` for the CLI; otherwise the arguments as they are.
+
+    Example:
+        >>> command_line([str(_REPO / "scripts" / "srnn_video.py"), "--envs", "ball", "nav"])
+        'python scripts/srnn_video.py --envs ball nav'
+        >>> command_line([str(_REPO / "worldmodels" / "__main__.py"), "experiment", "srnn-video"])
+        'python -m worldmodels experiment srnn-video'
+    """
+    import sys
+
+    first, *rest = argv if argv is not None else sys.argv
+    path = Path(first)
+    if path.name == "__main__.py" and path.parent.name == "worldmodels":
+        start = "python -m worldmodels"
+    elif path.name == "worldmodels":
+        start = "worldmodels"
+    elif path.suffix == ".py":
+        full = path.resolve()
+        start = "python " + (str(full.relative_to(_REPO)) if full.is_relative_to(_REPO) else first)
+    else:
+        start = first
+    return " ".join([start, *rest])

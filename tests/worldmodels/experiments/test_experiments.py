@@ -59,3 +59,23 @@ def test_python_api_and_registry_checks(toy: list, monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(experiments.EXPERIMENTS, "other", ("toy_experiment", "mislabelled"))
     with pytest.raises(TypeError, match="expected toy_experiment.EXPERIMENT to be the Experiment named 'other'"):
         experiments.get("other")
+
+
+def test_bool_options_alone_mean_true_and_tuple_options_take_several_values() -> None:
+    from worldmodels.cli import dataclass_parser
+
+    @dataclass
+    class Args:
+        pad: bool = False
+        sizes: tuple[int, ...] = (1,)
+
+    p = dataclass_parser(Args, "x", "demo")
+    assert vars(p.parse_args(["--pad", "--sizes", "3", "4"])) == {"pad": True, "sizes": (3, 4)}
+    assert vars(p.parse_args(["--pad", "false"])) == {"pad": False, "sizes": (1,)}
+
+    @dataclass
+    class Mixed:
+        values: tuple = (1, "a")
+
+    with pytest.raises(TypeError, match=r"Mixed.values: expected .* or a tuple of one of int, float, str"):
+        dataclass_parser(Mixed, "x", "demo")
