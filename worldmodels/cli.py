@@ -365,10 +365,21 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, received {text!r}")
 
 
+class _JoinWords(argparse.Action):
+    """``nargs="*"`` words joined by spaces into the one ``str`` value of a dataclass field."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, " ".join(values))  # type: ignore[arg-type]
+
+
 def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] | None = None
                      ) -> argparse.ArgumentParser:
     """An argument parser with one ``--field-name`` option per field of dataclass ``cls`` (typed by its
     default; default: the field's), plus ``--phase`` when ``phases`` are given (default ``all``).
+
+    A bool option alone means true (``--flag`` = ``--flag true``); a str field with
+    ``metadata={"nargs": "*"}`` takes several words (``--set a=1 b=2``), joined by spaces.
 
     Example:
         >>> import dataclasses
@@ -376,8 +387,11 @@ def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] |
         ... class Args:
         ...     seed: int = 0
         ...     plots: bool = True
-        >>> vars(dataclass_parser(Args, "x", "demo").parse_args(["--seed", "3", "--plots", "false"]))
-        {'seed': 3, 'plots': False}
+        ...     quick: bool = False
+        ...     set: str = dataclasses.field(default="", metadata={"nargs": "*"})
+        >>> vars(dataclass_parser(Args, "x", "demo").parse_args(["--seed", "3", "--plots", "false", "--quick",
+        ...                                                      "--set", "a=1", "b=2"]))
+        {'seed': 3, 'plots': False, 'quick': True, 'set': 'a=1 b=2'}
     """
     import dataclasses
 
@@ -388,8 +402,11 @@ def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] |
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, type=_parse_bool, default=default, metavar="{true,false}",
-                           help=f"default {default}")
+            p.add_argument(flag, dest=f.name, type=_parse_bool, nargs="?", const=True, default=default,
+                           metavar="{true,false}", help=f"default {default}")
+        elif isinstance(default, str) and f.metadata.get("nargs") == "*":
+            p.add_argument(flag, dest=f.name, nargs="*", action=_JoinWords, default=default, metavar="WORD",
+                           help=f"words, default {default!r}")
         elif isinstance(default, int | float | str):
             p.add_argument(flag, dest=f.name, type=type(default), default=default, help=f"default {default!r}")
         else:

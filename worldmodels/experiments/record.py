@@ -82,3 +82,35 @@ def write(rec: dict[str, Any], json_path: str | os.PathLike, markdown: list[str]
         text = "\n".join(markdown).rstrip("\n") + "\n"
         atomic_save(md, lambda tmp: tmp.write_text(text))
     return path
+
+
+def command(experiment: str, args: Any, phase: str | None = None) -> str:
+    """The command that reruns experiment ``experiment`` with ``args`` (a dataclass instance):
+    ``worldmodels experiment NAME`` (``--phase PHASE`` when given) and each option whose value differs from
+    its default, shell-quoted.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Args:
+        ...     checkpoint: str = "runs/a"
+        ...     steps: int = 10
+        ...     plots: bool = True
+        >>> command("toy", Args(checkpoint="runs/my run", plots=False), phase="eval")
+        "worldmodels experiment toy --phase eval --checkpoint 'runs/my run' --plots false"
+    """
+    import dataclasses
+    import shlex
+
+    if not dataclasses.is_dataclass(args) or isinstance(args, type):
+        raise TypeError(f"command: expected a dataclass instance, received {args!r}")
+    words = ["worldmodels", "experiment", experiment, *(["--phase", phase] if phase else [])]
+    for f in dataclasses.fields(args):
+        value = getattr(args, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+        if value != default:
+            words += [f"--{f.name.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return shlex.join(words)
+
+
+__all__ += ["command"]
