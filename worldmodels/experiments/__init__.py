@@ -64,7 +64,12 @@ class Experiment:
 
 
 # name -> (module defining EXPERIMENT, imported on first use; one-line summary, listed without importing it)
-EXPERIMENTS: dict[str, tuple[str, str]] = {}
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "gtmsm-imagenav": ("worldmodels.experiments.gtmsm_imagenav",
+                       "GTM-SM image navigation vs RSSM/VRNN/SRNN and no memory (§7.4.1, §7.7.1)"),
+    "gtmsm-obstacles": ("worldmodels.experiments.gtmsm_obstacles",
+                        "GTM-SM with obstacles: landmark inference network vs prior (§7.10, §7.10.1)"),
+}
 
 
 def names() -> list[str]:
