@@ -69,6 +69,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                        "GTM-SM image navigation vs RSSM/VRNN/SRNN and no memory (§7.4.1, §7.7.1)"),
     "gtmsm-obstacles": ("worldmodels.experiments.gtmsm_obstacles",
                         "GTM-SM with obstacles: landmark inference network vs prior (§7.10, §7.10.1)"),
+    "gtmsm-diagnostics": ("worldmodels.experiments.gtmsm_diagnostics",
+                          "why ELBO-only GTM-SM misses the grid on ImageNav: training diagnostics (§7.4.1)"),
 }
 
 
