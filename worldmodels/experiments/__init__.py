@@ -71,6 +71,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                         "GTM-SM with obstacles: landmark inference network vs prior (§7.10, §7.10.1)"),
     "gtmsm-diagnostics": ("worldmodels.experiments.gtmsm_diagnostics",
                           "why ELBO-only GTM-SM misses the grid on ImageNav: training diagnostics (§7.4.1)"),
+    "planning-imagenav": ("worldmodels.experiments.planning_imagenav",
+                          "ImageNav goal reaching with memory: GTM-SM localize + plan vs memory-less models (Ch. 7)"),
 }
 
 
