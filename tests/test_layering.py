@@ -22,13 +22,19 @@ MAX_SCRIPT_LINES = 60
 
 # scripts (and tests) not yet migrated: what each still does against the rules
 LEGACY: set[str] = {
-    "scripts/demo.py", "scripts/gtmsm_diagnostics.py",
-    "scripts/gtmsm_imagenav.py", "scripts/gtmsm_miniworld.py", "scripts/gtmsm_obstacles.py",
-    "scripts/kvae_ball.py", "scripts/kvae_baselines.py", "scripts/kvae_common.py", "scripts/kvae_pendulum.py",
-    "scripts/kvae_report.py", "scripts/plan_common.py", "scripts/plan_control.py", "scripts/plan_imagenav.py",
-    "scripts/plan_miniworld.py", "scripts/plan_ppo.py",
-    "scripts/plan_report.py", "tests/agents/test_plan_imagenav.py", "tests/agents/test_plan_miniworld.py",
-    "tests/worldmodels/test_gtmsm.py",
+    "scripts/demo.py",
+    "scripts/gtmsm_miniworld.py",
+    "scripts/kvae_ball.py",
+    "scripts/kvae_baselines.py",
+    "scripts/kvae_common.py",
+    "scripts/kvae_pendulum.py",
+    "scripts/kvae_report.py",
+    "scripts/plan_common.py",
+    "scripts/plan_control.py",
+    "scripts/plan_miniworld.py",
+    "scripts/plan_ppo.py",
+    "scripts/plan_report.py",
+    "tests/agents/test_plan_miniworld.py",
 }
 
 

@@ -487,13 +487,22 @@ class _TupleAction(argparse.Action):
         setattr(namespace, self.dest, tuple(values) if isinstance(values, list) else values)
 
 
+class _JoinWords(argparse.Action):
+    """``nargs="*"`` words joined by spaces into the one ``str`` value of a dataclass field."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, " ".join(values))  # type: ignore[arg-type]
+
+
 def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] | None = None
                      ) -> argparse.ArgumentParser:
     """An argument parser with one ``--field-name`` option per field of dataclass ``cls`` (typed by its
     default; default: the field's), plus ``--phase`` when ``phases`` are given (default ``all``).
 
     A bool option alone means true (``--plots`` = ``--plots true``); a tuple default (of int, float or str)
-    takes one or more values (``--envs ball nav``).
+    takes one or more values (``--envs ball nav``); a str field with ``metadata={"nargs": "*"}`` takes
+    several words (``--set a=1 b=2``), joined by spaces.
 
     Example:
         >>> import dataclasses
@@ -502,10 +511,12 @@ def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] |
         ...     seed: int = 0
         ...     plots: bool = True
         ...     envs: tuple[str, ...] = ("ball",)
+        ...     set: str = dataclasses.field(default="", metadata={"nargs": "*"})
         >>> vars(dataclass_parser(Args, "x", "demo").parse_args(["--seed", "3", "--plots", "false"]))
-        {'seed': 3, 'plots': False, 'envs': ('ball',)}
-        >>> vars(dataclass_parser(Args, "x", "demo").parse_args(["--envs", "ball", "nav", "--plots"]))
-        {'seed': 0, 'plots': True, 'envs': ('ball', 'nav')}
+        {'seed': 3, 'plots': False, 'envs': ('ball',), 'set': ''}
+        >>> vars(dataclass_parser(Args, "x", "demo").parse_args(["--envs", "ball", "nav", "--plots",
+        ...                                                      "--set", "a=1", "b=2"]))
+        {'seed': 0, 'plots': True, 'envs': ('ball', 'nav'), 'set': 'a=1 b=2'}
     """
     import dataclasses
 
@@ -518,6 +529,9 @@ def dataclass_parser(cls: type, prog: str, description: str, phases: list[str] |
         if isinstance(default, bool):
             p.add_argument(flag, dest=f.name, type=_parse_bool, nargs="?", const=True, default=default,
                            metavar="{true,false}", help=f"default {default}")
+        elif isinstance(default, str) and f.metadata.get("nargs") == "*":
+            p.add_argument(flag, dest=f.name, nargs="*", action=_JoinWords, default=default, metavar="WORD",
+                           help=f"words, default {default!r}")
         elif isinstance(default, int | float | str):
             p.add_argument(flag, dest=f.name, type=type(default), default=default, help=f"default {default!r}")
         elif (isinstance(default, tuple) and len({type(v) for v in default}) <= 1

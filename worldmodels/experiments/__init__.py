@@ -67,6 +67,14 @@ class Experiment:
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "srnn-music": ("worldmodels.experiments.srnn_music", "SRNN and baselines on polyphonic music: test ELBO per step (§5.4, Table 5.2)"),
     "srnn-video": ("worldmodels.experiments.srnn_video", "SRNN and KVAE as action-conditioned video world models: prediction and imputation error (Ch. 5-6)"),
+    "gtmsm-imagenav": ("worldmodels.experiments.gtmsm_imagenav",
+                       "GTM-SM image navigation vs RSSM/VRNN/SRNN and no memory (§7.4.1, §7.7.1)"),
+    "gtmsm-obstacles": ("worldmodels.experiments.gtmsm_obstacles",
+                        "GTM-SM with obstacles: landmark inference network vs prior (§7.10, §7.10.1)"),
+    "gtmsm-diagnostics": ("worldmodels.experiments.gtmsm_diagnostics",
+                          "why ELBO-only GTM-SM misses the grid on ImageNav: training diagnostics (§7.4.1)"),
+    "planning-imagenav": ("worldmodels.experiments.planning_imagenav",
+                          "ImageNav goal reaching with memory: GTM-SM localize + plan vs memory-less models (Ch. 7)"),
 }
 
 

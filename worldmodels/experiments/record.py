@@ -23,7 +23,7 @@ from typing import Any
 
 from worldmodels.files import atomic_save, write_json
 
-__all__ = ["git_commit", "machine", "record", "header", "write", "command_line"]
+__all__ = ["git_commit", "machine", "record", "header", "write", "command_line", "command"]
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -109,3 +109,37 @@ def command_line(argv: list[str] | None = None) -> str:
     else:
         start = first
     return " ".join([start, *rest])
+
+
+def command(experiment: str, args: Any, phase: str | None = None) -> str:
+    """The command that reruns experiment ``experiment`` with ``args`` (a dataclass instance):
+    ``worldmodels experiment NAME`` (``--phase PHASE`` when given) and each option whose value differs from
+    its default, shell-quoted.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Args:
+        ...     checkpoint: str = "runs/a"
+        ...     steps: int = 10
+        ...     plots: bool = True
+        >>> command("toy", Args(checkpoint="runs/my run", plots=False), phase="eval")
+        "worldmodels experiment toy --phase eval --checkpoint 'runs/my run' --plots false"
+    """
+    import dataclasses
+    import shlex
+
+    if not dataclasses.is_dataclass(args) or isinstance(args, type):
+        raise TypeError(f"command: expected a dataclass instance, received {args!r}")
+    words = ["worldmodels", "experiment", experiment, *(["--phase", phase] if phase else [])]
+    for f in dataclasses.fields(args):
+        value = getattr(args, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+        if value != default:
+            flag = f"--{f.name.replace('_', '-')}"
+            if isinstance(value, tuple):
+                words += [flag, *map(str, value)]
+            else:
+                words += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
+    return shlex.join(words)
+
