@@ -64,7 +64,12 @@ class Experiment:
 
 
 # name -> (module defining EXPERIMENT, imported on first use; one-line summary, listed without importing it)
-EXPERIMENTS: dict[str, tuple[str, str]] = {}
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "kvae-ball": ("worldmodels.experiments.kvae_ball",
+                  "KVAE imputation on the bouncing-ball videos, baselines, missing-data training (§6.5, §6.10)"),
+    "kvae-pendulum": ("worldmodels.experiments.kvae_pendulum",
+                      "KVAE-CNN, KVAE-MLP and DMM test ELBO on the pixel pendulum (§6.5.2, Table 6.1)"),
+}
 
 
 def names() -> list[str]:

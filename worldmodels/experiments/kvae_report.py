@@ -1,26 +1,33 @@
-"""Regenerate ``docs/results/kvae.md`` from ``docs/results/kvae*.json`` (written by the KVAE scripts).
+"""The KVAE results page: ``docs/results/kvae.md`` from ``docs/results/kvae*.json`` (the ``report`` phase of
+``worldmodels experiment kvae-ball`` and of ``kvae-pendulum``; ``python scripts/kvae_report.py`` runs it).
 
-Every number in the Markdown comes from one of those JSON files; run ``python scripts/kvae_report.py``
-after any experiment (the experiment scripts call it at the end).
+Every number in the Markdown comes from one of those JSON files (written by the ``eval`` phases of the two
+experiments) or from ``docs/benchmarks.json`` (``make bench``, group ``kvae``); the ``eval`` phases end by
+regenerating the page.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> d = Path(tempfile.mkdtemp())
+    >>> page = write_report(d, d / "benchmarks.json")  # doctest: +ELLIPSIS
+    wrote ...kvae.md
+    >>> page.read_text().splitlines()[0]
+    '# KVAE results (thesis Ch. 6)'
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from worldmodels.experiments.kvae_common import THESIS_BOX_SMOOTHING
+from worldmodels.files import atomic_save
 
-import kvae_common as kc  # noqa: E402
+__all__ = ["SUMMARY_KEYS", "write_report", "report"]
 
 #: The columns of the summary tables (missing-data training, mixed precision).
 SUMMARY_KEYS = ["drop_0.5", "drop_0.8", "drop_1.0", "gap_9", "gap_15"]
-
-THESIS_BOX_SMOOTHING = {
-    "drop_0.1": 0.006, "drop_0.5": 0.0075, "drop_0.8": 0.013, "drop_0.9": 0.019, "drop_1.0": 0.027,
-    "gap_1": 0.006, "gap_9": 0.015, "gap_15": 0.023,
-}
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
@@ -111,9 +118,11 @@ def _ball_section(rec: dict, title: str) -> list[str]:
     return lines
 
 
-def main() -> None:
+def write_report(results: Path, benchmarks: Path) -> Path:
+    """Write ``results/kvae.md`` from the records ``results/kvae*.json`` and the ``kvae`` group of
+    ``benchmarks`` (when it exists); returns the page's path."""
     recs = {}
-    for p in sorted(kc.RESULTS.glob("kvae*.json")):
+    for p in sorted(results.glob("kvae*.json")):
         recs[p.stem] = json.loads(p.read_text())
     lines = [
         "# KVAE results (thesis Ch. 6)",
@@ -210,7 +219,7 @@ def main() -> None:
             lines += [f"| {k} | {_fmt(v)} |" for k, v in f.items()] + [""]
             lines += ["Videos (4 frames observed, then imagined open loop under the true vs. zero forces): "
                       "[sequence 1](kvae_force/forces_0.gif), [sequence 2](kvae_force/forces_1.gif)", ""]
-    bench = kc.ROOT / "docs" / "benchmarks.json"
+    bench = benchmarks
     if bench.exists() and "kvae" in json.loads(bench.read_text()).get("groups", {}):
         g = json.loads(bench.read_text())["groups"]["kvae"]
         lines += ["### Speed (`make bench`, group `kvae`, from `docs/benchmarks.json`)", "",
@@ -224,12 +233,15 @@ def main() -> None:
         lines += ["", "The goal applies to the 2-thread rows. The experiment scripts train with `--threads 1` so "
                   "that two runs share the 2 cores; `--precision bfloat16` selects the mixed-precision convolutions "
                   "(see the mixed precision check above for its effect on the results).", ""]
-    out = kc.RESULTS / "kvae.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    out = results / "kvae.md"
+    text = "\n".join(lines) + "\n"
+    atomic_save(out, lambda tmp: tmp.write_text(text))
     print(f"wrote {out}")
+    return out
 
 
-if __name__ == "__main__":
-    main()
+def report(args: Any) -> None:
+    """The ``report`` phase: regenerate ``<results-dir>/kvae.md``; the benchmarks are read from
+    ``<results-dir>/../benchmarks.json`` (``docs/benchmarks.json`` by default)."""
+    results = args.results_path()
+    write_report(results, results.parent / "benchmarks.json")
