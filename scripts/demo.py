@@ -171,9 +171,10 @@ STEPS += [step_gtmsm_train, step_gtmsm_imagine]
 
 def step_kvae_impute(ctx: dict, steps: int = 1200, seed: int = SEED) -> None:
     """KVAE (thesis Ch. 6): train the tiny preset on 600 bouncing-ball videos, impute missing frames (GIF)."""
-    import kvae_common as kc
     import torch
 
+    from worldmodels.evaluate import drop_mask, gap_mask
+    from worldmodels.experiments import kvae_common as kc
     from worldmodels.models import build_model
     from worldmodels.train import TrainConfig, Trainer
 
@@ -199,8 +200,8 @@ def step_kvae_impute(ctx: dict, steps: int = 1200, seed: int = SEED) -> None:
     Trainer(model, kc.SeqData(obs, act), cfg).fit()
     model.eval()
     x = kc.to_float(tobs)
-    masks = {"p=0.8": kc.mask_random(len(x), 20, 0.8, torch.Generator().manual_seed(seed)),
-             "gap 10": kc.mask_gap(len(x), 20, 10)}
+    masks = {"p=0.8": drop_mask(0.8, kc.T_INIT)(len(x), 20, torch.Generator().manual_seed(seed)),
+             "gap 10": gap_mask(10, kc.T_INIT, middle_of="after_first")(len(x), 20, torch.Generator())}
     with torch.no_grad():
         for label, mask in masks.items():
             errors = {name: float(((pred > 0.5) != (x[~mask] > 0.5)).float().mean())

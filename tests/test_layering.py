@@ -24,11 +24,6 @@ MAX_SCRIPT_LINES = 60
 LEGACY: set[str] = {
     "scripts/demo.py",
     "scripts/gtmsm_miniworld.py",
-    "scripts/kvae_ball.py",
-    "scripts/kvae_baselines.py",
-    "scripts/kvae_common.py",
-    "scripts/kvae_pendulum.py",
-    "scripts/kvae_report.py",
     "scripts/plan_common.py",
     "scripts/plan_control.py",
     "scripts/plan_miniworld.py",

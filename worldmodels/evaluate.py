@@ -105,7 +105,16 @@ def prediction_error(
 
 def drop_mask(p: float, first_observed: int = 4) -> MaskFn:
     """A mask function dropping each frame with probability ``p`` after ``first_observed`` frames
-    (KVAE §6.10 random-drop experiment)."""
+    (KVAE §6.10 random-drop experiment, Fig. 6.3a).
+
+    The draw is ``torch.rand(B, T, generator=g) >= p`` (one uniform per frame, the first
+    ``first_observed`` frames then forced observed), so masks are reproducible bit for bit under a
+    seeded generator; successive calls with one generator continue its stream.
+
+    Example:
+        >>> drop_mask(0.5, first_observed=2)(1, 6, torch.Generator().manual_seed(0)).int().tolist()
+        [[1, 1, 0, 0, 0, 1]]
+    """
 
     def fn(B_: int, T_: int, g: torch.Generator) -> Tensor:
         m = torch.rand(B_, T_, generator=g) >= p
@@ -115,12 +124,41 @@ def drop_mask(p: float, first_observed: int = 4) -> MaskFn:
     return fn
 
 
-def gap_mask(gap: int, first_observed: int = 4) -> MaskFn:
-    """A mask function hiding ``gap`` consecutive frames in the middle of the window (KVAE §6.10)."""
+GAP_PLACEMENTS = ("window", "after_first")
+
+
+def gap_mask(gap: int, first_observed: int = 4, middle_of: str = "window") -> MaskFn:
+    """A mask function hiding ``gap`` consecutive frames in the middle (KVAE §6.10, Fig. 6.3b).
+
+    Where the gap goes, for windows of ``T`` frames (``first_observed`` frames always observed):
+
+    * ``middle_of="window"`` (default; ``worldmodels impute --gap``, the SRNN video experiment): centred in
+      the whole window, frames ``start .. start + gap - 1`` with ``start = max(first_observed, (T - gap) // 2)``;
+    * ``middle_of="after_first"`` (the KVAE ball experiments, ``worldmodels experiment kvae-ball``): centred
+      in the ``T - first_observed`` frames after the first ones,
+      ``start = first_observed + (T - first_observed - gap) // 2``; needs ``gap <= T - first_observed``.
+
+    The generator argument is unused (the mask is deterministic).
+
+    Example:
+        >>> g = torch.Generator()
+        >>> gap_mask(2, first_observed=4)(1, 10, g).int().tolist()
+        [[1, 1, 1, 1, 0, 0, 1, 1, 1, 1]]
+        >>> gap_mask(2, first_observed=4, middle_of="after_first")(1, 10, g).int().tolist()
+        [[1, 1, 1, 1, 1, 1, 0, 0, 1, 1]]
+    """
+    if middle_of not in GAP_PLACEMENTS:
+        raise ValueError(f"gap_mask: expected middle_of in {GAP_PLACEMENTS}, received {middle_of!r}")
 
     def fn(B: int, T: int, g: torch.Generator) -> Tensor:
         m = torch.ones(B, T, dtype=torch.bool)
-        start = max(first_observed, (T - gap) // 2)
+        if middle_of == "window":
+            start = max(first_observed, (T - gap) // 2)
+        else:
+            if gap > T - first_observed:
+                raise ValueError(f"gap_mask: expected a gap of at most T - first_observed = {T - first_observed} "
+                                 f"frames, received {gap}")
+            start = first_observed + (T - first_observed - gap) // 2
         m[:, start : start + gap] = False
         return m
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -66,3 +67,30 @@ def test_viz_files(tmp_path):
     sheet = contact_sheet(tmp_path / "s.png", {"ground truth": true, "open-loop prediction": pred})
     assert Image.open(sheet).size[1] >= 2 * 16
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "r.gif", "s.png"]
+
+
+def test_gap_mask_places_the_gap_in_the_window_or_after_the_first_frames():
+    g = torch.Generator()
+    # T = 20, 4 first frames observed, gap of 5
+    window = [1] * 7 + [0] * 5 + [1] * 8  # start = max(4, (20 - 5) // 2) = 7
+    after_first = [1] * 9 + [0] * 5 + [1] * 6  # start = 4 + (16 - 5) // 2 = 9
+    assert gap_mask(5)(2, 20, g).int().tolist() == [window] * 2
+    assert gap_mask(5, middle_of="after_first")(2, 20, g).int().tolist() == [after_first] * 2
+    # the KVAE experiment's longest gap fills the frames after the first 4 but one (start 4 either way)
+    assert gap_mask(15, middle_of="after_first")(1, 20, g).int().tolist() == [[1] * 4 + [0] * 15 + [1]]
+    assert gap_mask(15)(1, 20, g).int().tolist() == [[1] * 4 + [0] * 15 + [1]]
+    assert gap_mask(1, middle_of="after_first")(1, 20, g).int().tolist() == [[1] * 11 + [0] + [1] * 8]
+    with pytest.raises(ValueError, match="expected a gap of at most T - first_observed = 16 frames, received 17"):
+        gap_mask(17, middle_of="after_first")(1, 20, g)
+    with pytest.raises(ValueError, match=r"expected middle_of in \('window', 'after_first'\), received 'centre'"):
+        gap_mask(3, middle_of="centre")
+
+
+def test_drop_mask_is_one_uniform_per_frame_of_the_generator_stream():
+    g, ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for p in (0.1, 0.5, 0.9):  # successive masks continue one generator, as the KVAE curves draw them
+        want = torch.rand(6, 20, generator=ref) >= p
+        want[:, :4] = True
+        assert torch.equal(drop_mask(p)(6, 20, g), want)
+    m = drop_mask(0.5, first_observed=2)(1, 6, torch.Generator().manual_seed(0))
+    assert m.int().tolist() == [[1, 1, 0, 0, 0, 1]]  # uniforms 0.50 0.77 | 0.09 0.13 0.31 0.63 vs p = 0.5

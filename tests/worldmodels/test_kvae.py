@@ -389,3 +389,23 @@ class TestKVAEContractVectors(WorldModelContract):
 
     def make_batch(self, B, T, seed=0):
         return _contract_batch((12,), 0)(B, T, seed)
+
+
+def test_infer_codes_is_infer_on_given_encodings_under_any_mask():
+    """Encoding once and filtering under many masks (the imputation curves) gives what ``infer`` gives."""
+    m = _model(action_dim=2)
+    B, T = 3, 7
+    obs, u = _balls(B, T).double(), torch.randn(B, T, 2, dtype=torch.float64)
+    a = m.encode(obs)[0]  # encodings of every frame; those of missing frames must not matter
+    for mask in (torch.ones(B, T, dtype=torch.bool), torch.tensor([[1, 1, 0, 0, 1, 0, 1]] * B, dtype=torch.bool)):
+        ref = m.infer(obs, u, mask, smooth=True)
+        out = m.infer_codes(a, u, mask)
+        torch.testing.assert_close(out["a_filt"], ref["a_filt"], rtol=0, atol=1e-12)
+        torch.testing.assert_close(out["a_smooth"], ref["a_smooth"], rtol=0, atol=1e-12)
+        scrambled = torch.where(mask[..., None], a, torch.randn_like(a))
+        torch.testing.assert_close(m.infer_codes(scrambled, u, mask)["a_smooth"], out["a_smooth"], rtol=0, atol=0)
+    assert sorted(m.infer_codes(a, u, mask, smooth=False)) == ["a_filt"]
+    with pytest.raises(ValueError, match=r"KVAE codes: expected shape \(\*, \*, 2\), received \(3, 7, 5\)"):
+        m.infer_codes(torch.zeros(B, T, 5, dtype=torch.float64), u, mask)
+    with pytest.raises(ValueError, match=r"KVAE mask: expected shape \(3, 7\), received \(3, 6\)"):
+        m.infer_codes(a, u, mask[:, 1:])

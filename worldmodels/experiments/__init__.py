@@ -75,6 +75,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                           "why ELBO-only GTM-SM misses the grid on ImageNav: training diagnostics (§7.4.1)"),
     "planning-imagenav": ("worldmodels.experiments.planning_imagenav",
                           "ImageNav goal reaching with memory: GTM-SM localize + plan vs memory-less models (Ch. 7)"),
+    "kvae-ball": ("worldmodels.experiments.kvae_ball",
+                  "KVAE imputation on the bouncing-ball videos, baselines, missing-data training (§6.5, §6.10)"),
+    "kvae-pendulum": ("worldmodels.experiments.kvae_pendulum",
+                      "KVAE-CNN, KVAE-MLP and DMM test ELBO on the pixel pendulum (§6.5.2, Table 6.1)"),
 }
 
 

@@ -482,3 +482,35 @@ class KVAE(nn.Module):
         out = self.infer(obs, action, mask, smooth=smooth)
         x_hat = out["x_smooth"] if smooth else out["x_filt"]
         return torch.where(_frames(mask, obs), obs, x_hat)
+
+    # ------------------------------------------------------------------ the LGSSM on given encodings
+    # Public for callers that encode a batch once and filter it under many masks (the imputation curves of
+    # ``worldmodels experiment kvae-ball``); :meth:`infer` is this after encoding the observed frames.
+    def infer_codes(self, a: Tensor, action: Tensor, mask: Tensor, smooth: bool = True) -> dict[str, Tensor]:
+        """Kalman filter (and smoother) of given encodings ``a [B, T, a]`` (e.g. ``encode(obs)[0]``) with the
+        alpha-network inside the recursion; encodings where ``mask [B, T]`` is False are never used.
+
+        Returns ``a_filt [B, T, a]`` (``C_t`` times the filtered mean of ``z_t``) and, with ``smooth``,
+        ``a_smooth [B, T, a]`` (``C_t`` times the smoothed mean), the same as :meth:`infer` returns.
+
+        Example:
+            >>> model = KVAE(KVAEConfig(**KVAEConfig.PRESETS["debug"]))
+            >>> a = model.encode(torch.rand(2, 5, 1, 16, 16))[0]
+            >>> out = model.infer_codes(a, torch.zeros(2, 5, 0), torch.tensor([[1, 1, 0, 1, 0]] * 2).bool())
+            >>> out["a_filt"].shape, out["a_smooth"].shape
+            (torch.Size([2, 5, 2]), torch.Size([2, 5, 2]))
+        """
+        c = self.config
+        check_shape("KVAE codes", a, (None, None, c.a_dim))
+        B, T = a.shape[:2]
+        check_shape("KVAE action", action, (B, T, c.action_dim))
+        check_shape("KVAE mask", mask, (B, T))
+        if mask.dtype != torch.bool:
+            raise TypeError(f"KVAE mask: expected dtype torch.bool, received {mask.dtype}")
+        fres, sm, _, _ = self._run_lgssm(a, action if self._has_control else None, mask, smooth=smooth)
+        C = fres.C  # [B, T, a, z]
+        assert C is not None
+        out = {"a_filt": (C @ fres.mean.unsqueeze(-1)).squeeze(-1)}
+        if sm is not None:
+            out["a_smooth"] = (C @ sm[0].unsqueeze(-1)).squeeze(-1)
+        return out

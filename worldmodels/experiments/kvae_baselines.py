@@ -1,7 +1,8 @@
-"""AE-RNN and VAE-RNN baselines of thesis §6.5.1 for the KVAE imputation experiments.
+"""AE-RNN and VAE-RNN baselines of thesis §6.5.1 for the KVAE imputation experiments (``kvae-ball``).
 
 Both use the KVAE's auto-encoder architecture (3 conv layers of 32 channels, stride 2, a 2-d code,
-sub-pixel decoder; :mod:`worldmodels.models.kvae`), pre-trained per frame, then an LSTM over the codes:
+sub-pixel decoder; the ``encoder``/``decoder`` of :class:`worldmodels.models.kvae.KVAE`), pre-trained per
+frame, then an LSTM over the codes:
 
 * **AE-RNN** (after Srivastava et al., 2015): a deterministic auto-encoder; the LSTM predicts the next
   code from the previous one (teacher forcing, squared error).
@@ -11,37 +12,71 @@ sub-pixel decoder; :mod:`worldmodels.models.kvae`), pre-trained per frame, then 
 Imputation (as filtering in the KVAE): at each step the LSTM receives the code of the previous frame
 when it was observed, otherwise its own previous prediction; a missing frame is the decoded prediction.
 
-Usage: called by ``scripts/kvae_ball.py`` (stage ``baselines``); ``load(path)`` rebuilds a trained one.
+Why :class:`CodeRNN` is experiment code and not a registered model of :mod:`worldmodels.models`: it cannot
+honestly answer :class:`worldmodels.api.WorldModel`. Its ``loss`` would have to be a negative ELBO per step
+that :class:`worldmodels.train.Trainer` minimises, but the AE-RNN has no likelihood at all (a deterministic
+auto-encoder and a squared-error LSTM) and the VAE-RNN's only ELBO is the per-frame VAE's (the LSTM is no
+generative model of the sequence); both are trained in two stages with two optimisers on different batches
+(frames, then code sequences), which one loss cannot express without changing the recipe; and they take no
+control input. They exist to be compared on imputation, which :meth:`CodeRNN.method` and
+:meth:`CodeRNN.impute` do.
+
+Checkpoints: ``runs/kvae_<name>_aernn`` and ``..._vaernn`` hold ``model.safetensors`` and ``info.json``;
+:func:`load` rebuilds a trained one.
+
+Example:
+    >>> import torch
+    >>> model = CodeRNN((1, 16, 16), variational=True)
+    >>> x = torch.rand(2, 6, 1, 16, 16).round()
+    >>> mask = torch.tensor([[1, 1, 0, 0, 1, 0]] * 2).bool()
+    >>> model.impute(x, torch.zeros(2, 6, 0), mask).shape, model.label
+    (torch.Size([2, 6, 1, 16, 16]), 'VAE-RNN')
 """
 
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import kvae_common as kc  # noqa: E402
-
-from worldmodels.models.kvae import KVAEConfig, _ConvDecoder, _ConvEncoder  # noqa: E402
+from worldmodels.experiments import kvae_common as kc
+from worldmodels.files import atomic_save, write_json
+from worldmodels.models.kvae import KVAE, KVAEConfig
 
 LABELS = {"aernn": "AE-RNN", "vaernn": "VAE-RNN"}
 
 
+def kvae_autoencoder(obs_shape: tuple[int, ...], a_dim: int) -> tuple[nn.Module, nn.Module]:
+    """The KVAE's conv encoder and sub-pixel decoder (§6.8 defaults) for ``a_dim``-d codes, initialised from
+    the global RNG as if they were built on their own (the rest of the KVAE is built and dropped under a
+    forked RNG; the encoder's and decoder's layers are then reset in order)."""
+    if len(obs_shape) != 3:
+        raise ValueError(f"CodeRNN: expected image frames (C, H, W), received obs_shape {tuple(obs_shape)}")
+    with torch.random.fork_rng(devices=[]):
+        kvae = KVAE(KVAEConfig(obs_shape=tuple(obs_shape), a_dim=a_dim, a_var_scale=1.0))
+    encoder, decoder = kvae.encoder, kvae.decoder
+    for m in (*encoder.modules(), *decoder.modules()):
+        if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False)):
+            m.reset_parameters()  # type: ignore[operator]
+    return encoder, decoder
+
+
 class CodeRNN(nn.Module):
-    """An auto-encoder (``variational`` or not) with an LSTM over its codes."""
+    """An auto-encoder (``variational`` or not) with an LSTM over its codes.
+
+    Parameters: ``encoder.*`` (``conv``, ``mean``, ``var``), ``decoder.*`` (those of the KVAE's), ``lstm.*``,
+    ``head.*``.
+    """
 
     def __init__(self, obs_shape: tuple[int, ...], variational: bool, a_dim: int = 2, units: int = 64) -> None:
         super().__init__()
-        c = KVAEConfig(obs_shape=obs_shape, a_dim=a_dim, a_var_scale=1.0)
-        self.encoder = _ConvEncoder(c)
-        self.decoder = _ConvDecoder(c, self.encoder.feat_shape)
+        self.encoder, self.decoder = kvae_autoencoder(obs_shape, a_dim)
         self.lstm = nn.LSTMCell(a_dim, units)
         self.head = nn.Linear(units, a_dim)
         self.variational = variational
@@ -50,8 +85,9 @@ class CodeRNN(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [N, C, H, W] -> (mean, log variance)`` of the code; the encoder's ``var`` head gives the latter."""
-        h = self.encoder.conv(x.contiguous(memory_format=torch.channels_last)).flatten(1)
-        return self.encoder.mean(h), self.encoder.var(h)
+        enc: Any = self.encoder  # the KVAE's conv encoder: conv stack, mean and var heads
+        h = enc.conv(x.contiguous(memory_format=torch.channels_last)).flatten(1)
+        return enc.mean(h), enc.var(h)
 
     def ae_loss(self, x: torch.Tensor) -> torch.Tensor:
         """Negative ELBO (VAE) or reconstruction loss (AE) per frame."""
@@ -68,15 +104,16 @@ class CodeRNN(nn.Module):
         """Teacher-forced next-code prediction error on codes ``a [B, T, a]``."""
         B, T, _ = a.shape
         h = (a.new_zeros(B, self.units), a.new_zeros(B, self.units))
-        err = 0.0
+        err = a.new_zeros(())
         for t in range(1, T):
             h = self.lstm(a[:, t - 1], h)
             err = err + ((self.head(h[0]) - a[:, t]) ** 2).sum(-1).mean()
         return err / (T - 1)
 
     @torch.no_grad()
-    def method(self, x: torch.Tensor, u: torch.Tensor):
-        """Imputation method for :func:`kvae_common.imputation_curves` (frame 0 must be observed)."""
+    def method(self, x: torch.Tensor, u: torch.Tensor) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+        """Imputation method (:data:`kvae_common.Method`) for :func:`kvae_common.imputation_curves`
+        (frame 0 must be observed)."""
         B, T = x.shape[:2]
         codes = self.encode(x.reshape(B * T, *x.shape[2:]))[0].view(B, T, -1)
 
@@ -102,7 +139,10 @@ class CodeRNN(nn.Module):
 
 
 def train_one(kind: str, obs: torch.Tensor, out: Path, steps: int, seed: int) -> CodeRNN:
-    """Pre-train the auto-encoder on single frames, then the LSTM on the codes; save to ``out``."""
+    """Pre-train the auto-encoder on single frames, then the LSTM on the codes; save to ``out``
+    (a folder that already holds a trained one is loaded instead)."""
+    if kind not in LABELS:
+        raise ValueError(f"kvae baselines: expected a kind in {sorted(LABELS)}, received {kind!r}")
     if (out / "model.safetensors").exists():
         return load(out)
     torch.manual_seed(seed)
@@ -119,7 +159,7 @@ def train_one(kind: str, obs: torch.Tensor, out: Path, steps: int, seed: int) ->
         nn.utils.clip_grad_norm_(ae_params, 150.0)
         opt.step()
         if s % 50 == 0:
-            bar.set_postfix(loss=f"{float(loss):.2f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.2f}")
     with torch.no_grad():
         codes = torch.cat([model.encode(frames[i : i + 2000].float())[0] for i in range(0, len(frames), 2000)])
     codes = codes.view(obs.shape[0], obs.shape[1], -1)
@@ -132,18 +172,20 @@ def train_one(kind: str, obs: torch.Tensor, out: Path, steps: int, seed: int) ->
         loss.backward()
         opt.step()
         if s % 50 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4f}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors.tmp"))
-    info = {"kind": kind, "label": model.label, "obs_shape": list(obs.shape[2:]), "ae_steps": steps, "lstm_steps": 2 * steps, "seed": seed,
-            "train_sequences": int(obs.shape[0]), "batch": 64, "lstm_units": model.units,
-            "final_rnn_loss": float(loss)}
-    kc.write_json(out / "info.json", info)
-    (out / "model.safetensors.tmp").replace(out / "model.safetensors")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    info = {"kind": kind, "label": model.label, "obs_shape": list(obs.shape[2:]), "ae_steps": steps,
+            "lstm_steps": 2 * steps, "seed": seed, "train_sequences": int(obs.shape[0]), "batch": 64,
+            "lstm_units": model.units, "final_rnn_loss": float(loss.detach())}
+    write_json(out / "info.json", info)  # first: a model.safetensors always has its info.json
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_save(out / "model.safetensors", lambda tmp: save_file(weights, str(tmp)))
     return model
 
 
 def load(path: Path) -> CodeRNN:
+    """The trained baseline in ``path`` (``info.json`` + ``model.safetensors``), in eval mode."""
+    if not (path / "info.json").exists() or not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"kvae baselines: expected info.json and model.safetensors in {path}")
     info = json.loads((path / "info.json").read_text())
     model = CodeRNN(tuple(info["obs_shape"]), variational=info["kind"] == "vaernn")
     model.load_state_dict(load_file(str(path / "model.safetensors")))
@@ -151,6 +193,7 @@ def load(path: Path) -> CodeRNN:
 
 
 def train_all(train_path: Path, run_prefix: Path, steps: int, seed: int) -> None:
+    """Train (or keep) both baselines on the dataset ``train_path``: ``<run_prefix>_aernn``, ``..._vaernn``."""
     obs, _ = kc.load_sequences(train_path, use_actions=False)
     for kind in ("aernn", "vaernn"):
         train_one(kind, obs, Path(f"{run_prefix}_{kind}"), steps, seed)

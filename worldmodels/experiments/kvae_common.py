@@ -1,57 +1,114 @@
-"""Shared pieces of the KVAE experiment scripts (thesis §6.5, §6.10, §6.12): data, masks, metrics, plots.
+"""Shared pieces of the KVAE experiments (thesis §6.5, §6.10, §6.12): paths, data, imputation curves, plots.
+
+Used by :mod:`worldmodels.experiments.kvae_ball` (``worldmodels experiment kvae-ball``),
+:mod:`worldmodels.experiments.kvae_pendulum` (``kvae-pendulum``), :mod:`~worldmodels.experiments.kvae_baselines`
+and :mod:`~worldmodels.experiments.kvae_report` (the ``report`` phase of both).
 
 Data come from our Gymnasium environments through :func:`worldmodels.data.collect` (a dataset
 folder under ``data/kvae/``), are held in memory as uint8 and batched into
 :class:`worldmodels.api.Batch` objects. The imputation metric is the thesis's: threshold the mean
-frame at 0.5 and count the wrongly guessed pixels on the missing frames (Fig. 6.3).
+frame at 0.5 and count the wrongly guessed pixels on the missing frames (Fig. 6.3). The masks are
+:func:`worldmodels.evaluate.drop_mask` and :func:`~worldmodels.evaluate.gap_mask` with the gap in the middle
+of the frames after the first :data:`T_INIT` (``middle_of="after_first"``).
+
+Example:
+    >>> import torch
+    >>> obs = torch.zeros(3, 20, 1, 8, 8, dtype=torch.uint8)
+    >>> obs[:, :, :, 2, 2] = 1  # one lit pixel: blank frames miss 1 of 64 pixels
+    >>> curves = imputation_curves({"blank": blank_method}, obs, torch.zeros(3, 20, 0), probs=(0.5,), gaps=(3,))
+    >>> {k: round(v, 4) for k, v in curves["blank frames"].items()}
+    {'drop_0.5': 0.0156, 'gap_3': 0.0156}
 """
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 import sys
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-
 import numpy as np
+import numpy.typing as npt
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from worldmodels.api import Batch
+from worldmodels.evaluate import drop_mask, gap_mask
+from worldmodels.files import atomic_save
 
-from worldmodels import files  # noqa: E402
-from worldmodels.api import Batch  # noqa: E402
-
-RESULTS = ROOT / "docs" / "results"
-DATA = ROOT / "data" / "kvae"
-RUNS = ROOT / "runs"
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout: relative paths below are taken from here
 T_INIT = 4  # the first 4 frames are always observed (§6.5.1)
 DROP_PROBS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 GAPS = (1, 3, 5, 7, 9, 11, 13, 15)
+
+# Thesis Fig. 6.3a/b, KVAE smoothing (approximate reading, NOTES.md).
+THESIS_BOX_SMOOTHING = {
+    "drop_0.1": 0.006, "drop_0.5": 0.0075, "drop_0.8": 0.013, "drop_0.9": 0.019, "drop_1.0": 0.027,
+    "gap_1": 0.006, "gap_9": 0.015, "gap_15": 0.023,
+}
+
+
+@dataclass
+class Paths:
+    """Where the KVAE experiments keep datasets, runs and results (fields of their ``Args``).
+
+    Relative paths are taken from the source checkout's root (not the working directory), as the scripts did.
+
+    Example:
+        >>> Paths().results_path() == ROOT / "docs" / "results"
+        True
+    """
+
+    data_dir: str = "data/kvae"
+    runs_dir: str = "runs"
+    results_dir: str = "docs/results"
+
+    def data_path(self) -> Path:
+        return ROOT / self.data_dir
+
+    def runs_path(self) -> Path:
+        return ROOT / self.runs_dir
+
+    def results_path(self) -> Path:
+        return ROOT / self.results_dir
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the checkout when inside it (as results records state paths), else absolute."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def command() -> str:
+    """This process's command line as typed: ``python scripts/kvae_ball.py ...`` (a shim), ``python -m
+    worldmodels experiment ...`` or ``worldmodels experiment ...`` (results records state it)."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "__main__.py" and argv0.parent.name == "worldmodels":
+        head = "python -m worldmodels"
+    elif argv0.suffix == ".py":
+        head = f"python {sys.argv[0]}"
+    else:
+        head = argv0.name
+    return " ".join([head, *sys.argv[1:]])
 
 
 # ----------------------------------------------------------------------------- data
 
 
-def get_dataset(env_id: str, split: str, episodes: int, frames: int, seed: int,
+def get_dataset(env_id: str, split: str, episodes: int, frames: int, seed: int, root: Path,
                 env_kwargs: dict[str, Any] | None = None, name: str | None = None) -> Path:
-    """Collect (or resume collecting) ``episodes`` episodes of ``frames`` frames into ``data/kvae/``.
+    """Collect (or resume collecting) ``episodes`` episodes of ``frames`` frames into ``root/<name>/<split>``.
 
-    Passive environments get a uniform policy over their no-op action space; the force variant gets
-    Poisson-repeated uniform forces (actions held for ``1 + Poisson(2)`` steps).
+    Every environment gets the Poisson explorer (actions held for ``1 + Poisson(2)`` steps): uniform
+    forces for the force variant and the pendulum's torques; the passive balls ignore their no-op action.
     """
     import envs  # noqa: F401  (registers the ids)
     from agents.explorers import explorer_factory
     from worldmodels.data import RolloutDataset, collect
 
-    out = DATA / (name or env_id) / split
+    out = root / (name or env_id) / split
     if (out / "meta.json").exists():
         ds = RolloutDataset(out)
         if ds.complete:
@@ -72,12 +129,12 @@ def load_sequences(path: Path, use_actions: bool) -> tuple[torch.Tensor, torch.T
     obs, act = [], []
     for s in range(len(ds.shard_names)):
         a = ds.shard_arrays(s)
-        o = np.asarray(a["obs"])
-        if o.ndim == 4:
-            o = o[..., None]
-        obs.append(torch.from_numpy(np.array(o.transpose(0, 1, 4, 2, 3), copy=True)))
+        frames = np.asarray(a["obs"])  # [E, T, H, W(, C)]
+        if frames.ndim == 4:
+            frames = frames[..., None]
+        obs.append(torch.from_numpy(np.array(frames.transpose(0, 1, 4, 2, 3), copy=True)))
         if use_actions:
-            u = torch.from_numpy(np.asarray(a["action"], dtype=np.float32)).flatten(2)  # [E, T-1, A]
+            u = torch.from_numpy(np.array(a["action"], dtype=np.float32)).flatten(2)  # [E, T-1, A]
             act.append(torch.cat([torch.zeros_like(u[:, :1]), u], 1))
     o = torch.cat(obs)
     if o.max() > 1:
@@ -115,31 +172,7 @@ class SeqData(torch.utils.data.Dataset):
         return Batch(obs=self.obs[ix].float() * self.scale, action=self.action[ix])
 
 
-# ----------------------------------------------------------------------------- masks and metrics
-
-
-def mask_random(n: int, T: int, p: float, g: torch.Generator) -> torch.Tensor:
-    """First ``T_INIT`` frames observed, every later frame dropped with probability ``p`` (Fig. 6.3a)."""
-    mask = torch.rand(n, T, generator=g) >= p
-    mask[:, :T_INIT] = True
-    return mask
-
-
-def mask_gap(n: int, T: int, gap: int) -> torch.Tensor:
-    """``gap`` consecutive frames missing in the middle of the frames after the first ``T_INIT`` (Fig. 6.3b)."""
-    mask = torch.ones(n, T, dtype=torch.bool)
-    start = T_INIT + (T - T_INIT - gap) // 2
-    mask[:, start : start + gap] = False
-    return mask
-
-
-def pixel_errors(pred: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
-    """(wrong pixels, pixels) on the missing frames; ``pred`` are mean frames in [0, 1], threshold 0.5."""
-    miss = ~mask
-    if not miss.any():
-        return 0.0, 0.0
-    wrong = ((pred[miss] > 0.5) != (obs[miss] > 0.5)).sum()
-    return float(wrong), float(obs[miss].numel())
+# ----------------------------------------------------------------------------- imputation
 
 
 # A method maps a chunk ``(x [B, T, C, H, W], u [B, T, A])`` to ``f(mask) -> {curve: frames}`` where the
@@ -154,12 +187,10 @@ def kvae_method(model: Any) -> Method:
         a_enc, _ = model.encode(x)  # [B, T, a]; encodings of missing frames are never used
 
         def f(mask: torch.Tensor) -> dict[str, torch.Tensor]:
-            uu = u if model.config.action_dim > 0 else None
-            fres, (z_s, _), _, _ = model._run_lgssm(a_enc, uu, mask, smooth=True)
+            out = model.infer_codes(a_enc, u, mask, smooth=True)
             miss = ~mask
-            a_f = (fres.C @ fres.mean.unsqueeze(-1)).squeeze(-1)[miss]
-            a_s = (fres.C @ z_s.unsqueeze(-1)).squeeze(-1)[miss]
-            return {"KVAE smoothing": model.decode(a_s), "KVAE filtering": model.decode(a_f)}
+            return {"KVAE smoothing": model.decode(out["a_smooth"][miss]),
+                    "KVAE filtering": model.decode(out["a_filt"][miss])}
 
         return f
 
@@ -173,14 +204,19 @@ def blank_method(x: torch.Tensor, u: torch.Tensor) -> Callable[[torch.Tensor], d
 
 @torch.no_grad()
 def imputation_curves(methods: dict[str, Method], obs: torch.Tensor, action: torch.Tensor,
-                      seed: int = 0, batch: int = 250, probs=DROP_PROBS, gaps=GAPS) -> dict[str, Any]:
-    """Fig. 6.3a/b: fraction of wrong pixels on the missing frames for every curve, mask kind and level."""
+                      seed: int = 0, batch: int = 250, probs: tuple[float, ...] = DROP_PROBS,
+                      gaps: tuple[int, ...] = GAPS) -> dict[str, dict[str, float]]:
+    """Fig. 6.3a/b: fraction of wrong pixels on the missing frames for every curve, mask kind and level.
+
+    The drop masks are drawn in the order of ``probs`` from one generator seeded with ``seed``; the gaps sit
+    in the middle of the frames after the first :data:`T_INIT`.
+    """
     from tqdm.auto import tqdm
 
     N, T = obs.shape[:2]
     g = torch.Generator().manual_seed(seed)
-    masks = {f"drop_{p:.1f}": mask_random(N, T, p, g) for p in probs}
-    masks.update({f"gap_{k}": mask_gap(N, T, k) for k in gaps})
+    masks = {f"drop_{p:.1f}": drop_mask(p, T_INIT)(N, T, g) for p in probs}
+    masks.update({f"gap_{k}": gap_mask(k, T_INIT, middle_of="after_first")(N, T, g) for k in gaps})
     wrong: dict[str, dict[str, float]] = {}
     total: dict[str, float] = {}
     for i in tqdm(range(0, N, batch), desc="imputation", leave=False):
@@ -198,37 +234,30 @@ def imputation_curves(methods: dict[str, Method], obs: torch.Tensor, action: tor
     return {c: {k: v / max(total[k], 1.0) for k, v in d.items()} for c, d in wrong.items()}
 
 
-# ----------------------------------------------------------------------------- results
-
-
-def git_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def machine() -> str:
-    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}, shared with other "
-            f"jobs), torch {torch.__version__}, {torch.get_num_threads()} threads")
-
-
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    files.write_json(path, obj)
-
-
-def result_record(experiment: str, command: str, seed: int, wall_clock_s: float,
-                  metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"experiment": experiment, "command": command, "git_commit": git_commit(), "seed": seed,
-            "machine": machine(), "wall_clock_s": round(wall_clock_s, 1),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "metrics": metrics}
-
-
 # ----------------------------------------------------------------------------- plots and videos
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically (110 dpi) and close it."""
+    try:
+        atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        _pyplot().close(fig)
 
 
 def plot_curves(curves: dict[str, dict[str, float]], path: Path, title: str,
                 reference: dict[str, dict[str, float]] | None = None) -> None:
     """Fig. 6.3a/b: error vs drop probability (left) and vs gap length (right)."""
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, vals in curves.items():
@@ -251,15 +280,13 @@ def plot_curves(curves: dict[str, dict[str, float]], path: Path, title: str,
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_trajectories(enc: np.ndarray, gen: np.ndarray, smooth: np.ndarray, mask: np.ndarray, path: Path,
                       title: str) -> None:
     """Fig. 6.3c: encoded (ground truth), generated and smoothed trajectories in a-space."""
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     n = enc.shape[0]
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2))
@@ -275,8 +302,7 @@ def plot_trajectories(enc: np.ndarray, gen: np.ndarray, smooth: np.ndarray, mask
     np.atleast_1d(axes)[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_alpha(a: np.ndarray, alpha: np.ndarray, path: Path, title: str) -> None:
@@ -284,7 +310,7 @@ def plot_alpha(a: np.ndarray, alpha: np.ndarray, path: Path, title: str) -> None
 
     With K = 3 the weights are shown as RGB; otherwise one panel per component (intensity = weight).
     """
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     K = alpha.shape[-1]
     a2, al2 = a.reshape(-1, a.shape[-1]), alpha.reshape(-1, K)
@@ -303,13 +329,12 @@ def plot_alpha(a: np.ndarray, alpha: np.ndarray, path: Path, title: str) -> None
         axes[-1].axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_alpha_time(alpha: np.ndarray, frames: np.ndarray, path: Path, title: str) -> None:
     """Mixture weights over time for a few sequences, above the sequence drawn as one image (Fig. 6.4d)."""
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     n = alpha.shape[0]
     fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5.2))
@@ -326,8 +351,7 @@ def plot_alpha_time(alpha: np.ndarray, frames: np.ndarray, path: Path, title: st
     axes[0, 0].legend(fontsize=7, loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def save_gif(rows: list[tuple[str, torch.Tensor]], path: Path, scale: int = 4, fps: int = 5,
@@ -339,7 +363,7 @@ def save_gif(rows: list[tuple[str, torch.Tensor]], path: Path, scale: int = 4, f
     T = rows[0][1].shape[0]
     H, W = rows[0][1].shape[-2:]
     label_w = 120
-    frames = []
+    frames: list[npt.ArrayLike] = []  # [H', W', 3] uint8 each
     for t in range(T):
         canvas = Image.new("RGB", (label_w + W * scale, len(rows) * (H * scale + 4)), "white")
         draw = ImageDraw.Draw(canvas)
@@ -348,11 +372,10 @@ def save_gif(rows: list[tuple[str, torch.Tensor]], path: Path, scale: int = 4, f
             img = np.stack([255 - (x * 255).astype(np.uint8)] * 3, -1)
             if masks is not None and name.startswith("observed") and not bool(masks[t]):
                 img[...] = (255, 220, 220)
-            im = Image.fromarray(img).resize((W * scale, H * scale), Image.NEAREST)
+            im = Image.fromarray(img).resize((W * scale, H * scale), Image.Resampling.NEAREST)
             y0 = r * (H * scale + 4)
             canvas.paste(im, (label_w, y0))
             draw.text((4, y0 + H * scale // 2 - 6), name, fill="black")
         draw.text((4, 2), f"t={t + 1}", fill="gray")
         frames.append(np.asarray(canvas))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimsave(path, frames, duration=1.0 / fps, loop=0)
+    atomic_save(path, lambda tmp: imageio.mimsave(tmp, frames, duration=1.0 / fps, loop=0))
