@@ -82,3 +82,52 @@ def write(rec: dict[str, Any], json_path: str | os.PathLike, markdown: list[str]
         text = "\n".join(markdown).rstrip("\n") + "\n"
         atomic_save(md, lambda tmp: tmp.write_text(text))
     return path
+
+
+def markdown_table(rows: dict[str, dict[str, Any]], columns: list[tuple[str, str, str]],
+                   first: str = "") -> list[str]:
+    """A Markdown table as lines: one row per entry ``name -> values`` of ``rows`` (``name`` in the first
+    column, headed ``first``), one column per ``(key, heading, format spec)`` of ``columns``; a missing or
+    ``None`` value leaves its cell empty.
+
+    Example:
+        >>> markdown_table({"CEM": {"success": 0.875, "steps": 12.0}, "random": {"success": 0.0}},
+        ...                [("success", "success", ".0%"), ("steps", "steps", ".1f")], first="agent")
+        ['| agent | success | steps |', '|---|---|---|', '| CEM | 88% | 12.0 |', '| random | 0% |  |']
+    """
+    lines = [f"| {first} | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in rows.items():
+        cells = ["" if values.get(key) is None else format(values[key], spec) for key, _, spec in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def command(experiment: str, args: Any) -> str:
+    """The command that reruns experiment ``experiment`` with ``args`` (a dataclass instance):
+    ``worldmodels experiment NAME`` and each option whose value differs from its default, shell-quoted.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Args:
+        ...     checkpoint: str = "runs/a"
+        ...     steps: int = 10
+        ...     plots: bool = True
+        >>> command("toy", Args(checkpoint="runs/my run", plots=False))
+        "worldmodels experiment toy --checkpoint 'runs/my run' --plots false"
+    """
+    import dataclasses
+    import shlex
+
+    if not dataclasses.is_dataclass(args) or isinstance(args, type):
+        raise TypeError(f"command: expected a dataclass instance, received {args!r}")
+    words = ["worldmodels", "experiment", experiment]
+    for f in dataclasses.fields(args):
+        value = getattr(args, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+        if value != default:
+            words += [f"--{f.name.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return shlex.join(words)
+
+
+__all__ += ["markdown_table", "command"]
