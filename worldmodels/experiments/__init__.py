@@ -64,7 +64,10 @@ class Experiment:
 
 
 # name -> (module defining EXPERIMENT, imported on first use; one-line summary, listed without importing it)
-EXPERIMENTS: dict[str, tuple[str, str]] = {}
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "planning-report": ("worldmodels.experiments.planning",
+                        "regenerate docs/results/planning.md from planning_*.json (planning experiments 1-4)"),
+}
 
 
 def names() -> list[str]:
