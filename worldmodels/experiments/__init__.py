@@ -65,6 +65,8 @@ class Experiment:
 
 # name -> (module defining EXPERIMENT, imported on first use; one-line summary, listed without importing it)
 EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "planning-control": ("worldmodels.experiments.planning_control",
+                         "MPC (CEM / MPPI) in a KVAE: ball into a region, pendulum swing-up (planning experiment 3)"),
     "planning-report": ("worldmodels.experiments.planning",
                         "regenerate docs/results/planning.md from planning_*.json (planning experiments 1-4)"),
 }

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from worldmodels import experiments
 from worldmodels.cli import main
 from worldmodels.experiments import planning
+from worldmodels.experiments.record import command
 
 
 def test_committed_page_is_generated_from_the_committed_records() -> None:
@@ -51,5 +53,18 @@ def test_report_phase_from_the_cli(tmp_path: Path, capsys) -> None:
     planning.write_record("demo", "cmd", 0, 1.0, {}, {"agents": _rows()}, results=tmp_path)
     assert main(["experiment", "planning-report", "--results", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "planning.md")
+    assert main(["experiment", "planning-control", "--phase", "report", "--results", str(tmp_path)]) == 0
     assert "## planning_demo" in (tmp_path / "planning.md").read_text()
 
+
+def test_documented_commands_parse_and_rerun_as_recorded() -> None:
+    from worldmodels.cli import dataclass_parser
+
+    for exp, script in (("planning-control", "plan_control"),):
+        rec = json.loads((planning.RESULTS / f"planning_{script.removeprefix('plan_')}.json").read_text())
+        flags = rec["command"].split(f"scripts/{script}.py")[1].split()
+        e = experiments.get(exp)
+        args = e.args(**{k: v for k, v in vars(dataclass_parser(e.args, exp, "", list(e.phases))
+                                               .parse_args(flags)).items() if k != "phase"})
+        assert args.checkpoint == "runs/plan/kvae_force_20ep"
+        assert command(exp, args).startswith(f"worldmodels experiment {exp} --checkpoint runs/plan/kvae_force_20ep")
