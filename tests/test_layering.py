@@ -26,7 +26,7 @@ LEGACY: set[str] = {
     "scripts/gtmsm_imagenav.py", "scripts/gtmsm_miniworld.py", "scripts/gtmsm_obstacles.py",
     "scripts/kvae_ball.py", "scripts/kvae_baselines.py", "scripts/kvae_common.py", "scripts/kvae_pendulum.py",
     "scripts/kvae_report.py", "scripts/plan_imagenav.py",
-    "scripts/plan_miniworld.py", "scripts/plan_ppo.py", "scripts/play.py", "scripts/reliability.py",
+    "scripts/plan_miniworld.py", "scripts/play.py", "scripts/reliability.py",
     "scripts/ship_pretrained.py", "scripts/srnn_music.py", "scripts/srnn_report.py", "scripts/srnn_video.py",
     "tests/agents/test_plan_imagenav.py", "tests/agents/test_plan_miniworld.py",
     "tests/envs/test_render.py", "tests/worldmodels/test_gtmsm.py",

@@ -67,6 +67,8 @@ class Experiment:
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "planning-control": ("worldmodels.experiments.planning_control",
                          "MPC (CEM / MPPI) in a KVAE: ball into a region, pendulum swing-up (planning experiment 3)"),
+    "planning-ppo": ("worldmodels.experiments.planning_ppo",
+                     "PPO trained inside a KVAE's imagination vs PPO on real steps (planning experiment 4)"),
     "planning-report": ("worldmodels.experiments.planning",
                         "regenerate docs/results/planning.md from planning_*.json (planning experiments 1-4)"),
 }

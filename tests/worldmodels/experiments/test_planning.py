@@ -60,7 +60,7 @@ def test_report_phase_from_the_cli(tmp_path: Path, capsys) -> None:
 def test_documented_commands_parse_and_rerun_as_recorded() -> None:
     from worldmodels.cli import dataclass_parser
 
-    for exp, script in (("planning-control", "plan_control"),):
+    for exp, script in (("planning-control", "plan_control"), ("planning-ppo", "plan_ppo")):
         rec = json.loads((planning.RESULTS / f"planning_{script.removeprefix('plan_')}.json").read_text())
         flags = rec["command"].split(f"scripts/{script}.py")[1].split()
         e = experiments.get(exp)
