@@ -1,153 +1,31 @@
-"""Shared pieces of the planning experiments (``scripts/plan_*.py``): result JSON, plots, the report.
-
-Every experiment writes ``docs/results/planning_<name>.json`` = ``{"experiment", "command", "git_commit",
-"seed", "machine", "wall_clock_s", "metrics", "notes"}`` and calls :func:`write_report`, which regenerates
-``docs/results/planning.md`` from all those JSON files (no number in the Markdown without a file behind it).
+"""Transitional: the names ``scripts/plan_imagenav.py``, ``plan_miniworld.py`` and ``gtmsm_miniworld.py`` still
+import, now from the package (:mod:`worldmodels.experiments.planning`, ``record``, ``viz``, ``cli``).
+Delete this file when those three are migrated into ``worldmodels/experiments``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "docs" / "results"
-MEDIA = RESULTS / "planning"
+from worldmodels.cli import dataclass_parser
+from worldmodels.experiments.planning import RESULTS, media_dir, write_record, write_report
+from worldmodels.experiments.record import git_commit, machine
+from worldmodels.viz import bar_plot
 
+__all__ = ["RESULTS", "MEDIA", "parse_args", "git_commit", "machine", "write_json", "bar_plot", "write_report"]
 
+MEDIA = media_dir(RESULTS)
 T = TypeVar("T")
 
 
 def parse_args(cls: type[T], description: str, argv: list[str] | None = None) -> T:
-    """One ``--flag`` per field of the argument dataclass ``cls`` (CleanRL style), typed by its default."""
-    p = argparse.ArgumentParser(description=description)
-    for k, v in vars(cls()).items():
-        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
-    return cls(**vars(p.parse_args(argv)))
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def machine() -> str:
-    return (f"{os.cpu_count()} CPU cores ({platform.machine()}, shared with other jobs), "
-            f"Python {platform.python_version()}")
+    """One ``--flag`` per field of the argument dataclass ``cls`` (:func:`worldmodels.cli.dataclass_parser`)."""
+    return cls(**vars(dataclass_parser(cls, Path(sys.argv[0]).name, description).parse_args(argv)))
 
 
 def write_json(name: str, command: str, seed: int, wall_clock_s: float, metrics: dict[str, Any],
                notes: list[str] | None = None) -> Path:
-    """Atomically write ``docs/results/planning_<name>.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"experiment": f"planning_{name}", "command": command, "git_commit": git_commit(), "seed": seed,
-           "machine": machine(), "wall_clock_s": round(wall_clock_s, 1), "metrics": metrics,
-           "notes": notes or []}
-    path = RESULTS / f"planning_{name}.json"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def bar_plot(path: Path, values: dict[str, float], ylabel: str, title: str) -> Path:
-    """A labelled bar chart (PNG), written atomically."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(values), 3.2))
-    names = list(values)
-    ax.bar(range(len(names)), [values[n] for n in names], color="#4477aa")
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    for i, n in enumerate(names):
-        ax.text(i, values[n], f"{values[n]:.2f}", ha="center", va="bottom", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _table(rows: dict[str, dict[str, Any]], cols: list[tuple[str, str, str]]) -> list[str]:
-    lines = ["| agent | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, m in rows.items():
-        cells = []
-        for key, _, fmt in cols:
-            v = m.get(key)
-            cells.append("" if v is None else format(v, fmt))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-AGENT_COLS = [("success_rate", "success", ".0%"), ("mean_steps", "steps to success", ".1f"),
-              ("mean_return", "return (−Σ distance)", ".1f"), ("mean_final_distance", "final distance", ".2f"),
-              ("mean_optimal_steps", "optimal steps", ".1f"), ("mean_extra_steps", "extra steps (successes)", ".2f"),
-              ("plan_seconds_per_step", "s / step", ".2f")]
-
-TITLES = {
-    "planning_control": "Experiment 3 — continuous control with a KVAE (MPC: CEM / MPPI)",
-    "planning_ppo": "Experiment 4 — PPO trained inside the KVAE (ImaginationEnv) vs PPO on real steps",
-    "planning_imagenav": "Experiment 1 — ImageNav goal reaching with memory",
-    "planning_miniworld": "Experiment 2 — MiniWorld: return to a remembered view",
-}
-
-
-def write_report() -> Path:
-    """Regenerate ``docs/results/planning.md`` from ``docs/results/planning_*.json``."""
-    lines = ["# Planning results", "",
-             "Generated by `python scripts/plan_report.py` from `docs/results/planning_*.json` (each experiment "
-             "script calls it); do not edit by hand. GIFs show the real frame beside the plan's "
-             "**open-loop imagination** (the model's predicted frames for the chosen action sequence).", ""]
-    paths = sorted(RESULTS.glob("planning_*.json"))
-    stems = [p.stem.removeprefix("planning_") for p in paths]
-
-    def owner(media: Path) -> str | None:  # the longest experiment stem the file name starts with
-        return max((s for s in stems if media.name.startswith(f"{s}_")), key=len, default=None)
-
-    for path in paths:
-        doc = json.loads(path.read_text())
-        exp = doc["experiment"]
-        lines += [f"## {TITLES.get(exp, exp)}", "",
-                  f"Command: `{doc['command']}` · seed {doc['seed']} · commit `{doc['git_commit']}` · "
-                  f"{doc['machine']} · wall clock {doc['wall_clock_s']:.0f} s · data: `{path.name}`", ""]
-        for section, rows in doc["metrics"].items():
-            if not isinstance(rows, dict) or not rows:
-                continue
-            first = next(iter(rows.values()))
-            if isinstance(first, dict) and "success_rate" in first:
-                lines += [f"**{section}**", ""] + _table(rows, AGENT_COLS) + [""]
-            elif isinstance(first, dict):
-                keys = sorted({k for r in rows.values() for k, v in r.items() if isinstance(v, (int, float))})
-                cols = [(k, k, ".3g") for k in keys]
-                lines += [f"**{section}**", ""] + _table(rows, cols) + [""]
-        stem = exp.removeprefix("planning_")
-        media = sorted(p.relative_to(RESULTS) for p in MEDIA.rglob("*")
-                       if p.suffix in (".png", ".gif") and owner(p) == stem)
-        for m in media:
-            lines.append(f"![{m.stem}]({m.as_posix()})" if m.suffix == ".png"
-                         else f"- GIF: [{m.relative_to('planning').as_posix()}]({m.as_posix()})")
-        if media:
-            lines.append("")
-        for note in doc.get("notes", []):
-            lines.append(f"- {note}")
-        lines.append("")
-    out = RESULTS / "planning.md"
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out)
-    return out
+    """``docs/results/planning_<name>.json`` (:func:`worldmodels.experiments.planning.write_record`, no budget)."""
+    return write_record(name, command, seed, wall_clock_s, {}, metrics, notes)

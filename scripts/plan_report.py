@@ -1,14 +1,12 @@
 """Regenerate ``docs/results/planning.md`` from ``docs/results/planning_*.json``.
 
-Run: ``python scripts/plan_report.py``.
+Runs ``worldmodels experiment planning-report`` (:mod:`worldmodels.experiments.planning`):
+``python scripts/plan_report.py``.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from plan_common import write_report  # noqa: E402
+from worldmodels.cli import main
 
 if __name__ == "__main__":
-    print(write_report())
+    raise SystemExit(main(["experiment", "planning-report", *sys.argv[1:]]))

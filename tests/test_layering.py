@@ -24,11 +24,7 @@ MAX_SCRIPT_LINES = 60
 LEGACY: set[str] = {
     "scripts/demo.py",
     "scripts/gtmsm_miniworld.py",
-    "scripts/plan_common.py",
-    "scripts/plan_control.py",
     "scripts/plan_miniworld.py",
-    "scripts/plan_ppo.py",
-    "scripts/plan_report.py",
     "tests/agents/test_plan_miniworld.py",
 }
 

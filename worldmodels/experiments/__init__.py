@@ -79,6 +79,12 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                   "KVAE imputation on the bouncing-ball videos, baselines, missing-data training (§6.5, §6.10)"),
     "kvae-pendulum": ("worldmodels.experiments.kvae_pendulum",
                       "KVAE-CNN, KVAE-MLP and DMM test ELBO on the pixel pendulum (§6.5.2, Table 6.1)"),
+    "planning-control": ("worldmodels.experiments.planning_control",
+                         "MPC (CEM / MPPI) in a KVAE: ball into a region, pendulum swing-up (planning experiment 3)"),
+    "planning-ppo": ("worldmodels.experiments.planning_ppo",
+                     "PPO trained inside a KVAE's imagination vs PPO on real steps (planning experiment 4)"),
+    "planning-report": ("worldmodels.experiments.planning",
+                        "regenerate docs/results/planning.md from planning_*.json (planning experiments 1-4)"),
 }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from worldmodels.files import atomic_save, write_json
 
-__all__ = ["git_commit", "machine", "record", "header", "write", "command_line", "command"]
+__all__ = ["git_commit", "machine", "record", "header", "write", "command_line", "command", "markdown_table"]
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -109,6 +109,24 @@ def command_line(argv: list[str] | None = None) -> str:
     else:
         start = first
     return " ".join([start, *rest])
+
+
+def markdown_table(rows: dict[str, dict[str, Any]], columns: list[tuple[str, str, str]],
+                   first: str = "") -> list[str]:
+    """A Markdown table as lines: one row per entry ``name -> values`` of ``rows`` (``name`` in the first
+    column, headed ``first``), one column per ``(key, heading, format spec)`` of ``columns``; a missing or
+    ``None`` value leaves its cell empty.
+
+    Example:
+        >>> markdown_table({"CEM": {"success": 0.875, "steps": 12.0}, "random": {"success": 0.0}},
+        ...                [("success", "success", ".0%"), ("steps", "steps", ".1f")], first="agent")
+        ['| agent | success | steps |', '|---|---|---|', '| CEM | 88% | 12.0 |', '| random | 0% |  |']
+    """
+    lines = [f"| {first} | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in rows.items():
+        cells = ["" if values.get(key) is None else format(values[key], spec) for key, _, spec in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def command(experiment: str, args: Any, phase: str | None = None) -> str:

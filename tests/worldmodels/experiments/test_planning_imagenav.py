@@ -36,7 +36,7 @@ def test_report_regenerates_the_committed_page(tmp_path: Path) -> None:
     (tmp_path / "planning").symlink_to(results / "planning")
     for p in results.glob("planning_*.json"):
         (tmp_path / p.name).write_bytes(p.read_bytes())
-    pi.report(pi.Args(results=str(tmp_path)))
+    pi.EXPERIMENT.run(pi.Args(results=str(tmp_path)), "report")
     assert (tmp_path / "planning.md").read_text() == (results / "planning.md").read_text()
 
 
