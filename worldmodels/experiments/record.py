@@ -82,3 +82,29 @@ def write(rec: dict[str, Any], json_path: str | os.PathLike, markdown: list[str]
         text = "\n".join(markdown).rstrip("\n") + "\n"
         atomic_save(md, lambda tmp: tmp.write_text(text))
     return path
+
+
+def save_run_args(out_dir: str | os.PathLike, args: Any, **extra: Any) -> Path:
+    """Record a run's arguments beside its checkpoint: ``out_dir/train_args.json`` holds the fields of the
+    dataclass instance ``args`` and then ``extra`` (which replaces fields of the same name), as one JSON
+    object (indent 1, final newline), written atomically. Returns the path.
+
+    Example:
+        >>> import json, tempfile
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Args:
+        ...     steps: int = 10
+        ...     model: str = ""
+        >>> path = save_run_args(tempfile.mkdtemp(), Args(), model="gtmsm")
+        >>> path.name, json.loads(path.read_text())
+        ('train_args.json', {'steps': 10, 'model': 'gtmsm'})
+    """
+    import dataclasses
+
+    if not dataclasses.is_dataclass(args) or isinstance(args, type):
+        raise TypeError(f"save_run_args: expected a dataclass instance, received {args!r}")
+    return write_json(Path(out_dir) / "train_args.json", {**dataclasses.asdict(args), **extra}, indent=1)
+
+
+__all__ += ["save_run_args"]
