@@ -64,7 +64,12 @@ class Experiment:
 
 
 # name -> (module defining EXPERIMENT, imported on first use; one-line summary, listed without importing it)
-EXPERIMENTS: dict[str, tuple[str, str]] = {}
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "gtmsm-miniworld": ("worldmodels.experiments.gtmsm_miniworld",
+                        "GTM-SM in MiniWorld 3-D, rotating and walking agents, against RSSM, VRNN, SRNN (§7.4.2)"),
+    "planning-miniworld": ("worldmodels.experiments.planning_miniworld",
+                           "MiniWorld 3-D: return to a remembered view with MPC in GTM-SM's state space (Ch. 7)"),
+}
 
 
 def names() -> list[str]:
