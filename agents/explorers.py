@@ -18,7 +18,8 @@ on the seed it was given (the collector derives one seed per episode, see
 Supported spaces: ``Discrete``, ``MultiDiscrete`` and bounded ``Box`` (``RotateInPlace``: ``Discrete``
 only). Names map to classes in :data:`EXPLORERS`; :func:`make_explorer` builds one by name and
 :func:`explorer_factory` returns the ``action_space -> explorer`` callable that
-:func:`worldmodels.data.collect` takes.
+:func:`worldmodels.data.collect` takes. A :class:`CollectionAgent` names an explorer, its arguments, an
+environment and the episode length: :data:`MINIWORLD_AGENTS` holds the rotating and walking agents of §7.4.2.
 
 Batches. :meth:`Explorer.vectorize` turns ``n`` explorers (one per sub-environment) into a
 :class:`VectorExplorer` that acts on a whole batch at once: ``reset(seeds)``, ``act(obs [n, ...]) ->
@@ -37,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -413,3 +415,61 @@ def explorer_factory(name: str, **kwargs: Any) -> Callable[[spaces.Space], Explo
             f"explorer {name!r}: expected keyword arguments among {params}, received {kwargs}"
         ) from e
     return functools.partial(cls, **kwargs)
+
+
+# ------------------------------------------------------------------ data-collection agents
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionAgent:
+    """How a rollout dataset is collected: a registered explorer acting in one environment for a fixed
+    number of steps per episode (the "rotating" and "walking" agents of thesis §7.4.2).
+
+    Attributes:
+        env_id: the Gymnasium id (``envs`` registers the ``WM-*`` ids).
+        episode_steps: actions per episode (frames = ``episode_steps + 1``).
+        explorer: a name in :data:`EXPLORERS`.
+        explorer_kwargs: the explorer's keyword arguments, as ``(name, value)`` pairs.
+        env_kwargs: ``gymnasium.make`` keyword arguments, as ``(name, value)`` pairs.
+
+    Example:
+        >>> agent = MINIWORLD_AGENTS["rotate"]
+        >>> agent.env_id, agent.walking
+        ('WM-MiniWorld-Rotate-v0', False)
+        >>> from gymnasium.spaces import Discrete
+        >>> type(agent.policy()(Discrete(2))).__name__
+        'RotateInPlace'
+    """
+
+    env_id: str
+    episode_steps: int
+    explorer: str
+    explorer_kwargs: tuple[tuple[str, Any], ...] = ()
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def walking(self) -> bool:
+        """The agent moves (position matters); else it only turns in place."""
+        return self.explorer != "rotate"
+
+    def policy(self) -> Callable[[spaces.Space], Explorer]:
+        """The ``action_space -> explorer`` callable :func:`worldmodels.data.collect` takes."""
+        return explorer_factory(self.explorer, **dict(self.explorer_kwargs))
+
+
+# The MiniWorld agents of thesis §7.4.2 (MiniWorld actions: 0 turn left, 1 turn right, 2 forward).
+MINIWORLD_AGENTS: dict[str, CollectionAgent] = {
+    # §7.4.2.1: a room with objects, turning in place by 360/41° per step, one direction per episode at random
+    "rotate": CollectionAgent("WM-MiniWorld-Rotate-v0", 80, "rotate",
+                              (("action", 0), ("opposite", 1), ("random_direction", True))),
+    # §7.4.2.2: a correlated random walk in a single 10 m room as in the thesis (MiniWorld's FourRooms
+    # hard-codes 250-step episodes, too short for τ = 150 + 150); episodes may end early at the red box
+    "walk": CollectionAgent("WM-MiniWorld-OneRoom-v0", 300, "momentum", (("p_keep", 0.8),),
+                            (("env_kwargs", {"max_episode_steps": 400}),)),
+    # issue #8, experiment 3: the walker in four connected 6 m rooms; MiniWorld's 250-step limit of FourRooms
+    # is replaced by 300 (``miniworld_max_steps``) so τ = 150 + 150 fit in one episode
+    "walk_fourrooms": CollectionAgent("WM-MiniWorld-FourRooms-v0", 300, "momentum", (("p_keep", 0.8),),
+                                      (("miniworld_max_steps", 300),)),
+}
+
+__all__ += ["CollectionAgent", "MINIWORLD_AGENTS"]

@@ -16,7 +16,7 @@ import copy
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import gymnasium as gym
 import numpy as np
@@ -30,6 +30,7 @@ MINIWORLD_NAMES: tuple[str, ...] = (
     "ThreeRooms", "Hallway", "RoomObjects", "WallGap", "Sidewalk",
 )
 ROTATION_PERIOD = 41  # steps per full turn of the rotating agent (§7.4.2.1)
+PoseT = TypeVar("PoseT")  # a numpy array or a torch tensor of poses [..., 3]
 
 
 def import_miniworld(render_mode: str | None = None) -> Any:
@@ -49,6 +50,27 @@ def import_miniworld(render_mode: str | None = None) -> Any:
 def wrap_angle(a: np.ndarray | float) -> np.ndarray:
     """Angles to [-π, π)."""
     return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+
+def right_handed(pose: PoseT) -> PoseT:
+    """MiniWorld's pose ``(x, z, θ)`` -> ``(x, −z, θ)``, a right-handed frame in which a forward step moves
+    along ``(cos θ, sin θ)`` (the convention of thesis eq. (7.4)).
+
+    MiniWorld's ground plane is ``(x, z)`` and its heading turns from +x towards −z, so ``info["pose"]`` is
+    left-handed. ``pose [..., 3]`` is a numpy array or a torch tensor (a copy of the same type and dtype
+    comes back).
+
+    Example:
+        >>> right_handed(np.array([1.0, 2.0, 0.5]))
+        array([ 1. , -2. ,  0.5])
+    """
+    shape = getattr(pose, "shape", None)
+    if shape is None or len(shape) == 0 or shape[-1] != 3:
+        raise ValueError(f"right_handed: expected a pose [..., 3] (x, z, heading), received shape {shape}")
+    p: Any = pose
+    out = p.clone() if hasattr(p, "clone") else np.array(p, copy=True)  # torch tensor | numpy array
+    out[..., 1] = -out[..., 1]
+    return cast(PoseT, out)
 
 
 @dataclass
@@ -176,6 +198,10 @@ class MiniWorldNavEnv(gym.Env):
     def _read_pose(self) -> np.ndarray:
         agent = self.inner.agent
         return np.array([agent.pos[0], agent.pos[2], float(wrap_angle(agent.dir))], dtype=np.float64)
+
+    def pose(self) -> np.ndarray:
+        """The agent's pose now: float64 ``(x, z, heading)`` ``[3]``, as ``info["pose"]`` (a fresh array)."""
+        return self._read_pose()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)

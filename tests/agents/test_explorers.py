@@ -184,3 +184,21 @@ def test_vectorized_subclass_gets_its_row_and_bad_batches_fail() -> None:
         UniformRandom.vectorize([UniformRandom(spaces.Discrete(5)), PoissonRepeat(spaces.Discrete(5))])
     with pytest.raises(ValueError, match="expected 2 seeds, received 3"):
         UniformRandom.vectorize([UniformRandom(spaces.Discrete(5))] * 2).reset([1, 2, 3])
+
+
+def test_miniworld_agents_build_their_explorers_for_the_env_actions() -> None:
+    from agents.explorers import MINIWORLD_AGENTS, CollectionAgent
+
+    assert list(MINIWORLD_AGENTS) == ["rotate", "walk", "walk_fourrooms"]
+    assert [a.walking for a in MINIWORLD_AGENTS.values()] == [False, True, True]
+    rot = MINIWORLD_AGENTS["rotate"].policy()(spaces.Discrete(2))
+    assert isinstance(rot, RotateInPlace) and rot.random_direction and (rot.action, rot.opposite) == (0, 1)
+    walk = MINIWORLD_AGENTS["walk"].policy()(spaces.Discrete(3))
+    assert isinstance(walk, RandomWalkMomentum) and walk.p_keep == 0.8
+    direct = explorer_factory("momentum", p_keep=0.8)(spaces.Discrete(3))
+    walk.reset(5)
+    direct.reset(5)
+    assert [int(walk.act(None)) for _ in range(50)] == [int(direct.act(None)) for _ in range(50)]
+    assert dict(MINIWORLD_AGENTS["walk_fourrooms"].env_kwargs) == {"miniworld_max_steps": 300}
+    with pytest.raises(ValueError, match="unknown explorer 'spin'"):
+        CollectionAgent("WM-MiniWorld-OneRoom-v0", 10, "spin").policy()

@@ -79,3 +79,32 @@ def test_step_limits_reject_nonpositive() -> None:
         gym.make("WM-MiniWorld-FourRooms-v0", miniworld_max_steps=0)
     with pytest.raises(ValueError, match="max_episode_steps must be an int >= 1"):
         envs.miniworld_nav.MiniWorldNavConfig(max_episode_steps=-3)
+
+
+def test_right_handed_pose_walks_forward_along_cos_sin_and_pose_reads_the_agent() -> None:
+    import pytest
+    import torch
+
+    from envs.miniworld_nav import right_handed
+
+    env = gym.make("WM-MiniWorld-OneRoom-v0")
+    _, info = env.reset(seed=3)
+    np.testing.assert_array_equal(env.unwrapped.pose(), info["pose"])
+    moved = 0
+    for _ in range(6):
+        before = right_handed(info["pose"])
+        _, _, _, _, info = env.step(2)  # forward (or blocked by a wall: no move)
+        np.testing.assert_array_equal(env.unwrapped.pose(), info["pose"])
+        step = right_handed(info["pose"])[:2] - before[:2]
+        if np.linalg.norm(step) > 0:
+            moved += 1
+            np.testing.assert_allclose(step, 0.15 * np.array([np.cos(before[2]), np.sin(before[2])]), atol=1e-9)
+    assert moved
+    pose = torch.tensor([[1.0, 2.0, 0.5], [0.0, -3.0, -1.0]])
+    out = right_handed(pose)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    assert out.tolist() == [[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]] and pose[0, 1] == 2.0  # a copy
+    a = np.array([1.0, 2.0, 0.5])
+    assert right_handed(a)[1] == -2.0 and a[1] == 2.0
+    with pytest.raises(ValueError, match=r"expected a pose \[..., 3\] \(x, z, heading\), received shape \(2,\)"):
+        right_handed(np.zeros(2))

@@ -85,6 +85,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                      "PPO trained inside a KVAE's imagination vs PPO on real steps (planning experiment 4)"),
     "planning-report": ("worldmodels.experiments.planning",
                         "regenerate docs/results/planning.md from planning_*.json (planning experiments 1-4)"),
+    "gtmsm-miniworld": ("worldmodels.experiments.gtmsm_miniworld",
+                        "GTM-SM in MiniWorld 3-D, rotating and walking agents, against RSSM, VRNN, SRNN (§7.4.2)"),
+    "planning-miniworld": ("worldmodels.experiments.planning_miniworld",
+                           "MiniWorld 3-D: return to a remembered view with MPC in GTM-SM's state space (Ch. 7)"),
 }
 
 

@@ -160,8 +160,7 @@ def save_train_args(out_dir: Path, args: Any, which: str) -> None:
     """Record the arguments (a dataclass) of a training run next to its checkpoint, as
     ``out_dir/train_args.json`` (read back by the results writer); ``phase`` is ``"train"`` unless ``args``
     has its own, ``model`` is ``which``."""
-    write_json(Path(out_dir) / "train_args.json", {"phase": "train", **dataclasses.asdict(args), "model": which},
-               indent=1)
+    record.save_run_args(out_dir, args, phase="train", model=which)
 
 
 def baseline_likelihood_overrides(args: Args, which: str) -> dict[str, Any]:

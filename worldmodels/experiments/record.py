@@ -23,7 +23,8 @@ from typing import Any
 
 from worldmodels.files import atomic_save, write_json
 
-__all__ = ["git_commit", "machine", "record", "header", "write", "command_line", "command", "markdown_table"]
+__all__ = ["git_commit", "machine", "record", "header", "write", "command_line", "command", "markdown_table",
+           "save_run_args"]
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -161,3 +162,25 @@ def command(experiment: str, args: Any, phase: str | None = None) -> str:
                 words += [flag, str(value).lower() if isinstance(value, bool) else str(value)]
     return shlex.join(words)
 
+
+def save_run_args(out_dir: str | os.PathLike, args: Any, **extra: Any) -> Path:
+    """Record a run's arguments beside its checkpoint: ``out_dir/train_args.json`` holds the fields of the
+    dataclass instance ``args`` and then ``extra`` (which replaces fields of the same name), as one JSON
+    object (indent 1, final newline), written atomically. Returns the path.
+
+    Example:
+        >>> import json, tempfile
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Args:
+        ...     steps: int = 10
+        ...     model: str = ""
+        >>> path = save_run_args(tempfile.mkdtemp(), Args(), model="gtmsm")
+        >>> path.name, json.loads(path.read_text())
+        ('train_args.json', {'steps': 10, 'model': 'gtmsm'})
+    """
+    import dataclasses
+
+    if not dataclasses.is_dataclass(args) or isinstance(args, type):
+        raise TypeError(f"save_run_args: expected a dataclass instance, received {args!r}")
+    return write_json(Path(out_dir) / "train_args.json", {**dataclasses.asdict(args), **extra}, indent=1)

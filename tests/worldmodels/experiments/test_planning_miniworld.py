@@ -1,17 +1,22 @@
-"""Experiment 2 (scripts/plan_miniworld.py): the true-dynamics model against MiniWorld itself, the optimal step
-count against a breadth-first search over action sequences, the pose objective."""
+"""Planning experiment 2 (worldmodels.experiments.planning_miniworld): the true-dynamics model against MiniWorld
+itself, the optimal step count against a breadth-first search over action sequences, the pose objective, the
+phases end to end on a tiny budget and the report against the committed page."""
 
-import sys
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
 pytest.importorskip("miniworld")
+
+from envs.miniworld_nav import right_handed  # noqa: E402
+from worldmodels.experiments import planning_miniworld as pm  # noqa: E402
+from worldmodels.experiments.gtmsm_miniworld import relative_pose  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
 
 TURN, FWD = np.deg2rad(15.0), 0.15
 FREE_LOW, FREE_HIGH = np.array([-100.0, -100.0]), np.array([100.0, 100.0])
@@ -45,8 +50,6 @@ def _run(actions: list[int]) -> np.ndarray:
 
 
 def test_optimal_steps_against_breadth_first_search() -> None:
-    import plan_miniworld as pm
-
     rng = np.random.default_rng(0)
     tol = np.deg2rad(1.0)
     for trial in range(12):
@@ -67,8 +70,6 @@ def test_optimal_steps_against_breadth_first_search() -> None:
 
 
 def test_optimal_steps_rotation_lattice_and_walls() -> None:
-    import plan_miniworld as pm
-
     step = 2 * np.pi / 41
     for k in (1, 5, 20, 21, 33):
         goal = np.array([0.0, 0.0, k * step])
@@ -83,17 +84,17 @@ def test_optimal_steps_rotation_lattice_and_walls() -> None:
 
 def test_true_pose_model_reproduces_miniworld_steps_walls_and_box() -> None:
     import gymnasium as gym
-    import plan_miniworld as pm
-    from gtmsm_miniworld import AGENTS, right_handed
 
-    ag = AGENTS["walk"]
+    from agents.explorers import MINIWORLD_AGENTS
+
+    ag = MINIWORLD_AGENTS["walk"]
     env = gym.make(ag.env_id, **dict(ag.env_kwargs))
     obs, info = env.reset(seed=50_000)
     model = pm.TruePoseModel(env)
     belief = model.observe(None, None)
     inner = env.unwrapped.inner
     # face the red box (to the nearest 15°) and walk into it, then turn away and walk into a wall
-    p = right_handed(torch.as_tensor(info["pose"])).numpy()
+    p = right_handed(info["pose"])
     box = np.array([inner.box.pos[0], -inner.box.pos[2]])
     want = np.arctan2(*(box - p[:2])[::-1])
     k = int(np.round(((want - p[2] + np.pi) % (2 * np.pi) - np.pi) / TURN))
@@ -101,7 +102,7 @@ def test_true_pose_model_reproduces_miniworld_steps_walls_and_box() -> None:
     poses = []
     for a in acts:
         obs, _, _, _, info = env.step(a)  # termination at the box is ignored, as in the experiment
-        poses.append(right_handed(torch.as_tensor(info["pose"])).numpy())
+        poses.append(right_handed(info["pose"]))
     poses = np.stack(poses)
     one_hot = torch.nn.functional.one_hot(torch.tensor(acts), 3).float()[None]
     s = model.imagine(belief, one_hot).extras["s"][0].double().numpy()
@@ -116,8 +117,6 @@ def test_true_pose_model_reproduces_miniworld_steps_walls_and_box() -> None:
 
 
 def test_pose_objective_prefers_the_goal_and_ignores_heading_wraps() -> None:
-    import plan_miniworld as pm
-
     from worldmodels.api import Imagination
 
     goal = torch.tensor([1.0, 2.0, 0.5])
@@ -135,8 +134,6 @@ def test_bfs_oracle_itself() -> None:  # three forward steps reach 0.45 m ahead;
 
 
 def test_localization_error_relative_part_is_invariant_to_the_model_frame() -> None:
-    import plan_miniworld as pm
-    from gtmsm_miniworld import relative_pose
 
     rng = np.random.default_rng(1)
     poses = [np.array([2.0, -3.0, 0.4])]
@@ -154,3 +151,60 @@ def test_localization_error_relative_part_is_invariant_to_the_model_frame() -> N
     assert err["relative_position_m"] < 1e-9 and err["relative_heading_deg"] < 1e-9
     off = pm.localization_error(ep, rel[7] + torch.tensor([0.3, 0.4, 0.0], dtype=torch.float64), rel[-1])
     assert off["relative_position_m"] == pytest.approx(0.5) and off["position_m"] == pytest.approx(0.5)
+
+
+def _tiny(tmp_path: Path, **kw: object) -> pm.Args:
+    return pm.Args(results=str(tmp_path / "res"), source=str(tmp_path / "src"), checkpoints=str(tmp_path / "ck/mw"),
+                   episodes=1, episodes_rotate=1, tau=10, tau_rotate=8, horizon=3, horizon_rotate=3, candidates=8,
+                   candidates_rotate=8, iterations=1, **kw)  # type: ignore[arg-type]
+
+
+def test_phases_end_to_end_with_a_snapshot_merge_and_report(tmp_path: Path, one_thread: None) -> None:
+    from worldmodels.checkpoint import save
+    from worldmodels.models import build_model
+
+    torch.manual_seed(0)
+    save(tmp_path / "src" / "rotate" / "gtmsm" / "last", build_model("gtmsm", "miniworld_rotate", action_dim=2),
+         metadata={"step": 7})
+    pm.EXPERIMENT.run(_tiny(tmp_path, snapshot=1, models="gtmsm"))
+    res = tmp_path / "res"
+    doc = json.loads((res / "planning_miniworld.json").read_text())
+    assert doc["experiment"] == "planning_miniworld" and doc["budget"] == {"walk_episodes": 1, "rotate_episodes": 1}
+    assert doc["command"].startswith("worldmodels experiment planning-miniworld --snapshot 1 --source ")
+    assert " --models gtmsm " in doc["command"] and doc["command"].endswith(" --candidates-rotate 8")
+    assert set(doc["metrics"]) == {"walk", "walk (details)", "rotate", "rotate (details)"}
+    assert list(doc["metrics"]["rotate"]) == ["random explorer", "GTM-SM", "true dynamics (CEM)"]
+    assert "localize" in doc["metrics"]["rotate"]["GTM-SM"]["episodes"][0]
+    assert (tmp_path / "ck" / "mw_rotate_gtmsm" / "config.json").exists()  # the snapshot
+    assert any("7 training updates" in n for n in doc["notes"])
+    assert any("walk: GTM-SM: no checkpoint" in n for n in doc["notes"])
+    media = sorted(p.name for p in (res / "planning").iterdir())
+    assert "miniworld_walk_paths.png" in media and "miniworld_rotate_gtm_sm.gif" in media
+    page = (res / "planning.md").read_text()
+    assert "## Experiment 2 — MiniWorld: return to a remembered view" in page and "**rotate (details)**" in page
+    # redo one part: the other is kept from the file, with a note naming the earlier run
+    pm.EXPERIMENT.run(_tiny(tmp_path, parts="rotate", models=""), "eval")
+    again = json.loads((res / "planning_miniworld.json").read_text())
+    assert again["metrics"]["walk"] == doc["metrics"]["walk"] and list(again["metrics"]["rotate"]) == [
+        "random explorer", "true dynamics (CEM)"]
+    assert any(n.startswith("walk: results from an earlier run: `worldmodels experiment") for n in again["notes"])
+    with pytest.raises(ValueError, match="--parts: expected walk and/or rotate, received 'fly'"):
+        pm.EXPERIMENT.run(_tiny(tmp_path, parts="walk,fly"))
+
+
+def test_report_regenerates_the_committed_planning_page(tmp_path: Path) -> None:
+    results = ROOT / "docs" / "results"
+    for p in results.glob("planning_*.json"):
+        shutil.copy(p, tmp_path / p.name)
+    for p in (results / "planning").rglob("*"):  # the page only names the media files
+        if p.is_file():
+            (tmp_path / p.relative_to(results)).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / p.relative_to(results)).touch()
+    pm.EXPERIMENT.run(pm.Args(results=str(tmp_path)), "report")
+    assert (tmp_path / "planning.md").read_text() == (results / "planning.md").read_text()
+
+
+def test_the_registry_lists_the_experiment_with_its_summary() -> None:
+    from worldmodels import experiments
+
+    assert experiments.get(pm.NAME) is pm.EXPERIMENT and experiments.summary(pm.NAME) == pm.SUMMARY
