@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from worldmodels.files import atomic_save
 
-__all__ = ["rollout_gif", "plot_metric", "contact_sheet", "to_uint8", "plot_curves", "bar_plot"]
+__all__ = ["rollout_gif", "plot_metric", "contact_sheet", "to_uint8", "plot_curves", "bar_plot", "columns_gif"]
 
 LABELS = ("ground truth", "open-loop prediction", "reconstruction", "imputed")
 
@@ -235,3 +235,29 @@ def bar_plot(path: str | os.PathLike, values: Mapping[str, float], ylabel: str, 
     finally:
         plt.close(fig)
 
+
+
+def columns_gif(path: str | os.PathLike, columns: Sequence[torch.Tensor], scale: int, sep: int,
+                duration: float, every: int = 1) -> Path:
+    """An unlabelled GIF of sequences side by side: frame ``t`` shows ``columns[k][t]`` (each ``[T, C, H, W]``
+    in [0, 1], C = 3) left to right, upscaled ``scale`` x, separated by ``sep`` white pixels; every ``every``-th
+    step, ``duration`` per frame (imageio's unit). Written atomically. Label the columns beside it (a ``.txt``).
+
+    Example:
+        >>> import tempfile
+        >>> x = torch.rand(4, 3, 8, 8)
+        >>> columns_gif(tempfile.mkdtemp() + "/p.gif", [x, 1 - x], scale=2, sep=1, duration=0.1).suffix
+        '.gif'
+    """
+    import imageio.v2 as imageio
+
+    if not columns or any(c.dim() != 4 or c.shape[1] != 3 or c.shape[0] != columns[0].shape[0] for c in columns):
+        raise ValueError(f"columns_gif: expected sequences [T, 3, H, W] of one length, received "
+                         f"{[tuple(c.shape) for c in columns]}")
+    frames: list[npt.ArrayLike] = []  # uint8 [H * scale, width, 3]
+    for t in range(0, columns[0].shape[0], every):
+        row = [np.kron(c[t].permute(1, 2, 0).numpy(), np.ones((scale, scale, 1))) for c in columns]
+        gap = np.ones((row[0].shape[0], sep, 3))
+        img = np.concatenate(sum(([r, gap] for r in row), [])[:-1], axis=1)
+        frames.append((img * 255).astype(np.uint8))
+    return atomic_save(Path(path), lambda tmp: imageio.mimsave(tmp, frames, duration=duration, loop=0))

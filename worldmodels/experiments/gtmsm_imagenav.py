@@ -53,6 +53,7 @@ from worldmodels.experiments import Experiment, record
 from worldmodels.files import atomic_save, write_json
 from worldmodels.probes import affine_fit, affine_r2
 from worldmodels.train import TrainConfig, Trainer, TrainResult
+from worldmodels.viz import columns_gif
 
 __all__ = ["Args", "EXPERIMENT", "TRAIN_LEN", "BASELINE_PRESETS", "MappedWindows", "stages", "data_dirs",
            "flat_obs", "save_train_args", "baseline_likelihood_overrides", "train_model", "fit_gtmsm",
@@ -459,7 +460,6 @@ def evaluate(args: Args) -> dict[str, Any]:
 def plots(args: Args, metrics: dict[str, Any], example: dict[str, Any]) -> None:
     """``<name>_imagenav_error.png`` (error vs horizon), ``<name>_imagenav_states_<label>.png`` (Fig. 7.2c),
     ``<name>_imagenav_predictions.gif`` (truth | each model, x6) and its column list, in ``args.results``."""
-    import imageio.v2 as imageio
     import matplotlib
 
     matplotlib.use("Agg")
@@ -510,13 +510,8 @@ def plots(args: Args, metrics: dict[str, Any], example: dict[str, Any]) -> None:
         plt.close(fig)
     # side-by-side GIF: truth | each model (open-loop predictions), upscaled x6
     keys = ["truth", *[k for k in example if k not in ("truth", "states", "pose")]]
-    frames = []
-    for t in range(example["truth"].shape[0]):
-        row = [np.kron(example[k][t].permute(1, 2, 0).numpy(), np.ones((6, 6, 1))) for k in keys]
-        sep = np.ones((48, 3, 3))
-        img = np.concatenate(sum(([r, sep] for r in row), [])[:-1], axis=1)
-        frames.append((img * 255).astype(np.uint8))
-    imageio.mimsave(res / f"{args.name}_imagenav_predictions.gif", frames, duration=0.08, loop=0)  # type: ignore[arg-type]
+    columns_gif(res / f"{args.name}_imagenav_predictions.gif", [example[k] for k in keys], scale=6, sep=3,
+                duration=0.08)
     (res / f"{args.name}_imagenav_predictions.txt").write_text(
         "columns, left to right: " + ", ".join(keys)
         + f" (open-loop predictions, prediction steps 1..{example['truth'].shape[0]})\n")

@@ -64,7 +64,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -82,6 +81,7 @@ from worldmodels.files import atomic_save
 from worldmodels.models import build_model
 from worldmodels.probes import affine_fit, affine_r2, heldout_probe_r2
 from worldmodels.train import TrainConfig, Trainer
+from worldmodels.viz import columns_gif
 
 __all__ = ["Args", "Protocol", "PROTOCOLS", "EXPERIMENT", "relative_pose", "pose_features", "pose_windows"]
 
@@ -351,7 +351,6 @@ def evaluate_models(args: Args) -> tuple[dict, dict]:
 
 def plots(args: Args, metrics: dict, example: dict) -> list[str]:
     """Error-vs-horizon PNG, learned-vs-true state PNG, side-by-side prediction GIF; returns file names."""
-    import imageio.v2 as imageio
     import matplotlib
 
     matplotlib.use("Agg")
@@ -409,15 +408,9 @@ def plots(args: Args, metrics: dict, example: dict) -> list[str]:
         files.append(f"{stem}_states.png")
     keys = ["truth", *[k for k in metrics["curves"] if k in example and k != "gtmsm_vae_reconstruction"]]
     up = 3 if H <= 60 else 2  # long walking horizons: smaller frames keep the GIF small
-    frames: list[Any] = []  # uint8 [h, w * columns, 3]
     every = 1 if H <= 60 else 2  # and every second step
-    for i in range(0, example["truth"].shape[0], every):
-        row = [np.kron(example[k][i].permute(1, 2, 0).numpy(), np.ones((up, up, 1))) for k in keys]
-        sep = np.ones((example["truth"].shape[-1] * up, 2, 3))
-        img = np.concatenate(sum(([r, sep] for r in row), [])[:-1], axis=1)
-        frames.append((img * 255).astype(np.uint8))
-    atomic_save(res / f"{stem}_predictions.gif",
-                lambda tmp: imageio.mimsave(tmp, frames, duration=0.15 * every, loop=0))
+    columns_gif(res / f"{stem}_predictions.gif", [example[k] for k in keys], scale=up, sep=2,
+                duration=0.15 * every, every=every)
     files.append(f"{stem}_predictions.gif")
     metrics["gif_columns"] = keys
     metrics["gif_every"] = every

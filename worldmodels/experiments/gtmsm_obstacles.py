@@ -58,6 +58,7 @@ from worldmodels.experiments.gtmsm_imagenav import TRAIN_LEN, save_train_args
 from worldmodels.files import atomic_save
 from worldmodels.probes import affine_fit, affine_r2
 from worldmodels.train import TrainConfig, Trainer
+from worldmodels.viz import columns_gif
 
 __all__ = ["Args", "EXPERIMENT", "ENV_ID", "VARIANTS", "MOVES", "data_dirs", "model_overrides", "train_variant",
            "step_kinds", "test_windows", "evaluate", "run_labels", "plots", "run_info", "write_results",
@@ -320,7 +321,6 @@ def batch_first_actions(args: Args) -> torch.Tensor:
 def plots(args: Args, metrics: dict[str, Any], example: dict[str, Any]) -> None:
     """``gtmsm_obstacles_error.png`` (state and prediction errors), ``gtmsm_obstacles_states.png`` (learned vs
     true trajectories of test episode 0) and ``gtmsm_obstacles_predictions.gif``, in ``args.results``."""
-    import imageio.v2 as imageio
     import matplotlib
 
     matplotlib.use("Agg")
@@ -384,12 +384,7 @@ def plots(args: Args, metrics: dict[str, Any], example: dict[str, Any]) -> None:
     fig.savefig(res / "gtmsm_obstacles_states.png", dpi=110)
     plt.close(fig)
     keys = ["truth", *[k for k in ("prior", "landmark") if k in example]]
-    frames = []
-    for t in range(example["truth"].shape[0]):
-        row = [np.kron(example[k][t].permute(1, 2, 0).numpy(), np.ones((6, 6, 1))) for k in keys]
-        sep = np.ones((48, 3, 3))
-        frames.append((np.concatenate(sum(([r, sep] for r in row), [])[:-1], axis=1) * 255).astype(np.uint8))
-    imageio.mimsave(res / "gtmsm_obstacles_predictions.gif", frames, duration=0.12, loop=0)  # type: ignore[arg-type]
+    columns_gif(res / "gtmsm_obstacles_predictions.gif", [example[k] for k in keys], scale=6, sep=3, duration=0.12)
 
 
 # ----------------------------------------------------------------------------- results
