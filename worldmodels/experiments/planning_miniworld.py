@@ -611,7 +611,6 @@ def evaluate(args: Args) -> None:
                  "(an upper bound); walking episodes ignore OneRoom's termination at the red box (the world "
                  "persists). 'steps to success' counts the whole budget for failures; 'final distance' is the true "
                  "position error at the end (m, walk only).")
-    notes.append("Machine: 2 CPU cores shared with 3-4 other jobs, one torch thread, nice 5.")
     budget = {f"{n}_episodes": args.episodes if n == "walk" else args.episodes_rotate for n in names}
     planning.write_record("miniworld", record.command(NAME, args), args.seed, time.time() - t0, budget, metrics,
                           notes, results=args.results)

@@ -15,38 +15,17 @@ Example:
 from __future__ import annotations
 
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from worldmodels.files import atomic_save, write_json
+from worldmodels.version import git_commit, machine
 
 __all__ = ["git_commit", "machine", "record", "header", "write", "command_line", "command", "markdown_table",
            "save_run_args"]
 
 _REPO = Path(__file__).resolve().parents[2]
-
-
-def git_commit() -> str:
-    """The short commit of the source checkout (``"unknown"`` outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
-def machine() -> str:
-    """CPU cores, processor, the 1-minute load now, torch version and threads (GPU when one is used)."""
-    import torch
-
-    load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}){load}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}")
 
 
 def record(experiment: str, command: str, seed: int | list[int], wall_clock_s: float, budget: dict[str, Any],

@@ -28,19 +28,17 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from worldmodels import checkpoint, pretrained
 from worldmodels.checkpoint import load
 from worldmodels.files import write_json
+from worldmodels.version import git_commit, machine
 
 __all__ = ["TOLERANCES", "SOURCES", "MAX_TOTAL_BYTES", "PACKAGE", "ROOT", "ship", "package_bytes", "last_step",
            "head_at", "same_as_experiment"]
@@ -77,12 +75,6 @@ def sh(*cmd: str) -> str:
 def head_at(timestamp: str) -> str:
     """The commit that was HEAD of main when ``timestamp`` (ISO) was written."""
     return sh("git", "rev-list", "-1", "--abbrev-commit", f"--before={timestamp}", "HEAD")
-
-
-def machine() -> str:
-    """The machine line of a card's evaluation: cores, torch version and threads."""
-    return (f"{os.cpu_count()} CPU cores ({platform.machine()}), shared with other jobs; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} thread(s)")
 
 
 def read_json(path: Path) -> Any:
@@ -281,7 +273,7 @@ def ship(name: str, cache: Path | None = None, seeds: int = 3, command: str = CO
         "evaluation": evaluation,
         "documented": src["documented"],
         "shipped_by": {"command": command,
-                       "git_commit": sh("git", "rev-parse", "--short", "HEAD"),
+                       "git_commit": git_commit(),
                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
     }
     write_json(dest / "card.json", card)
