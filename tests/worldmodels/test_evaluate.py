@@ -41,6 +41,12 @@ def test_imputation_error_is_fraction_of_wrong_pixels_on_missing_frames():
     # brute force: blank imputation is wrong exactly on the lit pixels of frames 4..6 (gap of 3 in T=10)
     lit = sum(float(b.obs[:, 4:7].sum()) for b in data)
     assert abs(err - lit / (2 * 3 * 3 * 64)) < 1e-12
+    # MSE on grey frames (0.25 / 0.75): a blank imputation's squared error is the frame squared
+    data = [Batch(obs=0.5 * b.obs + 0.25, action=b.action) for b in data]
+    sq = sum(float(b.obs[:, 4:7].square().sum()) for b in data)
+    assert imputation_error(Blank(), data, gap_mask(3), metric="mse") == pytest.approx(sq / (2 * 3 * 3 * 64), abs=1e-12)
+    with pytest.raises(ValueError, match="expected metric 'pixel' or 'mse', received 'l1'"):
+        imputation_error(Blank(), data, gap_mask(3), metric="l1")
     m = drop_mask(0.5, first_observed=4)(5, 10, torch.Generator().manual_seed(0))
     assert m[:, :4].all() and not m.all()
 

@@ -42,7 +42,7 @@ from agents.explorers import explorer_factory
 from worldmodels import baselines, checkpoint, viz
 from worldmodels.api import Batch
 from worldmodels.data import WindowDataset, collect
-from worldmodels.evaluate import MaskFn, drop_mask, gap_mask, imputation_error, prediction_error
+from worldmodels.evaluate import drop_mask, gap_mask, imputation_error, prediction_error
 from worldmodels.experiments import Experiment, record
 from worldmodels.experiments.srnn_music import write_page
 from worldmodels.models import build_model
@@ -132,19 +132,6 @@ def _models(env: str, obs_shape: tuple[int, ...], action_dim: int) -> dict[str, 
 
 
 @torch.no_grad()
-def _impute_mse(model: Any, data: Any, mask_fn: MaskFn, seed: int = 0) -> float:
-    """MSE per pixel on the frames ``mask_fn`` hides (the MSE twin of :func:`worldmodels.evaluate.imputation_error`)."""
-    g = torch.Generator().manual_seed(seed)
-    se, n = 0.0, 0
-    for b in iterate_batches(data, 32):
-        mask = mask_fn(*b.shape, g)
-        x = model.impute(b.obs, b.action, mask)
-        miss = ~mask
-        se += float(((x - b.obs) ** 2)[miss].sum())
-        n += int(miss.sum()) * b.obs[0, 0].numel()
-    return se / n
-
-
 @torch.no_grad()
 def naive_errors(data: Any, context: int, horizon: int, metric: str) -> dict[str, list[float]]:
     """Error per horizon step ``[horizon]`` of repeating the last context frame, of the mean context frame
@@ -193,8 +180,8 @@ def run_env(env: str, args: Args) -> dict:
             m["imputation_drop50"] = imputation_error(model, test, drop_mask(0.5, 4), seed=args.seed)
             m["imputation_gap8"] = imputation_error(model, test, gap_mask(8, 4), seed=args.seed)
         else:
-            m["imputation_drop50_mse"] = _impute_mse(model, test, drop_mask(0.5, 4), seed=args.seed)
-            m["imputation_gap8_mse"] = _impute_mse(model, test, gap_mask(8, 4), seed=args.seed)
+            m["imputation_drop50_mse"] = imputation_error(model, test, drop_mask(0.5, 4), seed=args.seed, metric="mse")
+            m["imputation_gap8_mse"] = imputation_error(model, test, gap_mask(8, 4), seed=args.seed, metric="mse")
         res["models"][name] = m
         print(f"[{env}/{name}] {fit.step} steps, prediction error {m['prediction_error_mean']:.4f}", flush=True)
         # one held-out sequence as a GIF: context, then open-loop prediction under the true actions
