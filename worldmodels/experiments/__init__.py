@@ -79,6 +79,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                   "KVAE imputation on the bouncing-ball videos, baselines, missing-data training (§6.5, §6.10)"),
     "kvae-pendulum": ("worldmodels.experiments.kvae_pendulum",
                       "KVAE-CNN, KVAE-MLP and DMM test ELBO on the pixel pendulum (§6.5.2, Table 6.1)"),
+    "demo": ("worldmodels.experiments.demo",
+             "the tour of make demo: data, tiny GTM-SM (Ch. 7) and KVAE (Ch. 6), imagination, planning"),
 }
 
 
