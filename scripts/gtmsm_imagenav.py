@@ -7,9 +7,10 @@ options (the experiment: ``worldmodels/experiments/gtmsm_imagenav.py``)::
 
 import sys
 
-# main(argv) takes this script's options; scripts/demo.py (main) and scripts/gtmsm_miniworld.py (MappedWindows,
-# save_train_args) import these names from this file until they import the package
-from worldmodels.experiments.gtmsm_imagenav import MappedWindows, main, save_train_args  # noqa: F401
+from worldmodels.cli import main
+
+# scripts/gtmsm_miniworld.py imports these names from this file until it imports the package
+from worldmodels.experiments.gtmsm_imagenav import MappedWindows, save_train_args  # noqa: F401
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main(["experiment", "gtmsm-imagenav", *sys.argv[1:]]))

@@ -9,8 +9,5 @@ import sys
 
 from worldmodels.cli import main
 
-# scripts/demo.py imports these names from this file until it imports the package
-from worldmodels.experiments.planning_imagenav import Args, run_agent  # noqa: F401
-
 if __name__ == "__main__":
     raise SystemExit(main(["experiment", "planning-imagenav", *sys.argv[1:]]))

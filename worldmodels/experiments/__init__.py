@@ -89,6 +89,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                         "GTM-SM in MiniWorld 3-D, rotating and walking agents, against RSSM, VRNN, SRNN (§7.4.2)"),
     "planning-miniworld": ("worldmodels.experiments.planning_miniworld",
                            "MiniWorld 3-D: return to a remembered view with MPC in GTM-SM's state space (Ch. 7)"),
+    "demo": ("worldmodels.experiments.demo",
+             "the tour of make demo: data, tiny GTM-SM (Ch. 7) and KVAE (Ch. 6), imagination, planning"),
 }
 
 

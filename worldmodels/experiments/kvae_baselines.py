@@ -1,8 +1,9 @@
 """AE-RNN and VAE-RNN baselines of thesis §6.5.1 for the KVAE imputation experiments (``kvae-ball``).
 
 Both use the KVAE's auto-encoder architecture (3 conv layers of 32 channels, stride 2, a 2-d code,
-sub-pixel decoder; the ``encoder``/``decoder`` of :class:`worldmodels.models.kvae.KVAE`), pre-trained per
-frame, then an LSTM over the codes:
+sub-pixel decoder: :class:`worldmodels.nn.KVAEConvEncoder` / :class:`~worldmodels.nn.KVAEConvDecoder`, the
+``encoder``/``decoder`` of :class:`worldmodels.models.kvae.KVAE`), pre-trained per frame, then an LSTM over
+the codes:
 
 * **AE-RNN** (after Srivastava et al., 2015): a deterministic auto-encoder; the LSTM predicts the next
   code from the previous one (teacher forcing, squared error).
@@ -38,7 +39,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -47,24 +47,9 @@ from tqdm.auto import tqdm
 
 from worldmodels.experiments import kvae_common as kc
 from worldmodels.files import atomic_save, write_json
-from worldmodels.models.kvae import KVAE, KVAEConfig
+from worldmodels.nn import KVAEConvDecoder, KVAEConvEncoder
 
 LABELS = {"aernn": "AE-RNN", "vaernn": "VAE-RNN"}
-
-
-def kvae_autoencoder(obs_shape: tuple[int, ...], a_dim: int) -> tuple[nn.Module, nn.Module]:
-    """The KVAE's conv encoder and sub-pixel decoder (§6.8 defaults) for ``a_dim``-d codes, initialised from
-    the global RNG as if they were built on their own (the rest of the KVAE is built and dropped under a
-    forked RNG; the encoder's and decoder's layers are then reset in order)."""
-    if len(obs_shape) != 3:
-        raise ValueError(f"CodeRNN: expected image frames (C, H, W), received obs_shape {tuple(obs_shape)}")
-    with torch.random.fork_rng(devices=[]):
-        kvae = KVAE(KVAEConfig(obs_shape=tuple(obs_shape), a_dim=a_dim, a_var_scale=1.0))
-    encoder, decoder = kvae.encoder, kvae.decoder
-    for m in (*encoder.modules(), *decoder.modules()):
-        if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False)):
-            m.reset_parameters()  # type: ignore[operator]
-    return encoder, decoder
 
 
 class CodeRNN(nn.Module):
@@ -76,7 +61,12 @@ class CodeRNN(nn.Module):
 
     def __init__(self, obs_shape: tuple[int, ...], variational: bool, a_dim: int = 2, units: int = 64) -> None:
         super().__init__()
-        self.encoder, self.decoder = kvae_autoencoder(obs_shape, a_dim)
+        if len(obs_shape) != 3:
+            raise ValueError(f"CodeRNN: expected image frames (C, H, W), received obs_shape {tuple(obs_shape)}")
+        # the KVAE's §6.8 auto-encoder (KVAEConfig's filters) with a variance head bounded by 1; built first,
+        # encoder then decoder, so the initial weights are those of the KVAE-built CodeRNN of before
+        self.encoder = KVAEConvEncoder(obs_shape, a_dim, filters=(32, 32, 32), var_scale=1.0)
+        self.decoder = KVAEConvDecoder(a_dim, obs_shape, filters=(32, 32, 32))
         self.lstm = nn.LSTMCell(a_dim, units)
         self.head = nn.Linear(units, a_dim)
         self.variational = variational
@@ -85,9 +75,8 @@ class CodeRNN(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [N, C, H, W] -> (mean, log variance)`` of the code; the encoder's ``var`` head gives the latter."""
-        enc: Any = self.encoder  # the KVAE's conv encoder: conv stack, mean and var heads
-        h = enc.conv(x.contiguous(memory_format=torch.channels_last)).flatten(1)
-        return enc.mean(h), enc.var(h)
+        h = self.encoder.conv(x.contiguous(memory_format=torch.channels_last)).flatten(1)  # [N, F]
+        return self.encoder.mean(h), self.encoder.var(h)
 
     def ae_loss(self, x: torch.Tensor) -> torch.Tensor:
         """Negative ELBO (VAE) or reconstruction loss (AE) per frame."""
