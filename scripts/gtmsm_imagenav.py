@@ -9,8 +9,5 @@ import sys
 
 from worldmodels.cli import main
 
-# scripts/gtmsm_miniworld.py imports these names from this file until it imports the package
-from worldmodels.experiments.gtmsm_imagenav import MappedWindows, save_train_args  # noqa: F401
-
 if __name__ == "__main__":
     raise SystemExit(main(["experiment", "gtmsm-imagenav", *sys.argv[1:]]))

@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from worldmodels.viz import columns_gif
 __all__ = ["Args", "EXPERIMENT", "TRAIN_LEN", "BASELINE_PRESETS", "MappedWindows", "stages", "data_dirs",
            "flat_obs", "save_train_args", "baseline_likelihood_overrides", "train_model", "fit_gtmsm",
            "selection_elbo", "train_gtmsm", "test_batches", "gtmsm_runs", "evaluate", "plots", "write_results",
-           "write_markdown", "data", "train", "eval", "report", "main"]
+           "write_markdown", "data", "train", "eval", "report"]
 
 _REPO = Path(__file__).resolve().parents[2]  # docs/benchmarks.json of a source checkout (memory scaling)
 
@@ -703,11 +702,3 @@ def report(args: Args) -> None:
 
 EXPERIMENT = Experiment("gtmsm-imagenav", "GTM-SM image navigation vs RSSM/VRNN/SRNN and no memory (§7.4.1, §7.7.1)",
                         Args, {"data": data, "train": train, "eval": eval, "report": report})
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the experiment with the options of ``scripts/gtmsm_imagenav.py`` (``--phase`` and the fields of
-    :class:`Args`; default ``sys.argv[1:]``): ``main(["--phase", "report", "--name", "gtmsm_elbo"])``."""
-    from worldmodels.cli import main as cli_main
-
-    return cli_main(["experiment", EXPERIMENT.name, *(sys.argv[1:] if argv is None else argv)])

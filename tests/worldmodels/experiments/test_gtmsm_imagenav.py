@@ -107,11 +107,11 @@ def test_tiny_imagenav_preset_learns_states_and_beats_no_memory_at_64_steps(tmp_
     loss and KL annealing, the recipe that learned in our budget) and check that 64-step open-loop
     predictions beat the no-memory baseline (context-mean frame) and that the states track the positions."""
     torch.set_num_threads(2)
-    assert gi.main(["--out", str(tmp_path), "--results", str(tmp_path / "res"), "--train-episodes", "400",
-                    "--test-episodes", "16", "--preset", "imagenav_tiny", "--curriculum", "24:400,48:800,96:800",
-                    "--displacement-weight", "100", "--m-init-scale", "0.1", "--lr", "3e-3", "--beta0", "0.01",
-                    "--beta-anneal-steps", "1000", "--baselines", "", "--test-tau", "64", "--test-horizon", "64",
-                    "--threads", "2"]) == 0
+    assert main(["experiment", "gtmsm-imagenav", "--out", str(tmp_path), "--results", str(tmp_path / "res"),
+                 "--train-episodes", "400", "--test-episodes", "16", "--preset", "imagenav_tiny",
+                 "--curriculum", "24:400,48:800,96:800", "--displacement-weight", "100", "--m-init-scale", "0.1",
+                 "--lr", "3e-3", "--beta0", "0.01", "--beta-anneal-steps", "1000", "--baselines", "",
+                 "--test-tau", "64", "--test-horizon", "64", "--threads", "2"]) == 0
     metrics = json.loads((tmp_path / "res" / "gtmsm_imagenav.json").read_text())["metrics"]
     res = metrics["summary"]
     assert res["gtmsm"]["mse_step64"] < res["no_memory"]["mse_step64"], res
