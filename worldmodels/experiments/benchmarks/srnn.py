@@ -48,7 +48,7 @@ def _naive_terms(model, batch: Batch, eps: torch.Tensor) -> tuple[torch.Tensor, 
         mu_q = mu_p + mu_q  # Res_q
         z = mu_q + std_q * eps[:, t]
         kl.append(gaussian_kl(mu_q, std_q, mu_p, std_p))
-        log_px.append(model._emit(z, ds[t]).log_prob(obs[:, t]) * mask[:, t])
+        log_px.append(model.emission(torch.cat([z, ds[t]], -1)).log_prob(obs[:, t]) * mask[:, t])  # p(x_t | z_t, d_t)
     return torch.stack(log_px, 1), torch.stack(kl, 1)
 
 
