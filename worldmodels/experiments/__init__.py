@@ -8,7 +8,8 @@ are the experiment's preset (env + policy + model + train + eval settings), and 
 Modules are imported only when their experiment runs, so listing experiments loads no torch.
 
 Each ``scripts/<experiment>.py`` is a shim that runs ``worldmodels experiment <name>`` with its arguments, so
-the commands the results pages state still work.
+the commands the results pages state still work. The package also holds tools that are not registered
+experiments: ``benchmarks/`` (``make bench``), ``reliability`` (``make reliability``) and ``docs_figures``.
 
 Example:
     >>> from dataclasses import dataclass
@@ -65,8 +66,10 @@ class Experiment:
 
 # name -> (module defining EXPERIMENT, imported on first use; one-line summary, listed without importing it)
 EXPERIMENTS: dict[str, tuple[str, str]] = {
-    "srnn-music": ("worldmodels.experiments.srnn_music", "SRNN and baselines on polyphonic music: test ELBO per step (§5.4, Table 5.2)"),
-    "srnn-video": ("worldmodels.experiments.srnn_video", "SRNN and KVAE as action-conditioned video world models: prediction and imputation error (Ch. 5-6)"),
+    "srnn-music": ("worldmodels.experiments.srnn_music",
+                   "SRNN and baselines on polyphonic music: test ELBO per step (§5.4, Table 5.2)"),
+    "srnn-video": ("worldmodels.experiments.srnn_video",
+                   "SRNN and KVAE as action-conditioned video world models: prediction and imputation error (Ch. 5-6)"),
     "gtmsm-imagenav": ("worldmodels.experiments.gtmsm_imagenav",
                        "GTM-SM image navigation vs RSSM/VRNN/SRNN and no memory (§7.4.1, §7.7.1)"),
     "gtmsm-obstacles": ("worldmodels.experiments.gtmsm_obstacles",
