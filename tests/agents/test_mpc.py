@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.mpc import MPCAgent, to_model_obs
-from agents.objectives import goal_image, goal_latent, goal_state, stay_in_region
+from agents.objectives import goal_image, goal_latent, goal_state, localized_goal, stay_in_region
 from agents.planners import CEM, CategoricalCEM
 from worldmodels.api import Belief, Imagination
 
@@ -153,6 +153,21 @@ def test_objectives_and_errors() -> None:
             goal_state(torch.zeros(1)),
             env.action_space,
         )
+
+
+def test_localized_goal_looks_the_frame_up_in_memory() -> None:
+    class Memory(LineModel):  # remembers where each frame was seen: the frame's value is its position
+        def localize(self, belief, frames):
+            return frames.flatten(1)[:, :1]
+
+    im = Imagination(obs=torch.zeros(2, 1, 1), latent=torch.zeros(2, 1, 1), uncertainty=torch.zeros(2, 1),
+                     extras={"s": torch.tensor([[[2.0]], [[0.0]]])})
+    belief = Belief(features=torch.zeros(1, 1))
+    assert localized_goal(Memory(False), belief, torch.full((1, 1, 1), 2.0))(im).tolist() == [0.0, -4.0]
+    with pytest.raises(TypeError, match="LineModel has no localize"):
+        localized_goal(LineModel(False), belief, torch.zeros(1, 1, 1))
+    with pytest.raises(ValueError, match=r"expected one frame \[C, H, W\]"):
+        localized_goal(Memory(False), belief, torch.zeros(1))
 
 
 def test_to_model_obs() -> None:
