@@ -417,6 +417,73 @@ def explorer_factory(name: str, **kwargs: Any) -> Callable[[spaces.Space], Explo
     return functools.partial(cls, **kwargs)
 
 
+# ------------------------------------------------------------------ exploration phases
+
+
+@dataclasses.dataclass
+class Exploration:
+    """The frames, actions and infos of an exploration phase (what a world model with memory memorises).
+
+    Attributes:
+        frames: ``steps + 1`` observations; ``frames[0]`` is where the exploration started.
+        actions: ``[None, a_1, ..., a_steps]``: ``actions[t]`` led to ``frames[t]`` (the form
+            :meth:`agents.mpc.MPCAgent.memorise` takes).
+        infos: the ``steps + 1`` infos beside the frames.
+        explorer: the explorer, ready to go on exploring.
+    """
+
+    frames: list[Any]
+    actions: list[Any]
+    infos: list[dict]
+    explorer: Explorer
+
+    @property
+    def obs(self) -> Any:
+        """The last observation (where the exploration ended)."""
+        return self.frames[-1]
+
+    @property
+    def info(self) -> dict:
+        """The info of the last step."""
+        return self.infos[-1]
+
+
+def explore(env: Any, explorer: Explorer, steps: int, obs: Any, info: dict) -> Exploration:
+    """Run ``explorer`` for ``steps`` steps of ``env`` from its current ``obs`` / ``info`` (after a reset).
+
+    The env's termination is not an end of the exploration: the target of a task is drawn after it
+    (:meth:`agents.tasks.Task.explored`; the envs of this package keep stepping after a termination).
+    Truncation is an error: the env's ``max_episode_steps`` must leave room for the exploration and what
+    follows it.
+
+    Example:
+        >>> import gymnasium as gym, envs
+        >>> env = gym.make("ImageNav-v0")
+        >>> obs, info = env.reset(seed=0)
+        >>> policy = PoissonRepeat(env.action_space)
+        >>> policy.reset(0)
+        >>> ex = explore(env, policy, 8, obs, info)
+        >>> len(ex.frames), ex.actions[0], ex.obs.shape
+        (9, None, (8, 8, 3))
+    """
+    if steps < 0:
+        raise ValueError(f"explore: expected steps >= 0, received {steps}")
+    frames, actions, infos = [obs], [None], [info]
+    for t in range(steps):
+        a = explorer.act(obs)
+        obs, _, _, truncated, info = env.step(a)
+        frames.append(obs)
+        actions.append(a)
+        infos.append(info)
+        if truncated:  # the phase after the exploration would start in a finished episode
+            raise ValueError(f"explore: the env truncated the episode after {t + 1} of {steps} exploration "
+                             f"steps; expected max_episode_steps > {steps}")
+    return Exploration(frames, actions, infos, explorer)
+
+
+__all__ += ["Exploration", "explore"]
+
+
 # ------------------------------------------------------------------ data-collection agents
 
 

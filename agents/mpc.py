@@ -22,10 +22,15 @@ Example:
     >>> agent.reset()
     >>> agent.act(np.array([0.0], np.float32))
     2
+    >>> agent.reset()  # after an exploration: memorise it, then plan from its last frame (observed once)
+    >>> agent.memorise([np.array([0.0], np.float32), np.array([3.0], np.float32)], [None, 2])
+    >>> agent.act(np.array([3.0], np.float32))
+    0
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -58,6 +63,9 @@ class MPCAgent:
         while not done:
             action = agent.act(obs)        # = observe(obs, previous action) + plan
             obs, reward, terminated, truncated, info = env.step(action)
+
+    Each frame is observed once: after ``observe(obs, action)`` (or :meth:`memorise` of an exploration
+    ending in ``obs``), ``act(obs)`` plans from it without recording it again.
 
     Args:
         model: anything with ``observe`` and ``imagine`` (:class:`worldmodels.api.WorldModel`).
@@ -92,6 +100,7 @@ class MPCAgent:
         self._act: list[Tensor] = []
         self._belief: Belief | None = None
         self._last_action: Any = None
+        self._fresh = False  # the last recorded frame came from observe() and no action was taken since
         self.plan: Plan | None = None
 
     def observe(self, obs: Any, action: Any = None) -> None:
@@ -108,6 +117,18 @@ class MPCAgent:
         if self.max_context is not None:
             del self._obs[: -self.max_context], self._act[: -self.max_context]
         self._belief = None
+        self._fresh = True
+
+    def memorise(self, frames: Sequence[Any], actions: Sequence[Any]) -> None:
+        """Observe an exploration: ``frames[t]`` reached with ``actions[t]`` (``actions[0] = None`` at the
+        start of an episode), e.g. an :class:`agents.explorers.Exploration`. A model with memory (GTM-SM)
+        stores them; the next ``act(frames[-1])`` plans from the last frame without observing it again.
+        """
+        if len(frames) != len(actions) or not frames:
+            raise ValueError(f"MPCAgent.memorise: expected as many actions as frames (at least one), "
+                             f"received {len(frames)} frames and {len(actions)} actions")
+        for frame, action in zip(frames, actions):
+            self.observe(frame, action)
 
     @property
     def belief(self) -> Belief:
@@ -124,7 +145,13 @@ class MPCAgent:
     def act(self, obs: Any = None) -> Any:
         """Observe ``obs`` (when given; the previous action is taken as the one that led to it), plan,
         and return the first action in the form ``env.step`` takes."""
-        if obs is not None:
+        if obs is not None and self._fresh:  # observe()/memorise() recorded this frame already
+            if not torch.equal(to_model_obs(obs), self._obs[-1]):
+                raise ValueError(
+                    "MPCAgent.act: obs differs from the frame last given to observe() and no action was taken "
+                    "since; expected act() or act(that frame) (observe() records the frame and its action)"
+                )
+        elif obs is not None:
             self.observe(obs, self._last_action)
         init = None
         if self.warm_start and self.plan is not None:
@@ -132,6 +159,7 @@ class MPCAgent:
             init = torch.cat([prev[1:], prev[-1:]])  # shift by one step, repeat the last action
         self.plan = self.planner.optimize(self.model, self.belief, self.objective, init)
         self._last_action = self.plan.env_action(0)
+        self._fresh = False
         return self._last_action
 
     @property

@@ -9,7 +9,7 @@ Distances are accumulated over the horizon with ``reduce``:
 
 Example:
     >>> import torch
-    >>> from worldmodels.api import Imagination
+    >>> from worldmodels.api import Belief, Imagination
     >>> im = Imagination(obs=torch.zeros(2, 3, 1, 4, 4), latent=torch.zeros(2, 3, 5),
     ...                  uncertainty=torch.zeros(2, 3), extras={"s": torch.tensor([[[0., 0]] * 3, [[1., 1]] * 3])})
     >>> goal_state(torch.tensor([1., 1.]), reduce="final")(im).tolist()
@@ -19,14 +19,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from worldmodels.api import Imagination
+from worldmodels.api import Belief, Imagination
 
-__all__ = ["goal_image", "goal_latent", "goal_state", "stay_in_region", "reduce_distance"]
+__all__ = ["goal_image", "goal_latent", "goal_state", "localized_goal", "stay_in_region", "reduce_distance"]
 
 Reduce = Literal["sum", "final", "min"]
 
@@ -85,6 +85,35 @@ def goal_state(goal: Tensor, key: str = "s", reduce: Reduce = "sum") -> Callable
         return reduce_distance((s - goal.to(s)).pow(2).sum(-1), reduce)
 
     return objective
+
+
+def localized_goal(
+    model: Any, belief: Belief, frame: Tensor, key: str = "s", reduce: Reduce = "sum"
+) -> Callable[[Imagination], Tensor]:
+    """:func:`goal_state` at the state where the model's memory saw ``frame`` (``[C, H, W]``): the
+    reverse lookup ``model.localize(belief, frame[None])[0]`` of a model with memory (GTM-SM), after it
+    observed an exploration that passed by the goal.
+
+    Example:
+        >>> class Memory:  # remembers that the frame of ones was seen at s = 3
+        ...     def localize(self, belief, frames):
+        ...         return torch.full((frames.shape[0], 1), 3.0)
+        >>> im = Imagination(obs=torch.zeros(2, 1, 1, 2, 2), latent=torch.zeros(2, 1, 1),
+        ...                  uncertainty=torch.zeros(2, 1), extras={"s": torch.tensor([[[3.0]], [[1.0]]])})
+        >>> localized_goal(Memory(), Belief(features=torch.zeros(1, 1)), torch.ones(1, 2, 2))(im).tolist()
+        [0.0, -4.0]
+    """
+    localize = getattr(model, "localize", None)
+    if not callable(localize):
+        raise TypeError(
+            f"localized_goal: {type(model).__name__} has no localize(belief, frames) (a memory to look up where "
+            f"a frame was seen, as GTM-SM's); expected a model with memory"
+        )
+    if frame.dim() < 2:
+        raise ValueError(f"localized_goal: expected one frame [C, H, W], received shape {tuple(frame.shape)}")
+    with torch.no_grad():
+        s_goal = localize(belief, frame[None])[0]  # [S]
+    return goal_state(s_goal, key, reduce)
 
 
 def stay_in_region(

@@ -12,6 +12,13 @@ judges success and distance on the env's ground truth (``info``), which the agen
 its current state): "the same planner on true dynamics". :func:`run_episodes` runs any agent with
 ``reset()`` / ``act(obs)`` for N episodes and writes a GIF of real frames beside the imagined plans.
 
+Planning with memory: a task that ``needs_memory`` (the goal-image task) asks for an exploration phase
+(``Task.explore`` steps of its ``explorer``) at the start of each episode; the agent memorises it
+(:meth:`agents.mpc.MPCAgent.memorise`), the task redraws its goal among the cells it visited
+(:meth:`Task.explored`, :func:`remembered_goal`) and a model with ``localize`` (GTM-SM) plans towards the
+state where it saw the goal frame (:func:`agents.objectives.localized_goal`). :func:`plan_setup` checks a
+combination of model, env, task and agents before :func:`plan_in_env` (``worldmodels plan``) runs it.
+
 Example:
     >>> import gymnasium as gym, envs
     >>> from agents.mpc import MPCAgent
@@ -31,7 +38,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +48,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.objectives import Reduce, goal_image, reduce_distance
+from agents.explorers import Exploration, Explorer, make_explorer
+from agents.explorers import explore as explore_env
+from agents.mpc import to_model_obs
+from agents.objectives import Reduce, goal_image, localized_goal, reduce_distance
 from agents.planners import Objective
 from worldmodels.api import Belief, Imagination, frames_to_tensor
 from worldmodels.files import atomic_save
@@ -53,6 +63,9 @@ __all__ = [
     "SwingUpTask",
     "TASKS",
     "task_for_env",
+    "remembered_goal",
+    "PlanSetup",
+    "plan_setup",
     "SimulatorModel",
     "RandomAgent",
     "ball_centroid",
@@ -65,12 +78,21 @@ __all__ = [
 class Task:
     """Base class. Subclasses set ``name`` and implement the four hooks.
 
+    A task may need an exploration phase before its target is shown (``needs_memory``: the target is
+    something seen during it, which only a model with memory can find again). ``explore`` is the number of
+    exploration steps it asks for, ``explorer`` / ``explorer_kwargs`` name the explorer of
+    :mod:`agents.explorers` that walks them; :meth:`explored` may redraw the target after it.
+
     Args:
-        max_steps: real steps per episode.
+        max_steps: real steps per episode (after the exploration).
     """
 
     name = "task"
     stop_on_success = False  # end the episode at the first success (goal reaching)
+    needs_memory = False  # the target is a frame seen during the exploration (goal_frame(); memory finds it)
+    explore = 0  # exploration steps the task asks for before its target is shown (worldmodels plan --explore)
+    explorer = "uniform"  # the explorer of those steps (a name of agents.explorers.EXPLORERS) ...
+    explorer_kwargs: dict[str, Any] = {}  # ... and its keyword arguments (read only)
 
     def __init__(self, max_steps: int = 50) -> None:
         if max_steps < 1:
@@ -79,6 +101,13 @@ class Task:
 
     def reset(self, env: gym.Env, obs: Any, info: dict, rng: np.random.Generator) -> None:
         """Draw this episode's target (ground truth stays in the task)."""
+
+    def explored(self, env: gym.Env, exploration: Exploration, rng: np.random.Generator) -> None:
+        """After an exploration phase (:func:`agents.explorers.explore`): redraw the target (default: unchanged)."""
+
+    def goal_frame(self) -> Tensor | None:
+        """The current target as a frame ``[C, H, W]`` (goal-image tasks, for ``localize``), else ``None``."""
+        return None
 
     def objective(self) -> Objective:
         """The planner's objective for the current target (sees only imagined rollouts)."""
@@ -96,6 +125,29 @@ class Task:
         """Mark the target on a real uint8 RGB frame ``[H, W, 3]`` for videos (default: unchanged)."""
         return frame
 
+    def describe(self, explore: int) -> str:
+        """One line: the task, its episode length and the exploration before it (``explore`` steps)."""
+        text = f"{self.name}: {self.max_steps} real steps per episode"
+        if explore:
+            kw = ", ".join(f"{k}={v}" for k, v in self.explorer_kwargs.items())
+            text += f", after {explore} exploration steps ({self.explorer} explorer{', ' + kw if kw else ''}) shared by every agent"
+        return text
+
+
+def remembered_goal(cells: Sequence[tuple[int, int]], rng: np.random.Generator) -> tuple[int, int]:
+    """A cell drawn uniformly among the distinct ``cells`` visited by an exploration, other than the last
+    one (where the agent stands): a goal that a model with memory has seen.
+
+    Example:
+        >>> remembered_goal([(4, 4), (4, 5), (3, 5), (4, 5)], np.random.default_rng(0)) in [(4, 4), (3, 5)]
+        True
+    """
+    visited = sorted(set(cells) - {cells[-1]})
+    if not visited:
+        raise ValueError(f"remembered_goal: the exploration visited no cell other than {cells[-1]}; expected "
+                         f"a longer exploration")
+    return visited[int(rng.integers(len(visited)))]
+
 
 class GoalImageTask(Task):
     """Reach the cell shown in ``info["goal_obs"]`` (ImageNav with ``goal=True``).
@@ -103,14 +155,31 @@ class GoalImageTask(Task):
     The objective is :func:`agents.objectives.goal_image` of the goal crop (``reduce="sum"``: get there
     early and stay). Distance: grid (Manhattan) distance between ``info["pose"]`` and
     ``info["goal"]``; success: standing on the goal (the env terminates there).
+
+    With memory (thesis §7.10; ``worldmodels experiment planning-imagenav``): the task asks for
+    ``explore = 256`` steps of the Poisson explorer (``lam = 2``, as the ImageNav training data), after
+    which :meth:`explored` redraws the goal uniformly among the cells the exploration visited, other than
+    the one it ended in (:func:`remembered_goal`; a cell it never saw cannot be remembered, and the env's
+    own goal, uniform over the grid, was visited by 256 such steps in only about 70% of 200 episodes), and
+    moves the env's goal there (its termination and ``info["goal"]`` follow). A model with ``localize`` (GTM-SM) then finds the goal frame in its memory.
+
+    Args:
+        max_steps: real steps per episode after the exploration.
+        reduce: how the objective accumulates distances over the horizon.
+        explore: the exploration steps the task asks for (``worldmodels plan --explore`` overrides).
     """
 
     name = "goal-image"
     stop_on_success = True
+    needs_memory = True
+    explorer = "poisson"
+    explorer_kwargs = {"lam": 2.0}
 
-    def __init__(self, max_steps: int = 50, reduce: Reduce = "sum") -> None:
+    def __init__(self, max_steps: int = 50, reduce: Reduce = "sum", explore: int = 256) -> None:
         super().__init__(max_steps)
-        self.reduce = reduce
+        if explore < 0:
+            raise ValueError(f"GoalImageTask: expected explore >= 0, received {explore}")
+        self.reduce, self.explore = reduce, explore
 
     def reset(self, env: gym.Env, obs: Any, info: dict, rng: np.random.Generator) -> None:
         if "goal_obs" not in info:
@@ -119,8 +188,26 @@ class GoalImageTask(Task):
             )
         self.goal = frames_to_tensor(np.asarray(info["goal_obs"]))  # [C, H, W]
 
+    def explored(self, env: gym.Env, exploration: Exploration, rng: np.random.Generator) -> None:
+        """Redraw the goal among the cells the exploration visited (not the last) and move the env's goal there."""
+        core = getattr(env.unwrapped, "core", None)
+        if core is None or not hasattr(core, "goal") or not hasattr(core, "crops"):
+            raise ValueError(f"GoalImageTask.explored: expected an ImageNav env of this package (ImageNavGoal-v0), "
+                             f"received {env}")
+        cells = [(int(i["pose"][0]), int(i["pose"][1])) for i in exploration.infos]
+        goal = remembered_goal(cells, rng)
+        core.goal[0] = goal
+        self.goal = frames_to_tensor(core.crops(np.array([goal]))[0])  # [C, H, W]
+
+    def goal_frame(self) -> Tensor:
+        return self.goal
+
     def objective(self) -> Objective:
         return goal_image(self.goal, reduce=self.reduce)
+
+    def describe(self, explore: int) -> str:
+        text = super().describe(explore)
+        return text + ("; the goal: a cell the exploration visited, shown as its frame" if explore else "")
 
     def distance(self, env: gym.Env, info: dict) -> float:
         return float(np.abs(np.asarray(info["pose"]) - np.asarray(info["goal"])).sum())
@@ -418,6 +505,11 @@ def plan_gif(
     )
 
 
+def _task_explorer(task: Task) -> Callable[[gym.Space], Explorer]:
+    """The ``action_space -> explorer`` of the task's declared exploration."""
+    return lambda space: make_explorer(task.explorer, space, **task.explorer_kwargs)
+
+
 def run_episodes(
     env: gym.Env,
     task: Task,
@@ -428,6 +520,9 @@ def run_episodes(
     gif_title: str = "",
     progress: bool = True,
     desc: str = "plan",
+    explore: int = 0,
+    explorer: Callable[[gym.Space], Explorer] | None = None,
+    localize: bool = False,
 ) -> dict[str, Any]:
     """Run ``episodes`` episodes of an agent on ``task``; returns metrics (and writes a GIF of episode 0).
 
@@ -435,6 +530,13 @@ def run_episodes(
     holding the current plan's :class:`Imagination` is drawn in the GIF). The GIF shows ``info["frame"]``
     when the env gives it (:class:`agents.wrappers.BeliefObservation`), else the observation. Episode ``i`` resets the env
     with seed ``seed + i`` and draws the task's target from ``numpy.random.default_rng([seed, i])``.
+
+    With ``explore > 0`` each episode starts with an exploration phase (:func:`agents.explorers.explore`):
+    ``explorer(action_space)`` (default: the task's ``explorer``), reset with seed ``seed + i``, walks
+    ``explore`` steps, then :meth:`Task.explored` may redraw the target; the agent is built after it and
+    memorises the exploration when it can (``agent.memorise(frames, actions)``, :meth:`agents.mpc.MPCAgent.memorise`).
+    ``localize``: the agent's objective becomes :func:`agents.objectives.localized_goal` of the task's
+    goal frame (its model looks the goal up in its memory). The metrics count the steps after the exploration.
 
     Returns:
         ``success_rate``, ``mean_steps`` (steps to the first success, ``max_steps`` for failures),
@@ -448,9 +550,25 @@ def run_episodes(
     frames = _Frames([], [])
     for i in tqdm(range(episodes), desc=desc, disable=not progress, unit="ep"):
         obs, info = env.reset(seed=seed + i)
-        task.reset(env, obs, info, np.random.default_rng([seed, i]))
+        rng = np.random.default_rng([seed, i])
+        task.reset(env, obs, info, rng)
+        exploration = None
+        if explore:
+            policy = (explorer or _task_explorer(task))(env.action_space)
+            policy.reset(seed + i)
+            exploration = explore_env(env, policy, explore, obs, info)
+            obs, info = exploration.obs, exploration.info
+            task.explored(env, exploration, rng)
         agent = make_agent(task.objective())
         agent.reset()
+        memorise = getattr(agent, "memorise", None)
+        if exploration is not None and memorise is not None:
+            memorise(exploration.frames, exploration.actions)
+        if localize:
+            goal = task.goal_frame()
+            if goal is None:
+                raise ValueError(f"run_episodes: localize needs a task whose goal is a frame; {task.name} has none")
+            agent.objective = localized_goal(agent.model, agent.belief, goal)
         history: list[float] = []
         first_success = None
         for t in range(task.max_steps):
@@ -494,6 +612,125 @@ def run_episodes(
     }
 
 
+@dataclass(frozen=True)
+class PlanSetup:
+    """What :func:`plan_in_env` runs, checked before any episode (:func:`plan_setup`).
+
+    Attributes:
+        task: the task (with the run's ``max_steps``).
+        explore: exploration steps at the start of every episode (0: none).
+        localize: the model agent looks the goal frame up in its memory and plans in its state space.
+        lines: which combination runs, one line per part (task, then each agent).
+        warnings: combinations that run but cannot do what the task needs (a missing memory).
+    """
+
+    task: Task
+    explore: int
+    localize: bool
+    lines: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def _action_size(space: gym.Space) -> int:
+    return int(space.n) if isinstance(space, gym.spaces.Discrete) else int(np.prod(space.shape or ()))
+
+
+def plan_setup(
+    model: Any | None,
+    env_id: str,
+    task: str = "auto",
+    explore: int | None = None,
+    max_steps: int | None = None,
+    max_context: int | None = None,
+    agents: tuple[str, ...] = ("model",),
+    env_kwargs: dict | None = None,
+) -> PlanSetup:
+    """Check the combination of model, env, task and agents and say what runs (``worldmodels plan``).
+
+    ``explore=None``: what the task asks for (``Task.explore``: 256 steps for ImageNavGoal-v0's
+    goal-image task, 0 for the others). A model with ``localize`` (GTM-SM) on a task that ``needs_memory``
+    memorises the exploration and plans towards the state where it saw the goal frame
+    (:func:`agents.objectives.localized_goal`).
+
+    Raises:
+        ValueError: unknown agents; ``model`` without a model; a model whose actions or observations do
+            not match the env's; a memory model on a memory task without an exploration, or with a
+            ``max_context`` that would cut its memory.
+
+    A memory-less model on a task that needs memory runs with a warning (it plans towards the goal frame in
+    pixel space from what its state kept of the exploration).
+
+    Example:
+        >>> import envs
+        >>> setup = plan_setup(None, "ImageNavGoal-v0", agents=("true", "random"))
+        >>> setup.explore, setup.localize, setup.lines[0]  # doctest: +ELLIPSIS
+        (256, False, 'ImageNavGoal-v0, task goal-image: 50 real steps per episode, after 256 exploration steps ...')
+    """
+    unknown = set(agents) - {"model", "true", "random"}
+    if unknown:
+        raise ValueError(f"plan: unknown agents {sorted(unknown)}; expected model, true or random")
+    if "model" in agents and model is None:
+        raise ValueError("plan: agent 'model' needs a model (checkpoint)")
+    t = task_for_env(env_id, task, env_kwargs, **({} if max_steps is None else {"max_steps": max_steps}))
+    steps = t.explore if explore is None else explore
+    if steps < 0:
+        raise ValueError(f"plan: expected explore >= 0, received {steps}")
+    env = gym.make(env_id, **(env_kwargs or {}))
+    space, obs_space = env.action_space, env.observation_space
+    env.close()
+    lines = [f"{env_id}, task {t.describe(steps)}"]
+    warnings: list[str] = []
+    localize = False
+    if model is not None and "model" in agents:
+        name = getattr(model, "model_name", type(model).__name__)
+        config = getattr(model, "config", None)
+        want, have = getattr(config, "action_dim", None), _action_size(space)
+        if want is not None and want != have:
+            raise ValueError(
+                f"plan: the model acts with action_dim {want}, {env_id} has {space} (size {have}); expected a "
+                f"model trained on {env_id}'s actions"
+            )
+        shape = getattr(config, "obs_shape", None)
+        sample = obs_space.sample() if obs_space.shape is not None else None
+        if shape is not None and sample is not None:
+            x = tuple(to_model_obs(sample).shape)
+            if tuple(shape) != x:
+                raise ValueError(
+                    f"plan: the model sees observations of shape {tuple(shape)}, {env_id}'s {obs_space.shape} "
+                    f"observations become {x}; expected a model trained on {env_id}'s observations"
+                )
+        has_localize = callable(getattr(model, "localize", None))
+        if t.needs_memory and has_localize:
+            if steps == 0:
+                raise ValueError(
+                    f"plan: explore 0 leaves {name}'s memory with one frame, and the {t.name} task shows a goal seen "
+                    f"during an exploration; expected explore >= 1 (the task asks for {t.explore})"
+                )
+            if max_context is not None and max_context < steps + 1:
+                raise ValueError(
+                    f"plan: max_context {max_context} would keep only the last {max_context} of the {steps + 1} "
+                    f"exploration frames in {name}'s memory; expected max_context >= {steps + 1} or none"
+                )
+            localize = True
+        if localize:
+            lines.append(f"model: {name} (memory with localize) memorises the exploration, localizes the goal "
+                         f"frame in its memory and plans towards that state")
+        else:
+            seen = " after observing the exploration" if steps else ""
+            lines.append(f"model: {name} plans with the task's objective on its imagined frames{seen}")
+        if t.needs_memory and not has_localize:
+            warnings.append(
+                f"{name} has no memory to look the goal up in (no localize, as GTM-SM has): the {t.name} task of "
+                f"{env_id} shows a frame seen during the exploration. {name} plans towards the goal frame in pixel "
+                f"space with what its state kept of the exploration; expect about the random agent's success"
+            )
+    if "true" in agents:
+        lines.append("true: the same planner on the env's own simulator (true dynamics)")
+    if "random" in agents:
+        lines.append("random: uniformly random actions")
+    return PlanSetup(t, steps, localize, tuple(lines), tuple(warnings))
+
+
 def plan_in_env(
     model: Any | None,
     env_id: str,
@@ -511,41 +748,44 @@ def plan_in_env(
     env_kwargs: dict | None = None,
     gif_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    explore: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """MPC with a world model in the real env ``env_id`` (what ``worldmodels plan`` runs).
 
-    ``agents`` picks what to run on the same episodes (same env seeds and targets): ``"model"`` (MPC
-    with ``model``), ``"true"`` (the same planner on :class:`SimulatorModel`), ``"random"``. Returns
-    ``{agent: metrics}`` (:func:`run_episodes`); ``gif_dir`` receives ``<agent>.gif`` of episode 0.
+    ``agents`` picks what to run on the same episodes (same env seeds, explorations and targets): ``"model"``
+    (MPC with ``model``), ``"true"`` (the same planner on :class:`SimulatorModel`), ``"random"``. The
+    combination is checked first (:func:`plan_setup`; ``explore=None``: what the task asks for); ``log``
+    receives what runs, one line each, and the warnings (``None``: warnings go to :func:`warnings.warn`).
+    Returns ``{agent: metrics}`` (:func:`run_episodes`); ``gif_dir`` receives ``<agent>.gif`` of episode 0.
     """
     from agents.mpc import MPCAgent
     from agents.planners import make_planner
 
-    unknown = set(agents) - {"model", "true", "random"}
-    if unknown:
-        raise ValueError(f"plan: unknown agents {sorted(unknown)}; expected model, true or random")
-    if "model" in agents and model is None:
-        raise ValueError("plan: agent 'model' needs a model (checkpoint)")
+    setup = plan_setup(model, env_id, task, explore, max_steps, max_context, agents, env_kwargs)
+    t = setup.task
     kwargs = dict(env_kwargs or {})
-    t = task_for_env(env_id, task, kwargs)
-    if max_steps is not None:
-        t = type(t)(max_steps=max_steps)
-    kwargs.setdefault("max_episode_steps", max(t.max_steps, 1))
+    kwargs.setdefault("max_episode_steps", setup.explore + max(t.max_steps, 1))
     env = gym.make(env_id, **kwargs)
     space = env.action_space
-    if model is not None:
-        want = getattr(getattr(model, "config", None), "action_dim", None)
-        have = int(space.n) if isinstance(space, gym.spaces.Discrete) else int(np.prod(space.shape or ()))
-        if want is not None and want != have:
-            raise ValueError(
-                f"plan: the model acts with action_dim {want}, {env_id} has {space} (size {have})"
-            )
+    name = planner
+    if name == "auto":
+        name = "categorical-cem" if isinstance(space, gym.spaces.Discrete) else "cem"
+    if log is not None:
+        for line in setup.lines:
+            log(line)
+        if "model" in agents or "true" in agents:
+            log(f"planner: {name}, horizon {horizon}, {num_candidates} candidates, {iterations} iterations")
+    for w in setup.warnings:
+        if log is not None:
+            log(f"warning: {w}")
+        else:
+            import warnings
+
+            warnings.warn(w, stacklevel=2)
 
     def planner_for() -> Any:
         kw: dict[str, Any] = {"num_candidates": num_candidates, "iterations": iterations, "seed": seed}
-        name = planner
-        if name == "auto":
-            name = "categorical-cem" if isinstance(space, gym.spaces.Discrete) else "cem"
         if name in ("cem", "categorical-cem"):
             kw["num_elites"] = min(num_elites, num_candidates)
         return make_planner(name, space, horizon, **kw)
@@ -572,6 +812,8 @@ def plan_in_env(
             gif_title=f"{who} / {env_id}",
             progress=progress,
             desc=who,
+            explore=setup.explore,
+            localize=setup.localize and who == "model",
         )
     env.close()
     return results

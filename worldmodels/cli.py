@@ -298,7 +298,10 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--elites", type=int, default=50)
     p.add_argument("--max-context", type=int, default=None, help="frames the model filters (default: episode)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--explore", type=int, default=None,
+                   help="exploration steps at the start of each episode, memorised by a model with memory "
+                        "(default: what the task asks for, 256 for ImageNavGoal-v0, else 0)")
+    p.add_argument("--seed", type=int, default=0, help="env seeds seed .. seed + episodes - 1 (default 0)")
     p.add_argument("--out", default="runs/plan", help="folder for metrics.json and <agent>.gif")
     p.add_argument("--no-progress", action="store_true")
 
@@ -315,15 +318,22 @@ def _plan_run(args: argparse.Namespace) -> int:
     agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
     model = load(args.checkpoint) if args.checkpoint else None
     t0 = time.time()
+    setup: list[str] = []
+
+    def log(line: str) -> None:  # which combination runs, and its warnings
+        setup.append(line)
+        print(f"plan: {line}", file=sys.stderr if line.startswith("warning:") else sys.stdout)
+
     res = plan_in_env(
         model, args.env, args.episodes, args.task, args.planner, args.horizon, args.candidates,
         args.iterations, args.elites, args.max_steps, args.max_context, args.seed, agents,
-        args.env_kwargs, args.out, not args.no_progress,
+        args.env_kwargs, args.out, not args.no_progress, explore=args.explore, log=log,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"command": "worldmodels plan " + " ".join(sys.argv[2:]), "checkpoint": args.checkpoint,
-              "env": args.env, "seed": args.seed, "wall_clock_s": round(time.time() - t0, 1), "metrics": res}
+              "env": args.env, "seed": args.seed, "setup": setup, "wall_clock_s": round(time.time() - t0, 1),
+              "metrics": res}
     write_json(out / "metrics.json", report)
     for who, m in res.items():
         print(f"{who:>7}: success {m['success_rate']:.0%}  steps {m['mean_steps']:.1f}  return "
@@ -596,7 +606,9 @@ EXAMPLES = {
                 "worldmodels imagine --checkpoint runs/rssm/last --data data/nav_test --episode 3"],
     "impute": ["worldmodels impute --checkpoint kvae-box --data data/ball_test --drop 0.5",
                "worldmodels impute --checkpoint kvae-box --data data/ball_test --gap 8 --episode 2"],
-    "plan": ["worldmodels plan --checkpoint runs/kvae_force/last --env BouncingBallForce-v0 --agents model,true,random"],
+    "plan": ["worldmodels plan --checkpoint runs/kvae_force/last --env BouncingBallForce-v0 --agents model,true,random",
+             "worldmodels plan --checkpoint gtmsm-imagenav-elbo --env ImageNavGoal-v0 --agents model,true,random "
+             "--seed 50000   # 256 exploration steps, then localize the goal"],
     "experiment": ["worldmodels experiment --list",
                    "worldmodels experiment gtmsm-imagenav --phase report",
                    "worldmodels experiment gtmsm-imagenav -h   # the experiment's options"],

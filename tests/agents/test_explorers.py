@@ -202,3 +202,27 @@ def test_miniworld_agents_build_their_explorers_for_the_env_actions() -> None:
     assert dict(MINIWORLD_AGENTS["walk_fourrooms"].env_kwargs) == {"miniworld_max_steps": 300}
     with pytest.raises(ValueError, match="unknown explorer 'spin'"):
         CollectionAgent("WM-MiniWorld-OneRoom-v0", 10, "spin").policy()
+
+
+def test_explore_records_frames_actions_and_infos_and_refuses_truncation() -> None:
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+    from agents.explorers import explore
+
+    env = gym.make("ImageNavGoal-v0", max_episode_steps=40)
+    obs, info = env.reset(seed=1)
+    policy = PoissonRepeat(env.action_space)
+    policy.reset(1)
+    ex = explore(env, policy, 30, obs, info)  # may pass the env's goal: termination is not an end here
+    assert len(ex.frames) == len(ex.actions) == len(ex.infos) == 31 and ex.actions[0] is None
+    assert ex.obs is ex.frames[-1] and ex.info is ex.infos[-1] and ex.explorer is policy
+    np.testing.assert_array_equal(ex.obs, env.unwrapped.core.observe()[0])
+    replay = PoissonRepeat(env.action_space)
+    replay.reset(1)
+    assert [int(a) for a in ex.actions[1:]] == [int(replay.act(None)) for _ in range(30)]
+    obs, info = env.reset(seed=1)
+    with pytest.raises(ValueError, match="truncated the episode after 40 of 50 exploration steps"):
+        explore(env, policy, 50, obs, info)
+    with pytest.raises(ValueError, match="expected steps >= 0"):
+        explore(env, policy, -1, obs, info)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.mpc import MPCAgent, to_model_obs
-from agents.objectives import goal_image, goal_latent, goal_state, stay_in_region
+from agents.objectives import goal_image, goal_latent, goal_state, localized_goal, stay_in_region
 from agents.planners import CEM, CategoricalCEM
 from worldmodels.api import Belief, Imagination
 
@@ -88,6 +88,41 @@ def test_warm_start_and_max_context() -> None:
     assert model.observed[-1][0].shape == (1, 2, 1)
 
 
+def test_a_frame_is_observed_once_after_observe_or_memorise() -> None:
+    """act(obs) after observe(obs) / memorise(..., obs) plans from the recorded frame: the model's context
+    holds each frame once (the spy model records every observe call), as when act(obs) observes it itself."""
+    env = LineEnv()
+
+    def make(model):
+        planner = CategoricalCEM(env.action_space, 3, num_candidates=30, num_elites=5, seed=0)
+        return MPCAgent(model, planner, goal_state(torch.tensor([3.0])), env.action_space)
+
+    f0, f1 = np.array([0.0], np.float32), np.array([1.0], np.float32)
+    plain, spy = LineModel(False), LineModel(False)
+    a, b = make(plain), make(spy)
+    assert a.act(f0) == 2
+    b.observe(f0)
+    assert b.act(f0) == 2  # f0 is not observed a second time (with a zero action)
+    assert [o.shape for o, _ in spy.observed] == [(1, 1, 1)]
+    torch.testing.assert_close(spy.observed[-1], plain.observed[-1])
+    a.act(f1), b.act(f1)  # the next frame is observed with the action taken
+    assert [o.shape for o, _ in spy.observed] == [(1, 1, 1), (1, 2, 1)]
+    torch.testing.assert_close(spy.observed[-1], plain.observed[-1])
+    assert spy.observed[-1][1][0, 1].tolist() == [0.0, 0.0, 1.0]  # one-hot of action 2
+
+    mem = LineModel(False)
+    c = make(mem)
+    c.memorise([f0, f1, np.array([2.0], np.float32)], [None, 2, 2])  # an exploration that ends at 2
+    assert c.act(np.array([2.0], np.float32)) == 2
+    assert len(mem.observed) == 1 and mem.observed[0][0].flatten().tolist() == [0.0, 1.0, 2.0]
+    assert mem.observed[0][1][0].tolist() == [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    c.observe(f1, 0)
+    with pytest.raises(ValueError, match="obs differs from the frame last given to observe"):
+        c.act(f0)
+    with pytest.raises(ValueError, match="expected as many actions as frames"):
+        c.memorise([f0, f1], [None])
+
+
 def test_objectives_and_errors() -> None:
     s = torch.tensor([[[0.0], [1.0]], [[2.0], [2.0]]])  # [N=2, H=2, 1]
     im = Imagination(obs=torch.zeros(2, 2, 1, 2, 2), latent=s, uncertainty=torch.zeros(2, 2), extras={"s": s})
@@ -118,6 +153,21 @@ def test_objectives_and_errors() -> None:
             goal_state(torch.zeros(1)),
             env.action_space,
         )
+
+
+def test_localized_goal_looks_the_frame_up_in_memory() -> None:
+    class Memory(LineModel):  # remembers where each frame was seen: the frame's value is its position
+        def localize(self, belief, frames):
+            return frames.flatten(1)[:, :1]
+
+    im = Imagination(obs=torch.zeros(2, 1, 1), latent=torch.zeros(2, 1, 1), uncertainty=torch.zeros(2, 1),
+                     extras={"s": torch.tensor([[[2.0]], [[0.0]]])})
+    belief = Belief(features=torch.zeros(1, 1))
+    assert localized_goal(Memory(False), belief, torch.full((1, 1, 1), 2.0))(im).tolist() == [0.0, -4.0]
+    with pytest.raises(TypeError, match="LineModel has no localize"):
+        localized_goal(LineModel(False), belief, torch.zeros(1, 1, 1))
+    with pytest.raises(ValueError, match=r"expected one frame \[C, H, W\]"):
+        localized_goal(Memory(False), belief, torch.zeros(1))
 
 
 def test_to_model_obs() -> None:

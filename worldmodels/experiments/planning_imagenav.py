@@ -90,31 +90,26 @@ def _cell(pose: Any) -> tuple[int, int]:
 
 
 def explore(env: Any, seed: int, tau: int) -> dict[str, Any]:
-    """Reset with ``seed`` and run the Poisson explorer for ``tau`` steps; draw the goal."""
+    """Reset with ``seed`` and run the Poisson explorer for ``tau`` steps (:func:`agents.explorers.explore`);
+    draw the goal among the visited cells (:func:`agents.tasks.remembered_goal`)."""
     import numpy as np
 
     from agents.explorers import PoissonRepeat
+    from agents.explorers import explore as explore_env
+    from agents.tasks import remembered_goal
 
     obs, info = env.reset(seed=seed)
-    actions: list[int | None]
     explorer = PoissonRepeat(env.action_space, lam=2.0)
     explorer.reset(seed)
-    frames, actions, poses = [obs], [None], [_cell(info["pose"])]
-    for _ in range(tau):
-        a = explorer.act(obs)
-        obs, _, _, _, info = env.step(a)
-        frames.append(obs)
-        actions.append(int(a))
-        poses.append(_cell(info["pose"]))
+    ex = explore_env(env, explorer, tau, obs, info)
+    poses = [_cell(i["pose"]) for i in ex.infos]
     here = poses[-1]
-    visited = sorted(set(poses) - {here})
-    rng = np.random.default_rng([seed, 1])
-    goal = visited[int(rng.integers(len(visited)))]
+    goal = remembered_goal(poses, np.random.default_rng([seed, 1]))
     core = env.unwrapped.core
     goal_obs = core.crops(np.array([goal]))[0]
     optimal = shortest_path(core.blocked[0], here, goal)
-    return {"frames": frames, "actions": actions, "poses": poses, "goal": goal, "goal_obs": goal_obs,
-            "optimal": optimal, "explorer": explorer, "obs": obs}
+    return {"frames": ex.frames, "actions": ex.actions, "poses": poses, "goal": goal, "goal_obs": goal_obs,
+            "optimal": optimal, "explorer": explorer, "obs": ex.obs}
 
 
 def _rgb(frames: Any) -> Any:
@@ -130,10 +125,8 @@ def _rgb(frames: Any) -> Any:
 def run_agent(env: Any, seed: int, tau: int, kind: str, model: Any, args: Args,
               gif: Path | None = None) -> dict[str, Any]:
     """One episode of agent ``kind`` (``random``, ``gtmsm``, ``pixels``) after the shared exploration."""
-    import torch
-
     from agents.mpc import MPCAgent
-    from agents.objectives import goal_image, goal_state
+    from agents.objectives import goal_image, localized_goal
     from agents.planners import CategoricalCEM
     from agents.tasks import plan_gif
     from worldmodels.api import frames_to_tensor
@@ -147,12 +140,9 @@ def run_agent(env: Any, seed: int, tau: int, kind: str, model: Any, args: Args,
                                  num_elites=max(args.candidates // 10, 2), iterations=args.iterations, seed=seed)
         goal_x = frames_to_tensor(ep["goal_obs"])  # [C, h, w]
         agent = MPCAgent(model, planner, goal_image(goal_x), env.action_space)
-        for frame, a in zip(ep["frames"], ep["actions"]):
-            agent.observe(frame, a)
+        agent.memorise(ep["frames"], ep["actions"])
         if kind == "gtmsm":  # where was the goal seen? reverse lookup in the spatial memory
-            with torch.no_grad():
-                s_goal = model.localize(agent.belief, goal_x[None])[0]
-            agent.objective = goal_state(s_goal)
+            agent.objective = localized_goal(model, agent.belief, goal_x)
     real, plans = [], []
     steps, success = 0, False
     pose = ep["poses"][-1]
@@ -160,7 +150,7 @@ def run_agent(env: Any, seed: int, tau: int, kind: str, model: Any, args: Args,
         if agent is None:
             a = ep["explorer"].act(obs)
         else:
-            a = agent.act(obs if steps else None)  # the first frame was observed with the exploration
+            a = agent.act(obs)  # the first frame was memorised with the exploration (observed once)
         if gif is not None:
             real.append(_rgb(obs))
             im = None if agent is None else agent.imagination
