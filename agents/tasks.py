@@ -190,14 +190,12 @@ class GoalImageTask(Task):
 
     def explored(self, env: gym.Env, exploration: Exploration, rng: np.random.Generator) -> None:
         """Redraw the goal among the cells the exploration visited (not the last) and move the env's goal there."""
-        core = getattr(env.unwrapped, "core", None)
-        if core is None or not hasattr(core, "goal") or not hasattr(core, "crops"):
-            raise ValueError(f"GoalImageTask.explored: expected an ImageNav env of this package (ImageNavGoal-v0), "
+        set_goal = getattr(env.unwrapped, "set_goal", None)
+        if set_goal is None:
+            raise ValueError(f"GoalImageTask.explored: expected an env with set_goal(cell) (ImageNavGoal-v0), "
                              f"received {env}")
         cells = [(int(i["pose"][0]), int(i["pose"][1])) for i in exploration.infos]
-        goal = remembered_goal(cells, rng)
-        core.goal[0] = goal
-        self.goal = frames_to_tensor(core.crops(np.array([goal]))[0])  # [C, H, W]
+        self.goal = frames_to_tensor(set_goal(remembered_goal(cells, rng)))  # [C, H, W]
 
     def goal_frame(self) -> Tensor:
         return self.goal

@@ -273,6 +273,28 @@ class ImageNavEnv(CoreEnv):
         """Arrows or WASD move (the first held of up, down, left, right), as ``gymnasium.utils.play`` reads it."""
         return direction_keys_to_action({"up": 0, "down": 1, "left": 2, "right": 3})
 
+    def set_goal(self, cell: tuple[int, int]) -> np.ndarray:
+        """Goal mode: move this episode's goal to ``cell`` (row, col); returns its crop ``[h, w, C]`` uint8
+        (the new ``info["goal_obs"]``). Termination, reward and ``info["goal"]`` follow the new goal.
+
+        Example:
+            >>> import gymnasium as gym, envs
+            >>> env = gym.make("ImageNavGoal-v0")
+            >>> _ = env.reset(seed=0)
+            >>> env.unwrapped.set_goal((4, 5)).shape
+            (8, 8, 3)
+            >>> *_, terminated, _, info = env.step(3)  # right, from the centre (4, 4)
+            >>> terminated, info["goal"].tolist()
+            (True, [4.0, 5.0])
+        """
+        if not self.config.goal:
+            raise ValueError("ImageNav.set_goal: expected an env made with goal=True (ImageNavGoal-v0)")
+        goal = np.asarray(cell, dtype=np.int64)
+        if goal.shape != (2,) or not ((goal >= 0) & (goal < self.config.n_positions)).all():
+            raise ValueError(f"ImageNav.set_goal: expected a cell (row, col) on the grid, received {cell!r}")
+        self.core.goal[0] = goal
+        return self.core.crops(goal[None])[0]
+
 
 class ImageNavVectorEnv(CoreVectorEnv):
     """``num_envs`` ImageNav agents stepped in one numpy call (``gymnasium.make_vec("ImageNav-v0", n)``).
