@@ -55,7 +55,9 @@ def _json_dict(text: str) -> dict:
 
 
 def _collect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", required=True, help="Gymnasium id, e.g. ImageNav-v0")
+    p.add_argument("--env", required=True,
+                   help="Gymnasium id: ImageNav-v0, CartPole-v1, module:Id (imports module first), "
+                        "MiniWorld-OneRoom-v0 (the miniworld extra)")
     p.add_argument("--out", required=True, help="dataset folder (created; an interrupted run resumes)")
     p.add_argument("--episodes", type=int, required=True, help="episodes in the whole dataset")
     p.add_argument("--steps", type=int, required=True, help="actions per episode (steps + 1 frames)")
@@ -67,6 +69,9 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-shards", type=int, default=1, help="machines sharing the collection (default 1)")
     p.add_argument("--env-kwargs", type=_json_dict, default={}, help="JSON kwargs of gymnasium.make")
     p.add_argument("--episodes-per-shard", type=int, default=None, help="default: ~32 MB shards")
+    p.add_argument("--obs-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="store frames area-resized to H x W (observations, or render() frames when the "
+                        "observations are not images); default: as the env gives them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -86,9 +91,20 @@ def _collect_run(args: argparse.Namespace) -> int:
         num_shards=args.num_shards,
         env_kwargs=args.env_kwargs,
         episodes_per_shard=args.episodes_per_shard,
+        obs_size=None if args.obs_size is None else tuple(args.obs_size),
         progress=not args.no_progress,
     )
-    print(RolloutDataset(out).summary())
+    data = RolloutDataset(out)
+    print(data.summary())
+    short = data.lengths < args.steps
+    if short.any():
+        print(f"note: {int(short.sum())} of {len(short)} episodes ended before --steps {args.steps} (the env "
+              f"terminated or truncated them; lengths {data.lengths.min()}-{data.lengths.max()}); they are "
+              "stored at their own length, and windows never cross an episode's end", file=sys.stderr)
+    frame = data.frame_shape
+    if data.meta["observation"]["source"] == "render" and args.obs_size is None and frame[0] * frame[1] > 128 * 128:
+        print(f"hint: frames come from render() at {frame[0]}x{frame[1]}; --obs-size 64 64 stores them "
+              "area-resized (a fraction of the disk space)", file=sys.stderr)
     return 0
 
 
@@ -595,6 +611,7 @@ COMMANDS["bench"] = ("run the benchmarks (a source checkout); writes docs/benchm
 
 EXAMPLES = {
     "collect": ["worldmodels collect --env ImageNav-v0 --out data/nav --episodes 1000 --steps 511 --num-envs 16",
+                "worldmodels collect --env CartPole-v1 --out data/cartpole --episodes 32 --steps 64 --obs-size 64 64",
                 "worldmodels collect --env BouncingBall-v0 --out data/ball --episodes 5000 --steps 19 --policy uniform",
                 "worldmodels collect ... --shard-index 0 --num-shards 4   # machine 0 of 4, one shared folder"],
     "train": ["worldmodels train --model gtmsm --config imagenav --data data/nav --window 288 --out runs/gtmsm",

@@ -96,15 +96,18 @@ def test_round_trip_matches_hand_rollout(tmp_path: Path, env_id: str, steps: int
     assert space_from_json(data.meta["action_space"]) == gym.make(env_id).action_space
 
 
-def test_early_end_is_recorded_and_padded(tmp_path: Path) -> None:
+def test_early_end_is_recorded_and_stored_without_padding(tmp_path: Path) -> None:
     # BouncingBall-v0 is truncated by its TimeLimit after 20 steps; we ask for 30.
     data = RolloutDataset(collect("BouncingBall-v0", tmp_path / "d", 3, 30, policy=UniformRandom,
                                   num_envs=2, progress=False))
     assert data.lengths.tolist() == [20, 20, 20]
     ep = data[1]
     assert ep.obs.shape == (21, 32, 32, 1) and ep.action.shape == (20,) and ep.truncated and not ep.terminated
-    raw = data.shard_arrays(0)
-    assert raw["obs"].shape[1] == 31 and not raw["obs"][:, 21:].any()  # zero padding after the end
+    raw = data.shard_arrays(0)  # on disk (format 2): the episodes end to end, no padding
+    assert raw["obs"].shape == (3 * 21, 32, 32, 1) and raw["action"].shape == (3 * 20,)
+    padded = data.padded("obs")  # in memory, as format 1 stored it: zeros after the end
+    assert padded.shape == (3, 31, 32, 32, 1) and not padded[:, 21:].any()
+    np.testing.assert_array_equal(padded[1, :21], ep.obs)
     ref = _hand_rollout("BouncingBall-v0", 0, 1, 30, UniformRandom)
     np.testing.assert_array_equal(ep.obs, np.stack(ref["obs"]))
 

@@ -3,11 +3,13 @@
 DESIGN §2. A rollout step: ``obs[t]`` is seen, ``action[t]`` is taken, ``obs[t + 1]`` results; an
 episode of ``steps`` actions stores ``steps + 1`` frames.
 
-One module per concern, dependencies one way (``format <- reader <- windows``, ``format <- collect``):
+One module per concern, dependencies one way (``format <- reader <- windows``, ``format, resize <- collect``):
 
 * :mod:`worldmodels.data.format`: the dataset folder (``meta.json``, shards, checksums, format version),
   spaces as JSON, :func:`episode_seeds`, :class:`CorruptDatasetError` / :class:`CorruptShardError`;
-* :mod:`worldmodels.data.collect`: :func:`collect` (policies in vector envs -> atomic shards, resumable);
+* :mod:`worldmodels.data.collect`: :func:`collect` (policies in vector envs -> atomic shards, resumable; env
+  ids, ``module:Id``, MiniWorld ids, env factories or instances);
+* :mod:`worldmodels.data.resize`: :func:`area_resize` (numpy area averaging of uint8 frames, ``obs_size``);
 * :mod:`worldmodels.data.reader`: :class:`RolloutDataset`, :class:`Episode`;
 * :mod:`worldmodels.data.windows`: :class:`WindowDataset`, :func:`make_loader`, :class:`EpisodeStartWindows`,
   :class:`MappedWindows`, :func:`collate_batches`, :func:`iterate_batches`.
@@ -33,10 +35,12 @@ from worldmodels.data.format import (
     CorruptDatasetError,
     CorruptShardError,
     episode_seeds,
+    packed_offsets,
     space_from_json,
     space_to_json,
 )
 from worldmodels.data.reader import Episode, RolloutDataset
+from worldmodels.data.resize import area_resize
 from worldmodels.data.windows import (
     EpisodeStartWindows,
     MappedWindows,
@@ -58,11 +62,13 @@ __all__ = [
     "Policy",
     "RolloutDataset",
     "WindowDataset",
+    "area_resize",
     "collate_batches",
     "collect",
     "episode_seeds",
     "iterate_batches",
     "make_loader",
+    "packed_offsets",
     "resolve_env_id",
     "space_from_json",
     "space_to_json",

@@ -36,10 +36,12 @@ from worldmodels.data.format import (
     FORMAT_VERSION,
     _HashingFile,
     _read_json,
+    _time_axis,
     _write_json,
     episode_seeds,
     space_to_json,
 )
+from worldmodels.data.resize import area_resize
 from worldmodels.files import dead_temps, explain_write_error, remove, temp_path
 
 __all__ = ["BatchPolicy", "Policy", "collect", "resolve_env_id"]
@@ -75,25 +77,47 @@ class BatchPolicy(Protocol):
 def resolve_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     """The spec of ``env_id`` after ``import envs``; unknown ids raise with close matches.
 
+    Besides registered ids, takes Gymnasium's ``"module:Id"`` (``module`` is imported first, as
+    ``gymnasium.make`` does: a third-party package registering its envs on import) and MiniWorld's own
+    ``"MiniWorld-<Name>-v0"`` ids (``miniworld`` is imported headless first; the ``miniworld`` extra).
+
     Example:
         >>> resolve_env_id("CartPole-v1").id
         'CartPole-v1'
+        >>> resolve_env_id("envs:ImageNav-v0").id
+        'ImageNav-v0'
         >>> resolve_env_id("CartPol-v1")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ValueError: unknown environment id 'CartPol-v1'. Did you mean 'CartPole-v1' or ...?
     """
-    import envs  # noqa: F401  (registers our ids)
+    import importlib
 
-    if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    import envs  # noqa: F401  (registers our ids)
+    from envs.miniworld_nav import import_miniworld
+
+    if not isinstance(env_id, str):
+        raise TypeError(f"resolve_env_id: expected an id string, received {type(env_id).__name__}")
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        elif name.startswith("MiniWorld-") and name not in gym.registry:
+            import_miniworld()
+    except ImportError as e:
+        raise ValueError(
+            f"environment id {env_id!r}: importing {module or 'miniworld'!r} (which registers it) failed: {e}"
+        ) from e
+    if name not in gym.registry:
+        close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
         hint = (
             f" Did you mean {' or '.join(repr(c) for c in close)}?"
             if close
             else f" Known ids include {sorted(gym.registry)[:8]}..."
         )
-        raise ValueError(f"unknown environment id {env_id!r}.{hint}")
-    return gym.spec(env_id)
+        where = f" (module {module!r} was imported but does not register {name!r})" if module else ""
+        raise ValueError(f"unknown environment id {env_id!r}{where}.{hint}")
+    return gym.spec(name)
 
 
 def _is_image_space(space: spaces.Space) -> bool:
@@ -104,9 +128,9 @@ def _is_image_space(space: spaces.Space) -> bool:
     )
 
 
-def _policy_spec(factory: Callable[..., Any]) -> dict[str, Any]:
-    """``{"name", "kwargs"}`` of a policy factory (a class or ``functools.partial`` of one),
-    with default arguments filled in, so equal policies describe themselves equally."""
+def _callable_spec(factory: Callable[..., Any], what: str = "policy") -> dict[str, Any]:
+    """``{"name", "kwargs"}`` of a policy (or env) factory (a class, a function or ``functools.partial`` of
+    one), with default arguments filled in, so equal factories describe themselves equally."""
     spec = getattr(factory, "spec", None)
     if isinstance(spec, dict):
         return spec
@@ -114,11 +138,16 @@ def _policy_spec(factory: Callable[..., Any]) -> dict[str, Any]:
     if isinstance(factory, functools.partial):
         func, kwargs = factory.func, dict(factory.keywords)
         if factory.args:
-            raise ValueError("collect: pass policy arguments by keyword (functools.partial(cls, name=value))")
+            raise ValueError(f"collect: pass {what} arguments by keyword (functools.partial(cls, name=value))")
     try:
+        params = inspect.signature(func).parameters
         bound = inspect.signature(func).bind_partial(**kwargs)
         bound.apply_defaults()
-        kwargs = {k: v for k, v in bound.arguments.items() if k != "action_space"}
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        kwargs = {
+            k: v for k, v in bound.arguments.items()
+            if k != "action_space" and not (params[k].kind in variadic and not v)  # an empty **kwargs says nothing
+        }
     except (TypeError, ValueError):
         pass
     name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
@@ -158,28 +187,158 @@ def _make_vec(
     if render:
         kwargs["render_mode"] = "rgb_array"
     if spec.vector_entry_point is not None:
-        env = gym.make_vec(spec.id, num_envs, vectorization_mode="vector_entry_point", **kwargs)
+        env = gym.make_vec(spec, num_envs, vectorization_mode="vector_entry_point", **kwargs)
         first = _seeds_per_env(env)
         if first is not None:
             return env, first
         env.close()  # one seed for the whole batch would tie the data to num_envs
     if num_envs > 1:
         return gym.make_vec(
-            spec.id, num_envs, vectorization_mode="async", vector_kwargs={"context": "spawn"}, **kwargs
+            spec, num_envs, vectorization_mode="async", vector_kwargs={"context": "spawn"}, **kwargs
         ), None
-    return gym.make_vec(spec.id, 1, vectorization_mode="sync", **kwargs), None
+    return gym.make_vec(spec, 1, vectorization_mode="sync", **kwargs), None
 
 
-def _frames(env: gym.vector.VectorEnv, obs: Any, render: bool) -> np.ndarray:
-    if not render:
-        return np.asarray(obs)
-    rendered = env.render()
-    if rendered is None:
-        raise ValueError("collect: expected frames from render() (render_mode='rgb_array'), received None")
-    frames = np.stack([np.asarray(f) for f in rendered])  # [n, H, W, C]
-    if frames.dtype != np.uint8:
-        raise ValueError(f"collect: expected uint8 frames from render(), received dtype {frames.dtype}")
-    return frames
+def _frames(env: gym.vector.VectorEnv, obs: Any, render: bool, obs_size: tuple[int, int] | None) -> np.ndarray:
+    """The frames to store of a batch of observations, uint8 ``[n, H, W(, C)]``: the observations themselves
+    or ``env.render()``, area-resized to ``obs_size`` when given."""
+    if render:
+        rendered = env.render()
+        if rendered is None:
+            raise ValueError("collect: expected frames from render() (render_mode='rgb_array'), received None")
+        frames = np.stack([np.asarray(f) for f in rendered])  # [n, H, W, C]
+        if frames.dtype != np.uint8 or frames.ndim not in (3, 4):
+            raise ValueError(
+                f"collect: expected uint8 frames [H, W(, C)] from render(), received {frames.dtype} "
+                f"{frames.shape[1:]}"
+            )
+    else:
+        frames = np.asarray(obs)
+    return frames if obs_size is None else area_resize(frames, obs_size, axes=(1, 2))
+
+
+class _EnvSource:
+    """Where the envs of a collection come from and how they are vectorised (``collect``'s ``env_id``).
+
+    ``name`` and ``description`` are what ``meta.json`` records (``env_id``, ``env_source``); :meth:`open`
+    makes the vector env; :meth:`close` closes it unless it is the caller's instance.
+    """
+
+    kind: str  # "id" | "factory" | "instance"
+    name: str
+    description: dict[str, Any]
+
+    def __init__(self, env: Any, num_envs: int, env_kwargs: dict[str, Any]) -> None:
+        self.env, self.num_envs, self.env_kwargs = env, num_envs, env_kwargs
+        self.spec: Any = None
+        if isinstance(env, str):
+            self.kind, self.name, self.description = "id", env, {"kind": "id"}
+            self.spec = resolve_env_id(env)
+            return
+        if isinstance(env, (gym.Env, gym.vector.VectorEnv)):
+            self.kind = "instance"
+            if env_kwargs:
+                raise ValueError("collect: env_kwargs go to gymnasium.make or a factory, not to an env instance")
+            if isinstance(env, gym.vector.VectorEnv):
+                inner: Any = env
+                if num_envs not in (1, env.num_envs):
+                    raise ValueError(
+                        f"collect: expected num_envs=1 or the vector env's {env.num_envs}, received {num_envs}"
+                    )
+            else:
+                inner = env.unwrapped
+                if num_envs != 1:
+                    raise ValueError(
+                        f"collect: an env instance is one env, expected num_envs=1, received {num_envs}; pass a "
+                        "factory (a callable returning an env) for several sub-environments"
+                    )
+            cls = f"{type(inner).__module__}.{type(inner).__qualname__}"
+            spec = getattr(env, "spec", None)
+            self.name = spec.id if spec is not None else cls
+            self.description = {
+                "kind": "vector_instance" if isinstance(env, gym.vector.VectorEnv) else "instance",
+                "class": cls,
+                "spec_kwargs": json.loads(json.dumps(spec.kwargs, default=str)) if spec is not None else None,
+            }
+            return
+        if callable(env):
+            self.kind = "factory"
+            spec = _callable_spec(env, "env factory")
+            self.name, self.description = spec["name"], {"kind": "factory", **spec}
+            return
+        raise TypeError(
+            "collect: expected an env id (str), an env factory (a callable returning a gymnasium.Env) or an env "
+            f"instance (gymnasium.Env or gymnasium.vector.VectorEnv), received {type(env).__name__}"
+        )
+
+    def open(self, render: bool | None) -> tuple[gym.vector.VectorEnv, tuple[Any, dict] | None, bool]:
+        """The vector env, its probe reset (or ``None``) and whether frames come from ``render()``
+        (``render=None``: exactly when the observations are not images)."""
+        if self.kind == "id":
+            if render is None:
+                env, first = _make_vec(self.spec, self.num_envs, self.env_kwargs, render=False)
+                if _is_image_space(env.single_observation_space):
+                    return env, first, False
+                env.close()
+                render = True
+            return (*_make_vec(self.spec, self.num_envs, self.env_kwargs, render), render)
+        if self.kind == "factory":
+            return self._open_factory(render)
+        env = self.env
+        vector = isinstance(env, gym.vector.VectorEnv)
+        space = env.single_observation_space if vector else env.observation_space
+        render = not _is_image_space(space) if render is None else render
+        if render and env.render_mode != "rgb_array":
+            raise ValueError(
+                f"collect: the env instance's observations are not images ({space}), so frames come from "
+                f"render(); expected render_mode='rgb_array', received {env.render_mode!r}"
+            )
+        if not vector:
+            return gym.vector.SyncVectorEnv([lambda: env]), None, render
+        mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        if gym.vector.AutoresetMode(mode) != gym.vector.AutoresetMode.NEXT_STEP:
+            raise ValueError(
+                f"collect: expected a vector env with next-step autoreset (Gymnasium's default), received {mode}"
+            )
+        first = _seeds_per_env(env)
+        if first is None:
+            raise ValueError(
+                "collect: expected a vector env that takes one seed per sub-env (reset(seed=[...])); "
+                "pass a factory instead"
+            )
+        return env, first, render
+
+    def _open_factory(self, render: bool | None) -> tuple[gym.vector.VectorEnv, None, bool]:
+        factory, kwargs = self.env, self.env_kwargs
+        one = factory(**kwargs)
+        if not isinstance(one, gym.Env):
+            raise TypeError(f"collect: expected the env factory to return a gymnasium.Env, received {type(one)}")
+        space = one.observation_space
+        render = not _is_image_space(space) if render is None else render
+        if render and one.render_mode != "rgb_array":  # ask the factory for frames
+            one.close()
+            kwargs = {**kwargs, "render_mode": "rgb_array"}
+            try:
+                one = factory(**kwargs)
+            except TypeError as e:
+                raise ValueError(
+                    f"collect: the env's observations are not images ({space}), so frames come from render(); "
+                    f"expected the factory to take render_mode='rgb_array' (or to make its env with it): {e}"
+                ) from e
+            if one.render_mode != "rgb_array":
+                raise ValueError(
+                    f"collect: expected the env factory called with render_mode='rgb_array' to make an env "
+                    f"that renders rgb_array frames, received render_mode {one.render_mode!r}"
+                )
+        if self.num_envs == 1:
+            return gym.vector.SyncVectorEnv([lambda: one]), None, render
+        one.close()
+        fn = functools.partial(factory, **kwargs)
+        return gym.vector.AsyncVectorEnv([fn] * self.num_envs, context="spawn"), None, render
+
+    def close(self, env: gym.vector.VectorEnv) -> None:
+        if self.kind != "instance":  # the caller's env stays open
+            env.close()
 
 
 @dataclass
@@ -193,13 +352,18 @@ class _Layout:
 
 
 def _probe(
-    env: gym.vector.VectorEnv, render: bool, steps: int, first: tuple[Any, dict] | None = None
+    env: gym.vector.VectorEnv,
+    render: bool,
+    steps: int,
+    first: tuple[Any, dict] | None = None,
+    obs_size: tuple[int, int] | None = None,
 ) -> tuple[_Layout, dict[str, Any]]:
     """Reset once (or use ``first``, the same reset already done) to learn frame shape and
     ground-truth keys; returns the layout and obs info."""
     seeds = [episode_seeds(0, i)[0] for i in range(env.num_envs)]
     obs, info = first or env.reset(seed=seeds)  # type: ignore[arg-type]  # list seed: see _seeds_per_env
-    frame = _frames(env, obs, render)[0]
+    raw = _frames(env, obs, render, None)[:1]  # [1, H, W(, C)] as the env gives it
+    frame = (raw if obs_size is None else area_resize(raw, obs_size, axes=(1, 2)))[0]
     act = env.single_action_space
     if act.shape is None:
         raise ValueError(
@@ -223,6 +387,8 @@ def _probe(
     if render and isinstance(space, spaces.Box) and len(space.shape) == 1:
         arrays["env_obs"] = {"shape": [steps + 1, *space.shape], "dtype": str(np.dtype(space.dtype))}
     source = {"source": "render" if render else "observation", "shape": list(frame.shape), "dtype": "uint8"}
+    if obs_size is not None:
+        source.update(env_shape=list(raw.shape[1:]), resize="area")
     return _Layout(arrays), source
 
 
@@ -257,6 +423,7 @@ def _run_batch(
     steps: int,
     render: bool,
     out: dict[str, np.ndarray],
+    obs_size: tuple[int, int] | None = None,
 ) -> int:
     """Run ``env.num_envs`` episodes in lock step into ``out`` (arrays ``[num_envs, ...]`` of the
     layout, reused between batches: every entry is overwritten); rows beyond ``len(indices)`` are
@@ -264,7 +431,7 @@ def _run_batch(
 
     Every row is written at every step without masks; after an early end the rows are cut back to
     zero padding once, at the end (the batch env autoresets ended rows; what it writes there is
-    erased)."""
+    erased; format 2 writes the episodes without it)."""
     n = env.num_envs
     idx = list(indices) + [indices[-1]] * (n - len(indices))  # pad a short last batch
     env_seeds, policy_seeds = zip(*(episode_seeds(seed, i) for i in idx))
@@ -275,7 +442,7 @@ def _run_batch(
     length, terminated, truncated = out["length"], out["terminated"], out["truncated"]  # [n]
 
     def record(t: int, obs: Any, info: dict) -> None:
-        frames[:, t] = _frames(env, obs, render)
+        frames[:, t] = _frames(env, obs, render, obs_size)
         for k in gt:
             src = obs if k == "env_obs" else info.get(k)
             out[k][:, t] = 0 if src is None else src
@@ -310,8 +477,10 @@ def _run_batch(
     return int(length[: len(indices)].sum()) + len(indices)
 
 
-def _write_shard(out_dir: Path, index: int, first: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Write one shard directory atomically; returns its ``meta["shards"]`` entry.
+def _write_shard(
+    out_dir: Path, index: int, first: int, arrays: dict[str, np.ndarray], version: int = FORMAT_VERSION
+) -> dict[str, Any]:
+    """Write one shard directory atomically (in format ``version``); returns its ``meta["shards"]`` entry.
 
     All files are written (and hashed) first, then fsync'ed concurrently (one thread each: the disk
     gets all requests at once; 2-4x faster than one after the other here), then the directory is
@@ -322,7 +491,7 @@ def _write_shard(out_dir: Path, index: int, first: int, arrays: dict[str, np.nda
     tmp = temp_path(out_dir / name)
     tmp.mkdir()
     try:
-        entry = _write_shard_files(tmp, first, arrays)
+        entry = _write_shard_files(tmp, first, arrays, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
         raise
@@ -330,18 +499,31 @@ def _write_shard(out_dir: Path, index: int, first: int, arrays: dict[str, np.nda
     return entry
 
 
-def _write_shard_files(tmp: Path, first: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+def _stored_rows(key: str, a: np.ndarray, lengths: np.ndarray, version: int) -> tuple[tuple[int, ...], list]:
+    """Shape on disk and the contiguous pieces, in order, of shard array ``key`` (buffer ``a [E, ...]``):
+    format 1 the buffer as it is (zero padding included), format 2 each episode cut to its length."""
+    axis = _time_axis(key)
+    if version == 1 or axis == "episode":
+        return a.shape, [np.ascontiguousarray(a)]
+    extra = 1 if axis == "frame" else 0  # frames: length + 1, steps: length
+    rows = [a[i, : int(n) + extra] for i, n in enumerate(lengths)]
+    return (sum(len(r) for r in rows), *a.shape[2:]), rows
+
+
+def _write_shard_files(tmp: Path, first: int, arrays: dict[str, np.ndarray], version: int) -> dict[str, Any]:
     files, handles = {}, []
     try:
         for key in sorted(arrays):
-            a = np.ascontiguousarray(arrays[key])
+            shape, rows = _stored_rows(key, arrays[key], arrays["length"], version)
             f = open(tmp / f"{key}.npy", "wb")  # noqa: SIM115 - closed below, after the fsyncs
             handles.append(f)
             h = _HashingFile(f)
             # the bytes of np.save (format 1.0 header, then the data), without its chunk copies
-            np.lib.format.write_array_header_1_0(h, np.lib.format.header_data_from_array_1_0(a))
-            if a.size:
-                h.write(a.reshape(-1).view(np.uint8))
+            header = np.lib.format.header_data_from_array_1_0(arrays[key])
+            np.lib.format.write_array_header_1_0(h, {**header, "shape": shape})
+            for r in rows:
+                if r.size:
+                    h.write(np.ascontiguousarray(r).reshape(-1).view(np.uint8))
             f.flush()
             files[key] = {"sha256": h.sha.hexdigest(), "bytes": h.nbytes}
         with ThreadPoolExecutor(len(handles), thread_name_prefix="fsync") as pool:
@@ -371,15 +553,16 @@ class _ShardWriter:
     refreshed after each shard, in shard completion order, on the writer thread.
     """
 
-    def __init__(self, out_dir: Path, layout: _Layout, max_pending: int = 2) -> None:
-        self.out_dir, self.layout, self.max_pending = out_dir, layout, max_pending
+    def __init__(self, out_dir: Path, layout: _Layout, version: int = FORMAT_VERSION, max_pending: int = 2) -> None:
+        self.out_dir, self.layout, self.version, self.max_pending = out_dir, layout, version, max_pending
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
         self._pending: list[tuple[Future, dict[str, np.ndarray]]] = []
         self._free: list[dict[str, np.ndarray]] = []
 
     def _write(self, s: int, first: int, arrays: dict[str, np.ndarray]) -> None:
         try:
-            _refresh_meta(self.out_dir, {_SHARD.format(s): _write_shard(self.out_dir, s, first, arrays)})
+            entry = _write_shard(self.out_dir, s, first, arrays, self.version)
+            _refresh_meta(self.out_dir, {_SHARD.format(s): entry})
         except OSError as e:
             raise explain_write_error(
                 e, f"collect: shard {_SHARD.format(s)}", self.out_dir,
@@ -439,7 +622,10 @@ def _refresh_meta(out_dir: Path, new: dict[str, dict] | None = None) -> dict[str
     return meta
 
 
-_IDENTITY = ("format", "env_id", "env_kwargs", "policy", "seed", "episodes", "steps", "episodes_per_shard")
+_IDENTITY = ("format", "env_id", "env_source", "env_kwargs", "obs_size", "policy", "seed", "episodes", "steps",
+             "episodes_per_shard")
+_IDENTITY_DEFAULTS: dict[str, Any] = {"env_source": {"kind": "id"}, "obs_size": None}  # datasets without the key
+_KEPT = ("episodes_per_shard",)  # None requested: keep the dataset's
 
 
 def _check_compatible(out_dir: Path, meta: dict[str, Any], want: dict[str, Any]) -> None:
@@ -450,9 +636,9 @@ def _check_compatible(out_dir: Path, meta: dict[str, Any], want: dict[str, Any])
             "upgrade worldmodels or choose another --out"
         )
     diff = [
-        f"{k}: dataset has {meta.get(k)!r}, requested {want[k]!r}"
+        f"{k}: dataset has {meta.get(k, _IDENTITY_DEFAULTS.get(k))!r}, requested {want.get(k)!r}"
         for k in _IDENTITY
-        if want.get(k) is not None and meta.get(k) != want[k]
+        if not (k in _KEPT and want.get(k) is None) and meta.get(k, _IDENTITY_DEFAULTS.get(k)) != want.get(k)
     ]
     if diff:
         raise FileExistsError(
@@ -461,8 +647,17 @@ def _check_compatible(out_dir: Path, meta: dict[str, Any], want: dict[str, Any])
         )
 
 
+def _check_obs_size(obs_size: Any) -> tuple[int, int] | None:
+    if obs_size is None:
+        return None
+    size = tuple(obs_size) if isinstance(obs_size, (tuple, list)) else ()
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size):
+        raise ValueError(f"collect: expected obs_size (height, width) of positive ints, received {obs_size!r}")
+    return int(size[0]), int(size[1])
+
+
 def collect(
-    env_id: str,
+    env_id: str | Callable[..., gym.Env] | gym.Env | gym.vector.VectorEnv,
     out_dir: str | Path,
     episodes: int,
     steps: int,
@@ -474,15 +669,35 @@ def collect(
     num_shards: int = 1,
     env_kwargs: dict[str, Any] | None = None,
     episodes_per_shard: int | None = None,
+    obs_size: tuple[int, int] | None = None,
     progress: bool = True,
 ) -> Path:
     """Collect ``episodes`` rollouts of ``steps`` actions into the dataset folder ``out_dir``.
 
     Resumes: shards already in ``out_dir`` are kept and skipped. Refuses a folder holding a dataset
-    of another env, kwargs, policy, seed or size, or of a newer format.
+    of another env, kwargs, frame size, policy, seed or size, or of a newer format.
+
+    Frames: the observations when they are uint8 images ``[H, W(, C)]``, else ``env.render()``
+    (``render_mode="rgb_array"``; the observation itself is stored beside them as ``env_obs`` when it is a
+    vector), area-resized to ``obs_size`` when given (:func:`worldmodels.data.resize.area_resize`). Episodes
+    the env ends before ``steps`` actions (termination, or a time limit shorter than ``steps``) are stored
+    at their own length, without padding: ``RolloutDataset.lengths`` and ``summary()`` report them.
 
     Args:
-        env_id: a Gymnasium id (``import envs`` registers ours). Unknown ids raise with suggestions.
+        env_id: the env, one of
+
+            * a Gymnasium id (``import envs`` registers ours), Gymnasium's ``"module:Id"`` (``module`` is
+              imported first) or MiniWorld's ``"MiniWorld-<Name>-v0"``: vectorised with the env's batched
+              ``vector_entry_point`` when it has one that seeds each sub-env, else ``AsyncVectorEnv``
+              (``spawn``) for ``num_envs > 1``, else ``SyncVectorEnv``. Unknown ids raise with suggestions.
+            * an env factory, ``factory(**env_kwargs) -> gymnasium.Env`` (a function, class or
+              ``functools.partial``; called with ``render_mode="rgb_array"`` too when frames come from
+              ``render()`` and its env does not render so already): ``SyncVectorEnv`` for ``num_envs=1``,
+              else ``AsyncVectorEnv`` (``spawn``: the factory must pickle, by reference or with cloudpickle).
+              ``meta.json`` names it by its qualified name (and a ``partial``'s keywords).
+            * an env instance: a ``gymnasium.Env`` (``num_envs=1``; wrapped in ``SyncVectorEnv``) or a
+              ``gymnasium.vector.VectorEnv`` used as it is (next-step autoreset, one seed per sub-env); made
+              with ``render_mode="rgb_array"`` when its observations are not images. It is not closed.
         out_dir: dataset folder (created).
         episodes: number of episodes in the whole dataset (all shards, all writers).
         steps: actions per episode (``steps + 1`` frames); shorter only when the env ends it.
@@ -490,12 +705,12 @@ def collect(
             or a class; one instance per sub-env, ``reset(seed)`` per episode. Classes with a
             ``vectorize`` classmethod (the explorers) act for all sub-envs in one call, with the
             same actions as the per-env instances.
-        num_envs: parallel sub-environments; the vector entry point (batched numpy) when the env
-            has one, else ``AsyncVectorEnv`` with ``spawn`` for ``num_envs > 1``, else sync.
+        num_envs: parallel sub-environments (see ``env_id``).
         seed: master seed; episode ``i`` uses :func:`episode_seeds` ``(seed, i)``.
         shard_index, num_shards: this writer collects shards ``s`` with ``s % num_shards == shard_index``.
-        env_kwargs: keyword arguments of ``gymnasium.make``.
+        env_kwargs: keyword arguments of ``gymnasium.make`` (or of the factory).
         episodes_per_shard: default: shards of about 32 MB (kept from ``meta.json`` when resuming).
+        obs_size: ``(height, width)`` of the stored frames (area resize); default: as the env gives them.
         progress: show a tqdm bar.
 
     Returns:
@@ -505,7 +720,7 @@ def collect(
         >>> import tempfile
         >>> from agents.explorers import explorer_factory
         >>> d = collect("CartPole-v1", tempfile.mkdtemp(), episodes=3, steps=5,
-        ...             policy=explorer_factory("poisson"), progress=False)
+        ...             policy=explorer_factory("poisson"), obs_size=(32, 48), progress=False)
         >>> sorted(p.name for p in d.iterdir())
         ['meta.json', 'shard-000000']
     """
@@ -518,16 +733,19 @@ def collect(
         )
     if episodes_per_shard is not None and episodes_per_shard < 1:
         raise ValueError(f"collect: expected episodes_per_shard >= 1, received {episodes_per_shard}")
+    size = _check_obs_size(obs_size)
     env_kwargs = dict(env_kwargs or {})
     if "render_mode" in env_kwargs:
         raise ValueError("collect: do not pass render_mode; frames come from render() only when needed")
-    spec = resolve_env_id(env_id)
+    source = _EnvSource(env_id, int(num_envs), env_kwargs)
     out = Path(out_dir)
     want = {
         "format": FORMAT_NAME,
-        "env_id": env_id,
+        "env_id": source.name,
+        "env_source": source.description,
         "env_kwargs": json.loads(json.dumps(env_kwargs)),
-        "policy": _policy_spec(policy),
+        "obs_size": None if size is None else list(size),
+        "policy": _callable_spec(policy),
         "seed": int(seed),
         "episodes": int(episodes),
         "steps": int(steps),
@@ -546,13 +764,8 @@ def collect(
             raise FileExistsError(
                 f"{out} exists and is not a dataset folder (no meta.json); refusing to write into it"
             )
-        probe, first = _make_vec(spec, num_envs, env_kwargs, render=False)
-        render = not _is_image_space(probe.single_observation_space)
-        if render:
-            probe.close()
-            probe, first = _make_vec(spec, num_envs, env_kwargs, render=True)
-        env = probe
-        layout, source = _probe(env, render, steps, first)
+        env, first, render = source.open(render=None)
+        layout, frames_from = _probe(env, render, steps, first, size)
         ep_bytes = sum(
             int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(v["dtype"]).itemsize
             for v in layout.arrays.values()
@@ -564,7 +777,7 @@ def collect(
             "episodes_per_shard": eps,
             "num_shard_files": -(-episodes // eps),
             "seed_derivation": "SeedSequence([seed, episode]).generate_state(2): env seed, policy seed",
-            "observation": source,
+            "observation": frames_from,
             "observation_space": space_to_json(env.single_observation_space),
             "action_space": space_to_json(env.single_action_space),
             "arrays": layout.arrays,
@@ -577,7 +790,7 @@ def collect(
             if not (out / "meta.json").exists():  # another writer may have created it meanwhile
                 _write_json(out / "meta.json", meta)
         except OSError as e:
-            env.close()
+            source.close(env)
             raise explain_write_error(e, "collect", out, "Nothing was written.") from e
         meta = _read_json(out / "meta.json")
         _check_compatible(out, meta, want)
@@ -592,19 +805,19 @@ def collect(
         from tqdm.auto import tqdm
 
         if env is None:
-            env, _ = _make_vec(spec, num_envs, env_kwargs, render)
+            env, _, _ = source.open(render)
         n = env.num_envs
         batch_policy = _batch_policy([policy(env.single_action_space) for _ in range(n)], env)
         queue = [i for s in todo for i in range(s * eps, min((s + 1) * eps, episodes))]
         rollout = layout.alloc(n)  # one batch, reused
         shards: dict[int, tuple[dict[str, np.ndarray], list[int]]] = {}  # s -> (arrays, rows filled)
-        writer = _ShardWriter(out, layout)
-        bar = tqdm(total=len(queue), unit="ep", disable=not progress, desc=f"collect {env_id}")
+        writer = _ShardWriter(out, layout, version=int(meta["format_version"]))  # resuming: the dataset's
+        bar = tqdm(total=len(queue), unit="ep", disable=not progress, desc=f"collect {source.name}")
         start, frames = time.perf_counter(), 0
         try:
             for b in range(0, len(queue), n):
                 batch = queue[b : b + n]
-                frames += _run_batch(env, batch_policy, batch, seed, steps, render, rollout)
+                frames += _run_batch(env, batch_policy, batch, seed, steps, render, rollout, size)
                 row = 0
                 while row < len(batch):  # consecutive rows of one shard are consecutive episodes
                     s = batch[row] // eps
@@ -628,8 +841,8 @@ def collect(
             raise
         finally:
             bar.close()
-            env.close()
+            source.close(env)
     elif env is not None:
-        env.close()
+        source.close(env)
     _refresh_meta(out)
     return out

@@ -3,25 +3,34 @@
 DESIGN §2. A rollout step: ``obs[t]`` is seen, ``action[t]`` is taken, ``obs[t + 1]`` results; an
 episode of ``steps`` actions stores ``steps + 1`` frames.
 
-Dataset layout (``FORMAT_VERSION = 1``)::
+Dataset layout (``FORMAT_VERSION = 2``)::
 
     out_dir/
       meta.json              env id + kwargs, spaces (JSON), policy, seeds, versions, per-shard checksums
       shard-000000/          written as .shard-000000.tmp-<host>-<pid>/, then os.replace'd (the commit point)
-        obs.npy              uint8 [E, steps + 1, H, W(, C)]  channels-last as Gymnasium gives it
-        action.npy           [E, steps, *action_shape]         the space's dtype (Discrete: int64)
-        reward.npy           [E, steps]
+        obs.npy              uint8 [F, H, W(, C)]  F = sum(length + 1): the shard's episodes end to end,
+                                                    each without padding; channels-last as Gymnasium gives it
+        action.npy           [A, *action_shape]     A = sum(length); the space's dtype (Discrete: int64)
+        reward.npy           [A]
         terminated.npy       bool [E]   the episode ended by termination at its last step
         truncated.npy        bool [E]   the env truncated it (not our fixed-length cut)
         length.npy           int64 [E]  actions actually taken (< steps after an early end)
         env_seed.npy         int64 [E]  the seed given to ``env.reset`` for this episode
-        pose.npy / state.npy [E, steps + 1, ...]  ground truth from ``info`` when the env has it
-        env_obs.npy          [E, steps + 1, D]  the env's own (non-image) observation when frames
-                                                come from ``render()``
+        pose.npy / state.npy [F, ...]  ground truth from ``info`` when the env has it
+        env_obs.npy          [F, D]     the env's own (non-image) observation when frames come from
+                                        ``render()``
         shard.json           the same checksums as meta.json (lets writers on other machines merge)
 
-Frames and actions after an early termination are zero padding (``length`` says where the episode
-ended); readers only ever expose ``obs[:length + 1]``.
+Episode ``r`` of a shard holds frames ``[f_r, f_r + length[r] + 1)`` and steps ``[a_r, a_r + length[r])``,
+``f_r = sum(length[:r] + 1)``, ``a_r = sum(length[:r])`` (:func:`packed_offsets`); the lengths are also in
+``shard.json`` / ``meta.json``. ``meta["arrays"]`` gives each array's shape per episode at most
+(``steps + 1`` frames, ``steps`` actions, ``[]`` per episode). ``meta["observation"]`` says where frames come
+from (``"observation"`` or ``"render"``), their stored ``shape`` and, when ``collect(obs_size=...)`` resized
+them (:func:`worldmodels.data.resize.area_resize`), the env's ``env_shape``.
+
+Format version 1 (read, and written when resuming a version-1 dataset) stored every episode padded:
+frame arrays ``[E, steps + 1, ...]`` and step arrays ``[E, steps, ...]``, zeros after an early end. Readers
+expose the same episodes, windows and :meth:`~worldmodels.data.RolloutDataset.padded` arrays for both.
 
 Episode ``i`` of a dataset with master seed ``seed`` is reset with the seeds of
 :func:`episode_seeds` ``(seed, i)`` (``meta.json`` records the derivation).
@@ -53,14 +62,34 @@ __all__ = [
     "CorruptDatasetError",
     "CorruptShardError",
     "episode_seeds",
+    "packed_offsets",
     "space_from_json",
     "space_to_json",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMAT_NAME = "worldmodels-rollouts"
 _SHARD = "shard-{:06d}"
 _GROUND_TRUTH = ("pose", "state")  # info keys stored when the env provides them at reset
+_STEP_KEYS = ("action", "reward")  # one entry per action; frame arrays (obs, ground truth) have one more
+_EPISODE_KEYS = ("terminated", "truncated", "length", "env_seed")  # one entry per episode
+
+
+def _time_axis(key: str) -> str:
+    """``"episode"``, ``"step"`` or ``"frame"``: what the first axis of array ``key`` of a shard counts."""
+    return "episode" if key in _EPISODE_KEYS else "step" if key in _STEP_KEYS else "frame"
+
+
+def packed_offsets(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First frame and first step of each episode of a format-2 shard, int64 ``[E]`` each.
+
+    Example:
+        >>> packed_offsets(np.array([3, 1, 2]))
+        (array([0, 4, 6]), array([0, 3, 4]))
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    steps = np.cumsum(lengths) - lengths  # [E] actions before each episode
+    return steps + np.arange(len(lengths), dtype=np.int64), steps
 
 
 class CorruptDatasetError(ValueError):

@@ -149,17 +149,18 @@ class WindowDataset(torch.utils.data.Dataset):
         out["episode"][b], out["start"][b] = e, start
         o = 0
         while o < L:
-            s, r = self.data.locate(e)
-            a = self.data.shard_arrays(s)
-            n = int(a["length"][r]) + 1  # frames in episode e
+            s, f0, a0 = self.data.locate_frames(e)
+            a = self.data.packed_arrays(s)  # episodes end to end along time
+            n = int(self.data.lengths[e]) + 1  # frames in episode e
             k = min(n - start, L - o)  # frames taken from this episode
-            out["obs"][b, o : o + k] = a["obs"][r, start : start + k]
+            f, t = f0 + start, a0 + start
+            out["obs"][b, o : o + k] = a["obs"][f : f + k]
             if k > 1:  # action[t] led to obs[t]: stored action[start + j - 1] for j >= 1
-                out["action"][b, o + 1 : o + k] = a["action"][r, start : start + k - 1]
+                out["action"][b, o + 1 : o + k] = a["action"][t : t + k - 1]
             out["action"][b, o] = 0
             out["is_first"][b, o] = True
             if self._state_key is not None:
-                out["state"][b, o : o + k] = a[self._state_key][r, start : start + k].reshape(k, -1)
+                out["state"][b, o : o + k] = a[self._state_key][f : f + k].reshape(k, -1)
             o, e, start = o + k, e + 1, 0
 
     def _alloc(self, B: int) -> dict[str, np.ndarray]:

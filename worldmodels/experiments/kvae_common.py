@@ -126,17 +126,14 @@ def load_sequences(path: Path, use_actions: bool) -> tuple[torch.Tensor, torch.T
     from worldmodels.data import RolloutDataset
 
     ds = RolloutDataset(path)
-    obs, act = [], []
-    for s in range(len(ds.shard_names)):
-        a = ds.shard_arrays(s)
-        frames = np.asarray(a["obs"])  # [E, T, H, W(, C)]
-        if frames.ndim == 4:
-            frames = frames[..., None]
-        obs.append(torch.from_numpy(np.array(frames.transpose(0, 1, 4, 2, 3), copy=True)))
-        if use_actions:
-            u = torch.from_numpy(np.array(a["action"], dtype=np.float32)).flatten(2)  # [E, T-1, A]
-            act.append(torch.cat([torch.zeros_like(u[:, :1]), u], 1))
-    o = torch.cat(obs)
+    frames = ds.padded("obs")  # [N, T, H, W(, C)], zero after an early end
+    if frames.ndim == 4:
+        frames = frames[..., None]
+    o = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3)))
+    act = []
+    if use_actions:
+        u = torch.from_numpy(ds.padded("action").astype(np.float32)).flatten(2)  # [N, T-1, A]
+        act.append(torch.cat([torch.zeros_like(u[:, :1]), u], 1))
     if o.max() > 1:
         o = (o > 127).to(torch.uint8) if _is_binary(o) else o
     u = torch.cat(act) if use_actions else torch.zeros(o.shape[0], o.shape[1], 0)
