@@ -474,3 +474,111 @@ def test_property_random_stable_systems_match_pykalman_and_stay_psd_in_float32(s
     assert (sm32.cov.double() - sm64.cov).abs().amax() <= 1e-3 * (1 + sm64.cov.abs().amax())
     ll64 = sm64.filtered.log_likelihood
     assert (sm32.filtered.log_likelihood.double() - ll64).abs().item() <= 1e-4 * (1 + ll64.abs().item())
+
+
+# ------------------------------------------------------------------------------------------------
+# numeric edges (issue #19): asymmetric covariances, a tiny R in float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", ["Q", "R", "Sigma0"])
+def test_asymmetric_covariance_within_rounding_is_its_symmetric_part(name, dtype):
+    y, params, u, mask = _problem(B=3, T=6, varying=True, seed=21)
+    y, u = y.to(dtype), u.to(dtype)
+    params = LGSSMParams(**{k: None if v is None else v.to(dtype) for k, v in params.__dict__.items()})
+    M = getattr(params, name)
+    skew = torch.zeros_like(M)
+    skew[0, 1] = 0.3 * math.sqrt(torch.finfo(dtype).eps) * M.abs().max()  # less than the tolerance
+    M_asym = M + skew
+    asym = LGSSMParams(**{**params.__dict__, name: M_asym})
+    sym = LGSSMParams(**{**params.__dict__, name: 0.5 * (M_asym + M_asym.mT)})
+    a, b = kalman_smooth(y, asym, u, mask), kalman_smooth(y, sym, u, mask)
+    assert torch.equal(a.filtered.log_likelihood, b.filtered.log_likelihood)
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.cov, b.cov)
+    # and the (transposed) lower-triangle variant gives the same numbers: only the symmetric part counts
+    c = kalman_smooth(y, LGSSMParams(**{**params.__dict__, name: M_asym.mT}), u, mask)
+    assert torch.equal(c.filtered.log_likelihood, a.filtered.log_likelihood)
+
+
+@pytest.mark.parametrize("name", ["Q", "R", "Sigma0"])
+def test_asymmetric_covariance_beyond_rounding_is_refused(name):
+    y, params, u, mask = _problem(B=3, T=6, varying=True, seed=22)
+    M = getattr(params, name)
+    skew = torch.zeros_like(M)
+    skew[0, 1] = 0.1  # an upper triangle that disagrees with the lower one
+    bad = LGSSMParams(**{**params.__dict__, name: M + skew})
+    with pytest.raises(ValueError, match=rf"params\.{name}: expected a symmetric covariance .* received "
+                                         r"max \|M - M\^T\| / max \|M\| = "):
+        kalman_filter(y, bad, u, mask)
+    # also per step of a time-varying R, and in forecast
+    R_t = params.R.expand(3, 6, 2, 2).clone()
+    R_t[1, 4, 1, 0] += 0.1
+    with pytest.raises(ValueError, match=r"params\.R: expected a symmetric covariance"):
+        kalman_filter(y, LGSSMParams(**{**params.__dict__, "R": R_t}), u, mask)
+    nan = M.clone()
+    nan[0, 1] = float("nan")
+    with pytest.raises(ValueError, match=rf"params\.{name}: expected a finite covariance matrix, received NaN"):
+        kalman_filter(y, LGSSMParams(**{**params.__dict__, name: nan}), u, mask)
+    f = kalman_filter(y, params, u, mask)
+    up = lambda n: torch.eye(n, dtype=D).roll(1, 1).triu() * 0.1  # noqa: E731  (a strictly upper entry)
+    with pytest.raises(ValueError, match=r"^Q: expected a symmetric covariance"):
+        forecast(f.mean[:, -1], f.cov[:, -1], params.A[:, :2], params.C[:, :2], params.Q + up(3), params.R)
+    with pytest.raises(ValueError, match=r"^R: expected a symmetric covariance"):
+        forecast(f.mean[:, -1], f.cov[:, -1], params.A[:, :2], params.C[:, :2], params.Q, params.R + up(2))
+
+
+def _tiny_noise_system(z: int, x: int, seed: int, T: int = 1000, noise: float = 1e-6):
+    """A rotating state observed through a random C with Q = R = noise * I, simulated from the model."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.eye(z, dtype=D)
+    th = 0.1
+    A[:2, :2] = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=D)
+    C = torch.randn(x, z, generator=g, dtype=D)
+    params = LGSSMParams(A, C, noise * torch.eye(z, dtype=D), noise * torch.eye(x, dtype=D),
+                         torch.zeros(z, dtype=D), torch.eye(z, dtype=D))
+    s, ys = torch.randn(z, generator=g, dtype=D), []
+    for t in range(T):
+        if t > 0:
+            s = A @ s + noise**0.5 * torch.randn(z, generator=g, dtype=D)
+        ys.append(C @ s + noise**0.5 * torch.randn(x, generator=g, dtype=D))
+    return torch.stack(ys)[None], params
+
+
+@pytest.mark.parametrize("varying", [False, True], ids=["shared", "general"])
+@pytest.mark.parametrize("z,x,seed", [(2, 2, 1), (4, 2, 2)])
+def test_tiny_R_float32_log_likelihood_is_unbiased(z, x, seed, varying):
+    """R = 1e-6 I, T = 1000: the float32 log-likelihood is within 5e-5 (relative) of the exact float64 one.
+
+    The jitter is relative to the innovation covariance; the former fixed 1e-6 doubled R here (float32:
+    10200.4 vs 10315.7 exact for (2, 2, 1)), a bias 40x beyond this tolerance, reproduced below in float64.
+    """
+    y, params = _tiny_noise_system(z, x, seed)
+    exact = kalman_filter(y, params).log_likelihood
+    p32 = LGSSMParams(*(getattr(params, k).float() for k in ("A", "C", "Q", "R", "mu0", "Sigma0")))
+    step_fn = (lambda t, y_prev: (p32.A, None, p32.C)) if varying else None  # the general recursion
+    f32 = kalman_filter(y.float(), p32, step_fn=step_fn)
+    assert f32.shared is not varying
+    tol = 5e-5 * exact.abs()
+    assert (f32.log_likelihood.double() - exact).abs() <= tol, (f32.log_likelihood.item(), exact.item())
+    old = kalman_filter(y, LGSSMParams(params.A, params.C, params.Q, params.R + 1e-6 * torch.eye(x, dtype=D),
+                                       params.mu0, params.Sigma0)).log_likelihood
+    assert (old - exact).abs() > 20 * tol  # what an absolute jitter of 1e-6 did: the test would catch it
+    sm = kalman_smooth(y.float(), p32)
+    assert torch.isfinite(sm.mean).all() and torch.isfinite(sm.cov).all()
+    sm64 = kalman_smooth(y, params)
+    assert (sm.mean.double() - sm64.mean).abs().amax() <= 1e-3 * (1 + sm64.mean.abs().amax())
+
+
+def test_jitter_is_checked_and_relative():
+    y, params, u, mask = _problem(B=2, T=5, varying=True, seed=23)
+    with pytest.raises(ValueError, match=r"jitter: expected a finite relative jitter >= 0, received -1"):
+        kalman_filter(y, params, u, mask, jitter=-1)
+    # scaling the whole problem's covariances (and y by the square root) scales nothing but the log-likelihood
+    c = 1e-8
+    scaled = LGSSMParams(params.A, params.C, c * params.Q, c * params.R, c**0.5 * params.mu0, c * params.Sigma0,
+                         c**0.5 * params.Bu)
+    a = kalman_filter(y, params, u, mask, jitter=1e-3)
+    b = kalman_filter(c**0.5 * y, scaled, u, mask, jitter=1e-3)
+    _close(b.mean, c**0.5 * a.mean, 1e-10)
+    n_obs = mask.sum(1).to(D) * y.shape[-1]
+    _close(b.log_likelihood, a.log_likelihood - 0.5 * math.log(c) * n_obs, 1e-10)

@@ -367,3 +367,74 @@ def test_property_random_writes_and_reads_match_the_reference(backend: str, prog
                 if e is not None:
                     np.testing.assert_array_equal(dnd.keys[b, s].numpy(), e[0])
                     np.testing.assert_array_equal(dnd.values[b, s].numpy(), e[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# approximate backends: stated recall of the defaults, never -1 while a memory holds >= k entries (#19)
+
+
+@pytest.mark.parametrize("backend", ["faiss-hnsw", "faiss-ivf"])
+def test_default_recall_at_1e4_keys_d16(backend: str) -> None:
+    """The recall the module docstring states for the defaults (hnsw 0.9994, ivf 0.9914 at seed 0)."""
+    from worldmodels.memory import recall_at_k
+
+    assert recall_at_k(backend, 10**4, 16, k=5, queries=1000) >= 0.95
+
+
+def _clustered(B: int, n: int, d: int, seed: int) -> torch.Tensor:
+    """Keys in a few tight, unequal clusters: IVF lists of very different sizes, many almost empty."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 10 * torch.randn(B, 5, d, generator=g, dtype=torch.float64)
+    which = (torch.rand(B, n, generator=g) ** 3 * 5).long()  # cluster 0 holds most of the keys
+    return centres.gather(1, which[..., None].expand(B, n, d)) + 0.1 * torch.randn(B, n, d, generator=g,
+                                                                                    dtype=torch.float64)
+
+
+@pytest.mark.parametrize("backend,opts", [
+    ("faiss-ivf", {}),  # defaults: nlist = 1 below 78 entries, then min(4 √n, n / 39)
+    ("faiss-ivf", {"nlist": 16, "nprobe": 1}),  # one visited list of ~n/16 entries: fewer than k for small n
+    ("faiss-ivf", {"nlist": 64}),  # more lists than entries for the small sizes (clamped to n)
+    ("faiss-hnsw", {}),
+    ("faiss-hnsw", {"hnsw_m": 4, "ef_construction": 8, "ef_search": 1}),
+])
+@pytest.mark.parametrize("n", [5, 6, 15, 16, 17, 39, 64, 78, 100, 400])
+def test_approximate_reads_return_min_k_size_entries(backend: str, opts: dict, n: int) -> None:
+    k = 5
+    for data in ("gaussian", "clustered"):
+        keys = _clustered(2, n + 7, 3, seed=n) if data == "clustered" else filled(2, n + 7, 3, 1, None, seed=n)[0]
+        mask = torch.ones(2, n + 7, dtype=torch.bool)
+        mask[0, :7] = False  # memory 0 holds n entries, from slot 7 on; memory 1 holds n + 7
+        mask[1, ::3] &= n >= 16  # and memory 1 drops a third of its slots for the larger sizes
+        dnd = DND(3, 1, backend=backend, update_existing=False, **opts)
+        dnd.write(keys, torch.zeros(2, n + 7, 1, dtype=torch.float64), mask)
+        size = dnd.size()
+        q = torch.cat([keys[:, :20], 30 * torch.randn(2, 20, 3, dtype=torch.float64)], 1)  # near and far queries
+        r = dnd.read(q, k)
+        for b in range(2):
+            want = min(k, int(size[b]))
+            assert (r.valid[b].sum(-1) == want).all(), (data, b, r.index[b])
+            assert (r.index[b, :, :want] >= 0).all() and (r.index[b, :, want:] == -1).all()
+            assert mask[b][r.index[b, :, :want]].all()  # only stored entries
+            picked = r.index[b, :, :want]
+            assert (picked.sort(-1).values.diff(dim=-1) > 0).all()  # k distinct entries per query
+
+
+@pytest.mark.parametrize("k", [700, 1999, 2000])
+def test_ivf_defaults_with_k_beyond_the_visited_lists(k: int) -> None:
+    """2000 entries in 51 lists, 13 visited (~510 entries): a k above that is still answered in full."""
+    keys, values, _ = filled(1, 2000, 3, 1, None, seed=10)
+    dnd = DND(3, 1, backend="faiss-ivf", update_existing=False)
+    dnd.write(keys, values)
+    r = dnd.read(torch.randn(1, 30, 3, dtype=torch.float64), k)
+    assert r.valid.all() and (r.index.sort(-1).values.diff(dim=-1) > 0).all()
+
+
+def test_ivf_nlist_above_size_and_bad_options() -> None:
+    keys, values, _ = filled(1, 10, 2, 1, None, seed=9)
+    dnd = DND(2, 1, backend="faiss-ivf", nlist=64, nprobe=1)  # more lists than entries: clamped to 10
+    dnd.write(keys, values)
+    _, ref = oracle(keys.numpy(), np.ones((1, 10), bool), keys.numpy(), 3)
+    np.testing.assert_array_equal(dnd.read(keys, 3).index.numpy(), ref)  # one entry per list: exact fallback
+    for name in ("nlist", "nprobe", "ef_search", "hnsw_m", "ef_construction"):
+        with pytest.raises(ValueError, match=rf"{name}: expected a positive int, got 0"):
+            DND(2, 1, backend="faiss-ivf", **{name: 0})
