@@ -4,7 +4,10 @@ The agent observes the model's belief features (``Belief.features``, the same fe
 :class:`agents.wrappers.BeliefObservation` gives in the real env), acts, and the model imagines one
 step: :meth:`~worldmodels.api.WorldModel.imagine` under the action, with the reward an objective
 (:mod:`agents.objectives`, or any ``Imagination -> [N]`` callable) evaluated on that one-step
-:class:`~worldmodels.api.Imagination`, and the next observation the features of
+:class:`~worldmodels.api.Imagination` -- or, without one, the model's own predicted reward
+``Imagination.reward`` (a model with a reward head, ``worldmodels.models.with_heads.WithHeads``), and
+terminations from ``Imagination.cont`` (continue probability below 1/2) unless ``terminate_fn`` is given;
+the next observation the features of
 ``Imagination.belief`` (the belief after the imagined step; models that cannot continue imagination
 leave it ``None`` and are refused). Start states are beliefs after real context windows
 (``model.observe`` on windows of a rollout dataset), as in Dreamer's imagination training.
@@ -29,6 +32,15 @@ Example:
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     >>> reward <= 0.0
     True
+
+    A model with reward and continue heads needs no reward function:
+
+    >>> from worldmodels.models.with_heads import WithHeads
+    >>> env = ImaginationEnv(WithHeads(model, hidden=(8,)), contexts, action_space=gym.spaces.Box(-1, 1, (2,)))
+    >>> _ = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> isinstance(reward, float), 0.0 <= info["cont"] <= 1.0
+    (True, True)
 """
 
 from __future__ import annotations
@@ -54,6 +66,14 @@ __all__ = [
 
 #: ``Imagination`` (one step, ``N`` rollouts) -> ``[N]`` rewards, or ``[N]`` bool terminations.
 RewardFn = Callable[[Imagination], Tensor]
+
+
+def _action_size(space: gym.Space | None) -> int:
+    """The model's action size ``A`` of a ``Discrete`` (one-hot) or 1-D ``Box`` space."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    assert isinstance(space, gym.spaces.Box)  # checked by the caller
+    return int(np.prod(space.shape))
 
 
 # ------------------------------------------------------------------ beliefs as batched row stores
@@ -140,12 +160,14 @@ class ImaginationBatch:
     Args:
         model: a world model (``observe``, ``imagine`` returning ``Imagination.belief``).
         contexts: start windows (:class:`ContextSource` or what it accepts).
-        reward_fn: ``Imagination`` (one step, batch ``n``) -> rewards ``[n]`` (e.g. ``goal_image(...)``).
-        action_space: the (real env's) ``Discrete`` or 1-D ``Box`` action space; Box actions are clipped
-            to its bounds before the model sees them (as the real env would bound them).
+        reward_fn: ``Imagination`` (one step, batch ``n``) -> rewards ``[n]`` (e.g. ``goal_image(...)``);
+            ``None``: the model's ``Imagination.reward`` (a model with a reward head; else ``ValueError``).
+        action_space: the (real env's) ``Discrete`` or 1-D ``Box`` action space (required); Box actions are
+            clipped to its bounds before the model sees them (as the real env would bound them).
         num_envs: ``N``.
         max_episode_steps: imagined steps before truncation.
-        terminate_fn: optional ``Imagination -> [n]`` bool (e.g. a goal reached in imagination).
+        terminate_fn: optional ``Imagination -> [n]`` bool (e.g. a goal reached in imagination); ``None``:
+            terminated where the model's ``Imagination.cont`` is below 1/2 (never when it has none).
         context_length: use the last frames of each context window only.
         seed: seed of the context sampling.
     """
@@ -154,8 +176,8 @@ class ImaginationBatch:
         self,
         model: Any,
         contexts: Any,
-        reward_fn: RewardFn,
-        action_space: gym.Space,
+        reward_fn: RewardFn | None = None,
+        action_space: gym.Space | None = None,
         num_envs: int = 1,
         max_episode_steps: int = 50,
         terminate_fn: RewardFn | None = None,
@@ -186,6 +208,14 @@ class ImaginationBatch:
         self.frame: Tensor | None = None  # [N, *obs] last real context frame or imagined mean
         with torch.no_grad():
             probe = self._observe(np.zeros(1, dtype=np.int64))[0]
+            if reward_fn is None:  # the model must predict rewards itself
+                zero = torch.zeros(1, 1, _action_size(action_space), dtype=probe.features.dtype)
+                if self.model.imagine(probe, zero).reward is None:
+                    raise ValueError(
+                        f"ImaginationBatch: expected a reward_fn or a model whose Imagination has a reward "
+                        f"(e.g. worldmodels.models.with_heads.WithHeads(model)), received neither: "
+                        f"{type(model).__name__}.imagine gives Imagination.reward None"
+                    )
         self.feature_dim = int(probe.features.shape[-1])
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.feature_dim,), np.float32)
 
@@ -246,21 +276,31 @@ class ImaginationBatch:
                     f"{type(self.model).__name__}.imagine returned no Imagination.belief; the model cannot "
                     "continue imagination step by step"
                 )
-            reward = self.reward_fn(im).float()
+            reward = self._reward(im)
             if reward.shape != (self.num_envs,):
                 raise ValueError(
                     f"reward_fn: expected rewards of shape ({self.num_envs},), received {tuple(reward.shape)}"
                 )
-            term = (
-                torch.zeros(self.num_envs, dtype=torch.bool)
-                if self.terminate_fn is None
-                else self.terminate_fn(im).bool().reshape(self.num_envs)
-            )
+            if self.terminate_fn is not None:
+                term = self.terminate_fn(im).bool().reshape(self.num_envs)
+            elif im.cont is not None:
+                term = (im.cont[:, -1] < 0.5).cpu()
+            else:
+                term = torch.zeros(self.num_envs, dtype=torch.bool)
         self.belief, self.frame = im.belief, im.obs[:, -1]
         self.t += 1
         truncated = self.t >= self.max_episode_steps
         feats = im.belief.features.detach().cpu().numpy().astype(np.float32)
         return feats, reward.cpu().numpy().astype(np.float32), term.cpu().numpy(), truncated, im
+
+    def _reward(self, im: Imagination) -> Tensor:
+        if self.reward_fn is not None:
+            return self.reward_fn(im).float()
+        if im.reward is None:
+            raise ValueError(
+                f"ImaginationBatch: no reward_fn and {type(self.model).__name__}.imagine gave Imagination.reward None"
+            )
+        return im.reward[:, -1].float()
 
     def render_frames(self) -> np.ndarray:
         """The current frame of every row as uint8 RGB ``[N, H, W, 3]`` (image models only)."""
@@ -286,14 +326,20 @@ class ImaginationEnv(gym.Env):
 
     ## Rewards
     ``reward_fn`` on the one-step ``Imagination`` (e.g. ``goal_image(goal)`` = minus the mean squared
-    pixel distance of the imagined frame to the goal).
+    pixel distance of the imagined frame to the goal); without one, the model's predicted
+    ``Imagination.reward`` (a model with a reward head).
 
     ## Starting State
     The model's belief after a real context window drawn uniformly from ``contexts``
     (``info["context_index"]``).
 
     ## Episode End
-    Terminated when ``terminate_fn`` says so, truncated after ``max_episode_steps`` imagined steps.
+    Terminated when ``terminate_fn`` says so (without one: when the model's continue probability
+    ``Imagination.cont`` drops below 1/2), truncated after ``max_episode_steps`` imagined steps.
+
+    ## Info
+    ``info["uncertainty"]``: the model's uncertainty of the step; ``info["cont"]``: its continue
+    probability, when it predicts one.
 
     Args:
         See :class:`ImaginationBatch` (``num_envs`` is 1); ``render_mode="rgb_array"`` renders the
@@ -306,8 +352,8 @@ class ImaginationEnv(gym.Env):
         self,
         model: Any,
         contexts: Any,
-        reward_fn: RewardFn,
-        action_space: gym.Space,
+        reward_fn: RewardFn | None = None,
+        action_space: gym.Space | None = None,
         max_episode_steps: int = 50,
         terminate_fn: RewardFn | None = None,
         context_length: int | None = None,
@@ -320,7 +366,7 @@ class ImaginationEnv(gym.Env):
         self.core = ImaginationBatch(
             model, contexts, reward_fn, action_space, 1, max_episode_steps, terminate_fn, context_length
         )
-        self.action_space = action_space
+        self.action_space = self.core.action_space
         self.observation_space = self.core.observation_space
         self.render_mode = render_mode
 
@@ -334,6 +380,8 @@ class ImaginationEnv(gym.Env):
             raise ValueError(f"ImaginationEnv.step: action {action!r} is not in {self.action_space}")
         feats, reward, term, trunc, im = self.core.step(np.asarray(action)[None])
         info = {"uncertainty": float(im.uncertainty[0, -1])}
+        if im.cont is not None:
+            info["cont"] = float(im.cont[0, -1])
         return feats[0], float(reward[0]), bool(term[0]), bool(trunc[0]), info
 
     def render(self) -> np.ndarray | None:

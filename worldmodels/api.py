@@ -9,6 +9,10 @@ Conventions (DESIGN §2):
   (:func:`one_hot_actions`); models never see integers.
 * ``mask``: bool ``[B, T]``; ``False`` means frame ``t`` is missing (eq. (6.12)-(6.13)).
 * ``is_first``: bool ``[B, T]``; ``True`` where a new episode starts inside the window.
+* ``reward``: float ``[B, T]`` (optional); ``reward[:, t]`` is the reward of the transition that
+  ``action[:, t]`` led to ``obs[:, t]`` (the env's reward of that step), zero where ``is_first``.
+* ``terminated``: bool ``[B, T]`` (optional); ``True`` where ``obs[:, t]`` is terminal (the episode
+  ended by termination there; a time-limit truncation is not a termination). ``cont = ~terminated``.
 
 Example:
     >>> import torch
@@ -122,6 +126,11 @@ class Batch:
         is_first: ``[B, T]`` bool, ``True`` = episode starts here. Defaults to ``t == 0``.
         state: optional ground truth ``[B, T, S]`` (e.g. ``info["pose"]``), never used for
             training unless a model asks for it explicitly (GTM-SM displacement loss).
+        reward: optional ``[B, T]`` float; ``reward[:, t]`` is the reward of the step ``action[:, t]``
+            led to ``obs[:, t]`` (zero where ``is_first``). Trains reward heads
+            (:class:`worldmodels.models.with_heads.WithHeads`); models ignore it.
+        terminated: optional ``[B, T]`` bool; ``True`` where ``obs[:, t]`` is a terminal state (not a
+            time-limit truncation). Trains continue heads; models ignore it.
     """
 
     obs: Tensor
@@ -129,6 +138,8 @@ class Batch:
     mask: Tensor = None  # type: ignore[assignment]
     is_first: Tensor = None  # type: ignore[assignment]
     state: Tensor | None = None
+    reward: Tensor | None = None
+    terminated: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.obs.dim() < 3:
@@ -144,6 +155,10 @@ class Batch:
         check_shape("Batch.is_first", self.is_first, (B, T))
         if self.state is not None:
             check_shape("Batch.state", self.state, (B, T, None))
+        if self.reward is not None:
+            check_shape("Batch.reward", self.reward, (B, T))
+        if self.terminated is not None:
+            check_shape("Batch.terminated", self.terminated, (B, T))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -201,6 +216,11 @@ class Imagination:
         belief: the belief (batch ``N``) after the last imagined step, so that imagination can be
             continued step by step (:class:`agents.imagination_env.ImaginationEnv`); ``None`` when the
             model cannot continue.
+        reward: optional ``[N, H]`` predicted reward of each imagined step (the step ``actions[:, h]``
+            led to), from a reward head (:class:`worldmodels.models.with_heads.WithHeads`); ``None``
+            when the model has none.
+        cont: optional ``[N, H]`` predicted probability in [0, 1] that the episode continues after
+            step ``h`` (``1 - P(terminal)``), from a continue head; ``None`` when the model has none.
 
     Example:
         >>> calls = []
@@ -220,12 +240,15 @@ class Imagination:
         samples: Tensor | None = None,
         extras: dict[str, Tensor] | None = None,
         belief: Belief | None = None,
+        reward: Tensor | None = None,
+        cont: Tensor | None = None,
     ) -> None:
         self._obs = obs
         self._grad = torch.is_grad_enabled()
         self.latent, self.uncertainty, self.samples = latent, uncertainty, samples
         self.extras: dict[str, Tensor] = {} if extras is None else extras
         self.belief = belief
+        self.reward, self.cont = reward, cont
 
     @property
     def obs(self) -> Tensor:
@@ -240,8 +263,9 @@ class Imagination:
 
     def __repr__(self) -> str:
         obs = "<not decoded>" if callable(self._obs) else tuple(self._obs.shape)
+        heads = "".join(f", {k}=yes" for k in ("reward", "cont") if getattr(self, k) is not None)
         return (f"Imagination(obs={obs}, latent={tuple(self.latent.shape)}, "
-                f"extras={sorted(self.extras)}, belief={'yes' if self.belief is not None else 'no'})")
+                f"extras={sorted(self.extras)}, belief={'yes' if self.belief is not None else 'no'}{heads})")
 
 
 @dataclass

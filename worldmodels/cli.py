@@ -113,7 +113,8 @@ COMMANDS["collect"] = ("collect rollouts from an environment into a dataset", _c
 
 # --- train: a registered model on a dataset folder (worldmodels/train.py) ------------------------------
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="registered model name, e.g. rnn, kvae, srnn, gtmsm")
+    p.add_argument("--model", default=None,
+                   help="registered model name, e.g. rnn, kvae, srnn, gtmsm (required unless --frozen)")
     p.add_argument("--data", required=True, help="dataset folder written by `worldmodels collect`")
     p.add_argument(
         "--config",
@@ -141,6 +142,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=20, help="frames per training window (default 20)")
     p.add_argument(
         "--val-fraction", type=float, default=0.0, help="windows held out for validation (default 0)"
+    )
+    p.add_argument(
+        "--heads", default=None, metavar="reward,cont",
+        help="also train a reward and/or continue head on the model's belief features (from the dataset's "
+        "reward / terminated; the checkpoint is a with_heads model), jointly with the ELBO",
+    )
+    p.add_argument(
+        "--frozen", default=None, metavar="CHECKPOINT",
+        help="with --heads: train only the heads, post hoc, on this frozen checkpoint's model (folder or "
+        "shipped name; --model/--config/model --set keys not used)",
     )
     if isinstance(p, _Parser):
         p.more_help = _train_configs
@@ -221,23 +232,39 @@ def split_overrides(pairs: Iterable[str], config_cls: type) -> tuple[dict[str, A
 
 
 def _train_run(args: argparse.Namespace) -> int:
+    from worldmodels.checkpoint import read_meta
     from worldmodels.models import get_config_class, train_preset, train_preset_name
     from worldmodels.train import train_on_dataset
 
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()] if args.heads else []
+    if args.frozen is not None:
+        if not heads:
+            raise ValueError("--frozen trains heads on a frozen model; expected --heads reward,cont")
+        frozen_model = read_meta(args.frozen)["model"]
+        if args.model not in (None, frozen_model):
+            raise ValueError(f"--model {args.model} but the --frozen checkpoint holds {frozen_model!r}")
+        args.model = frozen_model
+    elif args.model is None:
+        raise ValueError("expected --model NAME (or --heads ... --frozen CHECKPOINT)")
     model_over, train_over = split_overrides(args.set, get_config_class(args.model))
-    key = train_preset_name(args.model, args.config)  # raises naming the configs for an unknown one
-    recipe = train_preset(args.model, args.config)
-    line = f"training recipe of {args.model} --config {args.config}: "
-    if key is None:
-        line += "the TrainConfig defaults (no TRAIN_PRESETS entry)"
+    if args.frozen is not None:
+        line = f"heads {','.join(heads)} post hoc on the frozen {args.model} of {args.frozen}: the TrainConfig defaults"
     else:
-        line += f"{args.model} TRAIN_PRESETS[{key!r}] " + " ".join(f"{k}={v!r}" for k, v in recipe.items())
+        key = train_preset_name(args.model, args.config)  # raises naming the configs for an unknown one
+        recipe = train_preset(args.model, args.config)
+        line = f"training recipe of {args.model} --config {args.config}: "
+        if key is None:
+            line += "the TrainConfig defaults (no TRAIN_PRESETS entry)"
+        else:
+            line += f"{args.model} TRAIN_PRESETS[{key!r}] " + " ".join(f"{k}={v!r}" for k, v in recipe.items())
+        if heads:
+            line += f"; with heads {','.join(heads)} (jointly)"
     if train_over:
         line += "; overridden by --set " + " ".join(f"{k}={v!r}" for k, v in train_over.items())
     print(line)
     r = train_on_dataset(
         args.model, args.data, args.config, model_over, train_over, args.out, args.steps, args.window,
-        args.val_fraction,
+        args.val_fraction, heads, args.frozen,
     )
     print(f"{r.stopped} after {r.step} steps ({r.epoch} epochs); checkpoint {r.checkpoint}")
     if r.metrics:
@@ -616,7 +643,9 @@ EXAMPLES = {
                 "worldmodels collect ... --shard-index 0 --num-shards 4   # machine 0 of 4, one shared folder"],
     "train": ["worldmodels train --model gtmsm --config imagenav --data data/nav --window 288 --out runs/gtmsm",
               "worldmodels train --model kvae --config box --data data/ball --set lr=7e-3 --steps 5000",
-              "torchrun --nproc_per_node 2 -m worldmodels train --model rnn --data data/nav   # DDP"],
+              "torchrun --nproc_per_node 2 -m worldmodels train --model rnn --data data/nav   # DDP",
+              "worldmodels train --model rssm --data data/ball --heads reward,cont   # + reward/continue heads",
+              "worldmodels train --heads reward --frozen runs/rssm/last --data data/ball   # heads only, post hoc"],
     "evaluate": ["worldmodels evaluate --checkpoint runs/gtmsm/last --data data/nav_test --window 64 "
                  "--context 32 --plots runs/eval"],
     "imagine": ["worldmodels imagine --checkpoint gtmsm-imagenav --data data/nav_test --context 256 --horizon 100",

@@ -49,7 +49,7 @@ import os
 import random
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -664,6 +664,8 @@ def train_on_dataset(
     steps: int | None = None,
     window: int = 20,
     val_fraction: float = 0.0,
+    heads: Sequence[str] = (),
+    frozen: str | os.PathLike | None = None,
 ) -> TrainResult:
     """What ``worldmodels train`` does: windows of a dataset folder -> a registered model -> :class:`Trainer`.
 
@@ -674,11 +676,20 @@ def train_on_dataset(
     and ``steps``, then ``train_overrides``. ``steps`` sets ``max_steps`` (above all) and lifts the
     epoch limit unless ``train_overrides`` sets ``epochs``.
 
+    ``heads`` (``"reward"``, ``"cont"``) wraps the model in :class:`~worldmodels.models.with_heads.WithHeads`
+    (the checkpoint is then a ``with_heads`` model): trained jointly with the ELBO (the recipe's
+    ``freeze_until`` prefixes are moved under ``model.``), or, with ``frozen`` (a checkpoint folder or
+    shipped name whose model is ``model_name``), post hoc on that frozen model: only the heads learn, with
+    the ``TrainConfig`` defaults and ``train_overrides`` (no recipe; ``preset`` and ``model_overrides``
+    are not used), default ``out_dir`` ``runs/MODEL-heads``.
+
     Example (not run: it trains):
         train_on_dataset("kvae", "data/ball", "box", train_overrides={"lr": 3e-3}, steps=5000)
+        train_on_dataset("kvae", "data/ball", heads=("reward",), frozen="runs/kvae-box/last", steps=2000)
     """
     from worldmodels.data import WindowDataset
     from worldmodels.models import config_from_dict, get_model_class, make_config, train_preset
+    from worldmodels.models.with_heads import WithHeads
 
     for what, over in (("model_overrides", model_overrides), ("train_overrides", train_overrides)):
         if over is not None and not isinstance(over, Mapping):
@@ -688,8 +699,21 @@ def train_on_dataset(
             )
     model_over = dict(model_overrides or {})
     train_over = dict(train_overrides or {})
-    values = train_preset(model_name, preset)  # raises naming the config names for an unknown preset
-    values["out_dir"] = str(out_dir or Path("runs") / f"{model_name}-{preset}")
+    heads = tuple(heads)
+    if any(h not in ("reward", "cont") for h in heads) or len(set(heads)) != len(heads):
+        raise ValueError(f"train_on_dataset: expected heads among 'reward', 'cont', received {list(heads)}")
+    if frozen is not None and not heads:
+        raise ValueError("train_on_dataset: frozen trains heads on a frozen model; expected heads, received none")
+    if frozen is not None and model_over:
+        raise ValueError(f"train_on_dataset: the frozen model keeps its config; received model_overrides "
+                         f"{sorted(model_over)}")
+    if frozen is None:
+        values = train_preset(model_name, preset)  # raises naming the config names for an unknown preset
+        values["out_dir"] = str(out_dir or Path("runs") / f"{model_name}-{preset}")
+        if heads and "freeze_until" in values:  # the wrapped model's parameters are named model.*
+            values["freeze_until"] = {f"model.{k}": v for k, v in values["freeze_until"].items()}
+    else:
+        values = {"out_dir": str(out_dir or Path("runs") / f"{model_name}-heads")}
     if steps is not None and "epochs" not in train_over:
         values["epochs"] = 10**9  # --steps counts the updates, not the recipe's epochs
     values.update(train_over)
@@ -702,7 +726,22 @@ def train_on_dataset(
     model_over.setdefault("obs_shape", (C, H, W))
     model_over.setdefault("action_dim", windows.action_dim)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only (DDP then broadcasts rank 0's)
-    model = get_model_class(model_name)(make_config(model_name, preset, **model_over))
+    model: nn.Module
+    if frozen is None:
+        model = get_model_class(model_name)(make_config(model_name, preset, **model_over))
+    else:
+        model = checkpoint.load(frozen)
+        name = getattr(type(model), "model_name", None)
+        frozen_config = cast(Any, model).config
+        shapes = (tuple(frozen_config.obs_shape), int(frozen_config.action_dim))
+        if name != model_name or shapes != ((C, H, W), windows.action_dim):
+            raise ValueError(
+                f"train_on_dataset: expected the frozen checkpoint to hold model {model_name!r} for frames "
+                f"{(C, H, W)} and {windows.action_dim} actions (the dataset's), received {name!r} for "
+                f"frames {shapes[0]} and {shapes[1]} actions"
+            )
+    if heads:
+        model = WithHeads(model, reward="reward" in heads, cont="cont" in heads, frozen=frozen is not None)
     train_set: Any = windows
     val_set = None
     if val_fraction > 0:

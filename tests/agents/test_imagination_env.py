@@ -185,3 +185,45 @@ def test_models_continue_imagination_exactly(name) -> None:
     torch.testing.assert_close(first.belief.features, whole.latent[:, 1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(rest.obs, whole.obs[:, 2:], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(rest.latent, whole.latent[:, 2:], atol=1e-5, rtol=1e-5)
+
+
+def test_rewards_and_terminations_from_the_models_heads() -> None:
+    """Without reward_fn / terminate_fn the env uses Imagination.reward / .cont of a model with heads."""
+    from worldmodels.models.with_heads import WithHeads
+
+    space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    rnn, contexts = rnn_setup(space)
+    model = WithHeads(rnn, hidden=(8,), reward_loss="mse").eval()
+    env = ImaginationEnv(model, contexts, action_space=space, max_episode_steps=4)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = env.step(space.sample())
+        with torch.no_grad():  # RNN: the features after a step are that step's Imagination.latent
+            f = torch.as_tensor(obs)[None]
+            assert reward == pytest.approx(float(model.predict_reward(f)[0]), abs=1e-5)
+            assert info["cont"] == pytest.approx(float(model.predict_cont(f)[0]), abs=1e-5)
+        assert terminated == (info["cont"] < 0.5)
+    with torch.no_grad():
+        model.cont_head.net[-1].bias.fill_(-50.0)  # certain termination
+    env.reset(seed=0)
+    assert env.step(space.sample())[2] is True
+    # an explicit reward_fn / terminate_fn still wins
+    env = ImaginationEnv(model, contexts, position_reward_of_latent, space, terminate_fn=lambda im: im.latent[:, -1, 0] > 1e9)
+    env.reset(seed=0)
+    _, reward, terminated, _, _ = env.step(space.sample())
+    assert terminated is False and reward == pytest.approx(float(env.core.belief.features[0, 0]))
+
+
+def position_reward_of_latent(im):
+    return im.latent[:, -1, 0]
+
+
+def test_no_reward_function_and_no_reward_head_is_refused() -> None:
+    space = gym.spaces.Discrete(5)
+    model, contexts = rnn_setup(space)
+    with pytest.raises(ValueError, match=r"expected a reward_fn or a model whose Imagination has a reward.*"
+                                         r"WithHeads.*received neither"):
+        ImaginationEnv(model, contexts, action_space=space)
+    with pytest.raises(ValueError, match=r"expected a Discrete or 1-D Box action space, received None"):
+        ImaginationEnv(model, contexts, goal_image(torch.zeros(1, 16, 16)))

@@ -31,6 +31,7 @@ built under ``torch.manual_seed(0)``; ``make_batch(B, T, seed)`` must be determi
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -280,7 +281,7 @@ class WorldModelContract:
         model = self.model()
         batch = self.make_batch(2, self.T)
         none = torch.zeros(2, self.T, dtype=torch.bool)
-        out = model.loss(Batch(obs=batch.obs, action=batch.action, mask=none))
+        out = model.loss(dataclasses.replace(batch, mask=none))  # the batch's other fields as made
         assert torch.isfinite(out.loss), f"loss with no observed frame is {out.loss}"
         out.loss.backward()
         for n, p in model.named_parameters():

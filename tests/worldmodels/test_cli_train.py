@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import worldmodels
 from worldmodels.cli import main, parse_value, split_overrides
@@ -196,3 +197,38 @@ def test_cli_train_then_evaluate(tmp_path, capsys):
     assert "did you mean 'lr_schedule'" in capsys.readouterr().err
 
 
+
+
+def test_cli_trains_heads_jointly_and_post_hoc_on_a_frozen_checkpoint(data, tmp_path, capsys):
+    from worldmodels.models.with_heads import WithHeads
+
+    assert _train(data, tmp_path / "joint", "kvae", "box", "--steps", "1", "--set", "batch_size=4",
+                  "--heads", "reward,cont") == 0
+    assert "with heads reward,cont (jointly)" in capsys.readouterr().out
+    joint = worldmodels.load(tmp_path / "joint" / "last")
+    assert isinstance(joint, WithHeads) and joint.config.model == "kvae" and not joint.config.frozen
+    assert joint.config.obs_shape == (3, 8, 8) and joint.cont_head is not None
+    # the recipe's freeze_until prefix follows the wrapped model's parameters (model.alpha_net)
+    assert _train_config(tmp_path / "joint")["freeze_until"] == {"model.alpha_net": 10}
+
+    assert _train(data, tmp_path / "plain", "rnn", "debug", "--steps", "2") == 0
+    plain = worldmodels.load(tmp_path / "plain" / "last")
+    capsys.readouterr()
+    assert main(["train", "--heads", "reward", "--frozen", str(tmp_path / "plain" / "last"), "--data", data,
+                 "--out", str(tmp_path / "heads"), "--window", "6", "--steps", "3",
+                 "--set", "progress=false", "--set", "tensorboard=false"]) == 0
+    assert "heads reward post hoc on the frozen rnn" in capsys.readouterr().out
+    heads = worldmodels.load(tmp_path / "heads" / "last")
+    assert isinstance(heads, WithHeads) and heads.config.frozen and heads.cont_head is None
+    for k, v in plain.state_dict().items():
+        assert torch.equal(heads.model.state_dict()[k], v), f"the frozen {k} changed"
+
+    assert main(["train", "--frozen", str(tmp_path / "plain" / "last"), "--data", data]) == 2
+    assert "--frozen trains heads on a frozen model; expected --heads" in capsys.readouterr().err
+    assert main(["train", "--data", data]) == 2
+    assert "expected --model NAME" in capsys.readouterr().err
+    assert main(["train", "--model", "kvae", "--heads", "reward", "--frozen", str(tmp_path / "plain" / "last"),
+                 "--data", data]) == 2
+    assert "the --frozen checkpoint holds 'rnn'" in capsys.readouterr().err
+    assert main(["train", "--model", "rnn", "--heads", "rewards", "--data", data]) == 2
+    assert "expected heads among 'reward', 'cont', received ['rewards']" in capsys.readouterr().err

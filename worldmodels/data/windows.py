@@ -1,7 +1,9 @@
 """Windows for training: a torch Dataset of windows of consecutive frames, loaders, batches from episode starts.
 
 A window of ``L`` frames becomes a :class:`worldmodels.api.Batch` (float obs ``[B, T, C, H, W]`` in [0, 1],
-one-hot actions, ``action[:, t]`` the action that led to ``obs[:, t]``, zero where ``is_first``).
+one-hot actions, ``action[:, t]`` the action that led to ``obs[:, t]``, zero where ``is_first``; ``reward[:, t]``
+the reward of that same step, zero where ``is_first``; ``terminated[:, t]`` true where ``obs[:, t]`` ends its
+episode by termination).
 """
 
 from __future__ import annotations
@@ -32,13 +34,17 @@ class WindowDataset(torch.utils.data.Dataset):
     """All windows of ``length`` consecutive frames of a :class:`RolloutDataset` (torch Dataset).
 
     Item ``i`` is a dict of tensors: ``obs`` uint8 ``[L, H, W, C]``, ``action`` ``[L, ...]`` (raw
-    dtype; ``action[t]`` led to ``obs[t]``), ``is_first`` bool ``[L]``, ``state`` float32 ``[L, S]``
-    (first of pose / state / env_obs present), ``episode`` and ``start``. :meth:`collate` turns items
-    into a :class:`worldmodels.api.Batch` (float obs ``[B, T, C, H, W]`` in [0, 1], one-hot actions
-    zeroed where ``is_first``).
+    dtype; ``action[t]`` led to ``obs[t]``), ``reward`` float32 ``[L]`` (``reward[t]``: the env's reward
+    of the step ``action[t]`` led to ``obs[t]``, i.e. the stored ``reward[start + t - 1]``),
+    ``terminated`` bool ``[L]`` (``obs[t]`` is the last frame of an episode that terminated; a
+    truncated or cut episode has none), ``is_first`` bool ``[L]``, ``state`` float32 ``[L, S]`` (first
+    of pose / state / env_obs present), ``episode`` and ``start``. :meth:`collate` turns items into a
+    :class:`worldmodels.api.Batch` (float obs ``[B, T, C, H, W]`` in [0, 1], one-hot actions zeroed
+    where ``is_first``, ``reward`` and ``terminated`` as stored).
 
     ``is_first[0]`` is always true (a window is where a model starts filtering) and so is the
-    first frame of every episode inside a window; ``action`` is zero there.
+    first frame of every episode inside a window; ``action`` and ``reward`` are zero there (no step
+    of the window led to that frame).
 
     Args:
         dataset: a :class:`RolloutDataset` or its path.
@@ -155,10 +161,15 @@ class WindowDataset(torch.utils.data.Dataset):
             k = min(n - start, L - o)  # frames taken from this episode
             f, t = f0 + start, a0 + start
             out["obs"][b, o : o + k] = a["obs"][f : f + k]
-            if k > 1:  # action[t] led to obs[t]: stored action[start + j - 1] for j >= 1
+            if k > 1:  # action[t] led to obs[t]: stored action[start + j - 1] for j >= 1 (reward alike)
                 out["action"][b, o + 1 : o + k] = a["action"][t : t + k - 1]
+                out["reward"][b, o + 1 : o + k] = a["reward"][t : t + k - 1]
             out["action"][b, o] = 0
+            out["reward"][b, o] = 0
             out["is_first"][b, o] = True
+            out["terminated"][b, o : o + k] = False
+            if start + k == n and a["terminated"][self.data.locate(e)[1]]:  # the episode's terminal frame
+                out["terminated"][b, o + k - 1] = True
             if self._state_key is not None:
                 out["state"][b, o : o + k] = a[self._state_key][f : f + k].reshape(k, -1)
             o, e, start = o + k, e + 1, 0
@@ -170,6 +181,8 @@ class WindowDataset(torch.utils.data.Dataset):
         out = {
             "obs": np.empty((B, L, *self.data.frame_shape), np.uint8),
             "action": np.empty((B, L, *space.shape), np.dtype(space.dtype)),
+            "reward": np.empty((B, L), np.float32),
+            "terminated": np.zeros((B, L), bool),
             "is_first": np.zeros((B, L), bool),
             "episode": np.empty(B, np.int64),
             "start": np.empty(B, np.int64),
@@ -212,7 +225,12 @@ class WindowDataset(torch.utils.data.Dataset):
         else:
             action = a.reshape(B, T, -1).float()  # [B, T, A]
         action = action * (~is_first).unsqueeze(-1)
-        return Batch(obs=x, action=action, is_first=is_first.clone(), state=raw.get("state"))
+        reward, terminated = raw.get("reward"), raw.get("terminated")
+        return Batch(
+            obs=x, action=action, is_first=is_first.clone(), state=raw.get("state"),
+            reward=None if reward is None else reward.float(),
+            terminated=None if terminated is None else terminated.clone(),
+        )
 
 
 def make_loader(
@@ -387,10 +405,14 @@ class MappedWindows(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------- batches
 
 
+_BATCH_FIELDS = ("obs", "action", "mask", "is_first", "state", "reward", "terminated")
+
+
 def collate_batches(items: list[Any]) -> Batch:
     """Stack a list of :class:`Batch` (any B) or dicts of per-window tensors into one ``Batch``.
 
-    Dict items hold ``obs [T, ...]``, ``action [T, A]`` and optionally ``mask``, ``is_first``, ``state``.
+    Dict items hold ``obs [T, ...]``, ``action [T, A]`` and optionally ``mask``, ``is_first``, ``state``,
+    ``reward``, ``terminated``.
     """
     if not items:
         raise ValueError("collate_batches: received no items")
@@ -400,14 +422,14 @@ def collate_batches(items: list[Any]) -> Batch:
             vals = [getattr(b, name) for b in items]
             return None if any(v is None for v in vals) else torch.cat(vals)
 
-        joined = {name: cat(name) for name in ("obs", "action", "mask", "is_first", "state")}
+        joined = {name: cat(name) for name in _BATCH_FIELDS}
     elif isinstance(items[0], dict):
 
         def stack(name: str) -> torch.Tensor | None:
             vals = [it.get(name) for it in items]
             return None if any(v is None for v in vals) else torch.stack([torch.as_tensor(v) for v in vals])
 
-        joined = {name: stack(name) for name in ("obs", "action", "mask", "is_first", "state")}
+        joined = {name: stack(name) for name in _BATCH_FIELDS}
     else:
         raise TypeError(
             f"collate_batches: expected Batch or dict items, received {type(items[0]).__name__}; "
@@ -416,7 +438,7 @@ def collate_batches(items: list[Any]) -> Batch:
     obs, action = joined.pop("obs"), joined.pop("action")
     if obs is None or action is None:
         raise ValueError("collate_batches: expected every item to hold 'obs' and 'action'")
-    # a missing mask / is_first / state takes Batch's default
+    # a missing mask / is_first / state / reward / terminated takes Batch's default
     return Batch(obs=obs, action=action, **{k: v for k, v in joined.items() if v is not None})
 
 

@@ -547,6 +547,20 @@ class GTMSM(nn.Module):
         state: dict[str, object] = {"keys": s, "mu": mu_z, "std": std_z, "valid": mask, "s": s[:, -1], "d": d[:, -1]}
         return Belief(features=torch.cat([s[:, -1], z_last], -1), state=state)
 
+    def features_per_step(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``[B, T, S + z]``: ``observe(obs[:, :t+1], ...).features = [s_t, μ_z of the last observed frame up to
+        t]`` of every ``t`` in one pass, with gradients (:func:`worldmodels.heads.belief_features`)."""
+        self._check(obs, action)
+        B, T = obs.shape[:2]
+        mask = torch.ones(B, T, dtype=torch.bool, device=obs.device) if mask is None else mask.bool()
+        check_shape("GTMSM mask", mask, (B, T))
+        mu_z, _ = self.encode(obs)  # [B, T, z]
+        s = self.landmark_posterior(action, mu_z, mask).s if self.config.landmark_inference else self.rollout_states(action)[0]
+        seen = (mask.long() * torch.arange(1, T + 1, device=obs.device)).cummax(1).values  # [B, T] last seen + 1
+        idx = (seen - 1).clamp_min(0).unsqueeze(-1).expand(-1, -1, mu_z.shape[-1])
+        z_last = mu_z.gather(1, idx) * (seen > 0).unsqueeze(-1)  # [B, T, z]
+        return torch.cat([s, z_last], -1)
+
     @torch.no_grad()
     def imagine(self, belief: Belief, actions: Tensor, sample: bool = False) -> Imagination:
         """Prediction phase: roll ``s`` forward under candidate ``actions [N, H, A]`` and decode the prior.

@@ -425,6 +425,19 @@ class KVAE(nn.Module):
         state: dict[str, object] = {"mean": mean, "cov": cov, "h": out["lstm_h"], "c": out["lstm_c"], "a_prev": out["a_last"]}
         return Belief(features=torch.cat([mean, out["a_last"]], -1), state=state)
 
+    def features_per_step(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``[B, T, z + a]``: ``observe(obs[:, :t+1], ...).features = [mu_{t|t}, a_t]`` of every ``t`` in one
+        filtering pass, with gradients (:func:`worldmodels.heads.belief_features`)."""
+        B, T = obs.shape[:2]
+        if mask is None:
+            mask = torch.ones(B, T, dtype=torch.bool, device=obs.device)
+        self._check_inputs(obs, action, mask)
+        a_enc, _ = self.encode(torch.where(_frames(mask, obs), obs, torch.zeros_like(obs)))  # [B, T, a]
+        fres, _, _, _ = self._run_lgssm(a_enc, action if self._has_control else None, mask, smooth=False)
+        assert fres.C is not None
+        a_filt = (fres.C @ fres.mean.unsqueeze(-1)).squeeze(-1)  # [B, T, a]
+        return torch.cat([fres.mean, torch.where(mask.unsqueeze(-1), a_enc, a_filt)], -1)
+
     @torch.no_grad()
     def imagine(self, belief: Belief, actions: Tensor) -> Imagination:
         """Forecast in ``z`` under ``actions [N, H, u]``, decode ``C_t z_t`` through the decoder.

@@ -206,6 +206,17 @@ class RNN(nn.Module):
             _, _, e_last, h_last = self._unroll(obs, action, mask, is_first)
         return Belief(features=torch.cat([h_last, e_last], -1), state={"h": h_last, "e": e_last})
 
+    def features_per_step(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``[B, T, H + E]``: ``observe(obs[:, :t+1], ...).features = [h_t, e(x_t)]`` of every ``t`` in one pass
+        (missing frames: the predicted means), with gradients (:func:`worldmodels.heads.belief_features`)."""
+        self._check("features_per_step", obs, action, mask)
+        B, T = obs.shape[:2]
+        mask = mask if mask is not None else torch.ones(B, T, dtype=torch.bool, device=obs.device)
+        is_first = torch.zeros(B, T, dtype=torch.bool, device=obs.device)
+        is_first[:, :1] = True
+        h, x, _, _ = self._unroll(obs, action, mask, is_first)  # [B, T, H], [B, T, *obs]
+        return torch.cat([h, self.encoder(x)], -1)
+
     def imagine(
         self, belief: Belief, actions: Tensor, sample: bool = False, generator: torch.Generator | None = None
     ) -> Imagination:

@@ -240,6 +240,18 @@ class RSSM(nn.Module):
         h, s = r["h"][:, -1], r["s"][:, -1]
         return Belief(features=torch.cat([h, s], -1), state={"h": h, "s": s})
 
+    def features_per_step(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``[B, T, deter + stoch]``: ``observe(obs[:, :t+1], ...).features`` of every ``t`` in one pass, with
+        gradients (:func:`worldmodels.heads.belief_features`)."""
+        self._check(obs, action)
+        B, T = obs.shape[:2]
+        mask = torch.ones(B, T, dtype=torch.bool, device=obs.device) if mask is None else mask.bool()
+        check_shape("RSSM mask", mask, (B, T))
+        is_first = torch.zeros(B, T, dtype=torch.bool, device=obs.device)
+        is_first[:, 0] = True
+        r = self._filter(obs, action, mask, is_first, sample=False)
+        return torch.cat([r["h"], r["s"]], -1)
+
     @torch.no_grad()
     def imagine(self, belief: Belief, actions: Tensor, sample: bool = False) -> Imagination:
         """Open-loop prior rollout under ``actions [N, H, A]`` (belief batch 1 or N)."""

@@ -117,6 +117,15 @@ class VRNN(LatentSequenceModel):
             kl = kl * inside.to(kl.dtype)
         return {"log_px": log_px, "kl": kl, "z": ch["z"], "d": ch["d"]}
 
+    def features_per_step(self, obs: Tensor, action: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``[B, T, d + z]``: ``observe(obs[:, :t+1], ...).features = [d_t, E_q z_t]`` of every ``t`` in one pass
+        (the VRNN's posterior filters), with gradients (:func:`worldmodels.heads.belief_features`)."""
+        B, T = obs.shape[:2]
+        mask = torch.ones(B, T, dtype=torch.bool, device=obs.device) if mask is None else mask
+        self._check_inputs(obs, action, mask)
+        d, ch = self._posterior_path(obs, action, mask, self._first(mask))
+        return torch.cat([d, ch["mu_q"]], -1)
+
     # -- hooks of the WorldModel API in LatentSequenceModel
     def _posterior_path(self, obs: Tensor, action: Tensor, mask: Tensor,
                         is_first: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
