@@ -440,9 +440,9 @@ def explorer_factory(name: str, **kwargs: Any) -> Callable[[spaces.Space], Explo
             f"explorer {name!r}: expected keyword arguments among {params}, received {kwargs}"
         ) from e
     hints = typing.get_type_hints(cls.__init__)
-    kinds = {float: "number", int: "int", bool: "bool", int | None: "int | None"}
+    kinds: dict[Any, str] = {float: "number", int: "int", bool: "bool", int | None: "int | None"}
     for key, value in kwargs.items():
-        kind = kinds.get(hints.get(key))  # type: ignore[call-overload]
+        kind = kinds.get(hints.get(key))
         if kind is not None:
             try:
                 _check_kwarg(f"explorer {name!r}", key, value, kind)

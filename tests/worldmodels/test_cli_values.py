@@ -8,7 +8,15 @@ import math
 
 import pytest
 
-from worldmodels.cli import finite_float, main, nonnegative_int, positive_int, probability, split_overrides, typed_value
+from worldmodels.cli import (
+    finite_float,
+    main,
+    nonnegative_int,
+    positive_int,
+    probability,
+    split_overrides,
+    typed_value,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
