@@ -42,6 +42,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,6 +72,23 @@ def _check_space(action_space: spaces.Space, who: str) -> None:
     raise TypeError(
         f"{who}: expected a Discrete, MultiDiscrete or bounded Box action space, received {action_space}"
     )
+
+
+def _check_kwarg(who: str, name: str, value: Any, kind: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is of ``kind``: ``"number"`` (a finite real, not a bool), ``"int"``
+    (not a bool), ``"int | None"`` or ``"bool"``."""
+    if kind == "int | None" and value is None:
+        return
+    if kind == "bool":
+        ok = isinstance(value, bool | np.bool_)
+    elif kind.startswith("int"):
+        ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) \
+            and bool(np.isfinite(value))
+    if not ok:
+        what = {"number": "a finite number", "bool": "true or false"}.get(kind, f"an {kind}")
+        raise TypeError(f"{who}: expected {name} {what}, received {value!r}")
 
 
 class Explorer:
@@ -145,7 +163,8 @@ class PoissonRepeat(Explorer):
 
     def __init__(self, action_space: spaces.Space, lam: float = 2.0) -> None:
         super().__init__(action_space)
-        if not (np.isfinite(lam) and lam >= 0):
+        _check_kwarg("PoissonRepeat", "lam", lam, "number")
+        if not lam >= 0:
             raise ValueError(f"PoissonRepeat: expected lam >= 0, received {lam}")
         self.lam = float(lam)
         self._action: Any = None
@@ -190,6 +209,9 @@ class RotateInPlace(Explorer):
         if not isinstance(action_space, spaces.Discrete):
             raise TypeError(f"RotateInPlace: expected a Discrete action space, received {action_space}")
         super().__init__(action_space)
+        _check_kwarg("RotateInPlace", "action", action, "int")
+        _check_kwarg("RotateInPlace", "opposite", opposite, "int | None")
+        _check_kwarg("RotateInPlace", "random_direction", random_direction, "bool")
         for name, a in (("action", action), ("opposite", opposite)):
             if a is not None and not action_space.contains(np.int64(a)):
                 raise ValueError(f"RotateInPlace: expected {name} in {action_space}, received {a}")
@@ -236,6 +258,8 @@ class RandomWalkMomentum(Explorer):
         self, action_space: spaces.Space, p_keep: float = 0.8, momentum: float = 0.9, sigma: float = 0.5
     ) -> None:
         super().__init__(action_space)
+        for name, value in (("p_keep", p_keep), ("momentum", momentum), ("sigma", sigma)):
+            _check_kwarg("RandomWalkMomentum", name, value, "number")
         if not 0.0 <= p_keep <= 1.0:
             raise ValueError(f"RandomWalkMomentum: expected p_keep in [0, 1], received {p_keep}")
         if not 0.0 <= momentum < 1.0:
@@ -398,7 +422,8 @@ def make_explorer(name: str, action_space: spaces.Space, **kwargs: Any) -> Explo
 def explorer_factory(name: str, **kwargs: Any) -> Callable[[spaces.Space], Explorer]:
     """An ``action_space -> explorer`` callable for :func:`worldmodels.data.collect`.
 
-    Unknown names and keyword arguments fail here, before any environment is built.
+    Unknown names and keyword arguments, and values of the wrong type (``lam="abc"``), fail here with
+    ``ValueError``, before any environment is built; the explorer checks their range when it is built.
 
     Example:
         >>> from gymnasium.spaces import Discrete
@@ -414,6 +439,15 @@ def explorer_factory(name: str, **kwargs: Any) -> Callable[[spaces.Space], Explo
         raise ValueError(
             f"explorer {name!r}: expected keyword arguments among {params}, received {kwargs}"
         ) from e
+    hints = typing.get_type_hints(cls.__init__)
+    kinds: dict[Any, str] = {float: "number", int: "int", bool: "bool", int | None: "int | None"}
+    for key, value in kwargs.items():
+        kind = kinds.get(hints.get(key))
+        if kind is not None:
+            try:
+                _check_kwarg(f"explorer {name!r}", key, value, kind)
+            except TypeError as e:
+                raise ValueError(str(e)) from None
     return functools.partial(cls, **kwargs)
 
 

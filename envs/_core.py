@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import types
+import typing
 from typing import Any
 
 import gymnasium as gym
@@ -23,11 +25,22 @@ from gymnasium.vector.utils import batch_space
 
 
 class InvalidKwargError(TypeError, ValueError):
-    """An unknown keyword argument; the message lists the valid ones."""
+    """An unknown keyword argument (the message lists the valid ones), or one of the wrong type."""
 
 
 def build_config(cls: type, kwargs: dict[str, Any], env_name: str) -> Any:
-    """``cls(**kwargs)`` for a config dataclass, naming the valid fields when a key is unknown."""
+    """``cls(**kwargs)`` for a config dataclass, naming the valid fields when a key is unknown.
+
+    Values of fields typed ``bool``, ``int``, ``float`` or ``str`` (or those ``| None``) must be of that type
+    (an int is a float too; a bool is neither an int nor a float; floats are finite), else
+    :class:`InvalidKwargError` ("expected X, received Y").
+
+    Example:
+        >>> from envs.image_nav import ImageNavConfig
+        >>> build_config(ImageNavConfig, {"rgb": "yes"}, "ImageNav")
+        Traceback (most recent call last):
+        envs._core.InvalidKwargError: ImageNav: expected rgb true or false, received 'yes'
+    """
     names = [f.name for f in dataclasses.fields(cls)]
     for key in kwargs:
         if key not in names:
@@ -37,7 +50,34 @@ def build_config(cls: type, kwargs: dict[str, Any], env_name: str) -> Any:
                 f"{env_name} got an unknown keyword argument {key!r}; valid ones are "
                 f"{names + ['render_mode']}.{hint}"
             )
+    hints = typing.get_type_hints(cls)
+    for key, value in kwargs.items():
+        _check_kwarg_type(env_name, key, value, hints.get(key))
     return cls(**kwargs)
+
+
+def _check_kwarg_type(env_name: str, key: str, value: Any, hint: Any) -> None:
+    """Raise :class:`InvalidKwargError` when ``value`` is not of the simple type ``hint`` (other hints pass)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else None
+    is_bool = isinstance(value, bool | np.bool_)
+    if hint is bool:
+        ok, what = is_bool, "true or false"
+    elif hint is int:
+        ok, what = isinstance(value, int | np.integer) and not is_bool, "an int"
+    elif hint is float:
+        ok = isinstance(value, int | float | np.integer | np.floating) and not is_bool and bool(np.isfinite(value))
+        what = "a finite number"
+    elif hint is str:
+        ok, what = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise InvalidKwargError(f"{env_name}: expected {key} {what}, received {value!r}")
 
 
 def check_choice(name: str, value: Any, valid: tuple[Any, ...]) -> None:

@@ -13,9 +13,12 @@ import argparse
 import ast
 import dataclasses
 import difflib
+import math
 import os
 import sys
 import textwrap
+import types
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -41,6 +44,76 @@ class _Parser(argparse.ArgumentParser):
         return f"{text}\n{self.more_help()}\n" if self.more_help is not None else text
 
 
+# --- argument types: values refused here exit with status 2 and "argument --x: expected X, received Y" --------
+def _number(text: str, kind: type, what: str) -> Any:
+    """``text`` as a finite ``kind`` (int or float), or ``ArgumentTypeError`` naming ``what`` was expected."""
+    try:
+        value = kind(text.strip())
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected {what}, received {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, received {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argument type: an int ``>= 1``.
+
+    Example:
+        >>> positive_int("3")
+        3
+        >>> positive_int("0")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: expected an int >= 1, received '0'
+    """
+    value = _number(text, int, "an int >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, received {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An argument type: an int ``>= 0``.
+
+    Example:
+        >>> nonnegative_int("0")
+        0
+    """
+    value = _number(text, int, "an int >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, received {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argument type: a finite float (``nan``, ``inf`` and overflowing values such as ``1e400`` are refused).
+
+    Example:
+        >>> finite_float("1e-3")
+        0.001
+        >>> finite_float("1e400")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: expected a finite float, received '1e400'
+    """
+    return float(_number(text, float, "a finite float"))
+
+
+def probability(text: str) -> float:
+    """An argument type: a probability in ``[0, 1)`` (a fraction of frames or windows, never all of them).
+
+    Example:
+        >>> probability("0.5")
+        0.5
+        >>> probability("1")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: expected a probability in [0, 1), received '1'
+    """
+    value = _number(text, float, "a probability in [0, 1)")
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), received {text!r}")
+    return float(value)
+
+
 # --- collect: rollouts from a Gymnasium env into a dataset folder (worldmodels/data.py) ---------------
 def _json_dict(text: str) -> dict:
     import json
@@ -59,17 +132,17 @@ def _collect_args(p: argparse.ArgumentParser) -> None:
                    help="Gymnasium id: ImageNav-v0, CartPole-v1, module:Id (imports module first), "
                         "MiniWorld-OneRoom-v0 (the miniworld extra)")
     p.add_argument("--out", required=True, help="dataset folder (created; an interrupted run resumes)")
-    p.add_argument("--episodes", type=int, required=True, help="episodes in the whole dataset")
-    p.add_argument("--steps", type=int, required=True, help="actions per episode (steps + 1 frames)")
-    p.add_argument("--num-envs", type=int, default=1, help="parallel sub-environments (default 1)")
+    p.add_argument("--episodes", type=positive_int, required=True, help="episodes in the whole dataset")
+    p.add_argument("--steps", type=positive_int, required=True, help="actions per episode (steps + 1 frames)")
+    p.add_argument("--num-envs", type=positive_int, default=1, help="parallel sub-environments (default 1)")
     p.add_argument("--policy", default="poisson", help="explorer: uniform, poisson, rotate, momentum")
     p.add_argument("--policy-kwargs", type=_json_dict, default={}, help="JSON, e.g. '{\"lam\": 3}'")
-    p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
-    p.add_argument("--shard-index", type=int, default=0, help="this machine's index (default 0)")
-    p.add_argument("--num-shards", type=int, default=1, help="machines sharing the collection (default 1)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="master seed (default 0)")
+    p.add_argument("--shard-index", type=nonnegative_int, default=0, help="this machine's index (default 0)")
+    p.add_argument("--num-shards", type=positive_int, default=1, help="machines sharing the collection (default 1)")
     p.add_argument("--env-kwargs", type=_json_dict, default={}, help="JSON kwargs of gymnasium.make")
-    p.add_argument("--episodes-per-shard", type=int, default=None, help="default: ~32 MB shards")
-    p.add_argument("--obs-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+    p.add_argument("--episodes-per-shard", type=positive_int, default=None, help="default: ~32 MB shards")
+    p.add_argument("--obs-size", type=positive_int, nargs=2, metavar=("H", "W"), default=None,
                    help="store frames area-resized to H x W (observations, or render() frames when the "
                         "observations are not images); default: as the env gives them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -134,14 +207,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="stop after this many updates (TrainConfig.max_steps; lifts the recipe's epochs unless "
         "--set epochs=N)",
     )
-    p.add_argument("--window", type=int, default=20, help="frames per training window (default 20)")
+    p.add_argument("--window", type=positive_int, default=20, help="frames per training window (default 20)")
     p.add_argument(
-        "--val-fraction", type=float, default=0.0, help="windows held out for validation (default 0)"
+        "--val-fraction", type=probability, default=0.0, help="windows held out for validation (default 0)"
     )
     p.add_argument(
         "--heads", default=None, metavar="reward,cont",
@@ -200,16 +273,82 @@ def parse_value(text: str) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def typed_value(text: str, hint: Any, key: str = "value") -> Any:
+    """A ``--set`` value parsed by :func:`parse_value` and checked against its dataclass field's type ``hint``:
+    ``bool`` (true/false), ``int`` (an integral float such as ``1e3`` becomes an int), ``float`` (finite: ``nan``,
+    ``inf`` and overflowing ``1e400`` are refused), ``str`` (the text as it is), ``X | None`` (``none`` or an
+    ``X``), ``tuple[X, ...]`` (one value is a 1-tuple) and ``dict[K, V]``; other hints take the parsed value.
+    A mismatch raises ``ValueError("--set KEY: expected X, received 'TEXT'")``.
+
+    Example:
+        >>> typed_value("1e3", int), typed_value("8,8", tuple[int, ...]), typed_value("none", float | None)
+        (1000, (8, 8), None)
+        >>> typed_value("nan", float, "lr")
+        Traceback (most recent call last):
+        ValueError: --set lr: expected a finite float, received 'nan'
+    """
+    def fail(what: str) -> ValueError:
+        return ValueError(f"--set {key}: expected {what}, received {text!r}")
+
+    def check(value: Any, hint: Any) -> Any:
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            rest = [a for a in args if a is not type(None)]
+            if len(rest) == 1:
+                return check(value, rest[0])
+            return value
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise fail("true or false")
+            return value
+        if hint is int:
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+                return int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise fail("an int")
+            return value
+        if hint is float:
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise fail("a finite float")
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise fail("a string")
+            return value
+        if origin is tuple:
+            items = value if isinstance(value, tuple) else (value,)
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(check(v, args[0]) for v in items)
+            if args and len(items) != len(args):
+                raise fail(f"a tuple of {len(args)} values")
+            return tuple(check(v, a) for v, a in zip(items, args, strict=False)) if args else items
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise fail('a dict such as {"name": 1}')
+            k, v = args if len(args) == 2 else (Any, Any)
+            return {check(a, k): check(b, v) for a, b in value.items()}
+        return value
+
+    if hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint)):
+        stripped = text.strip()
+        return None if stripped.lower() in ("none", "null") and type(None) in typing.get_args(hint) else stripped
+    return check(parse_value(text), hint)
+
+
 def split_overrides(pairs: Iterable[str], config_cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
     """``["key=value", ...]`` -> (model config overrides, :class:`~worldmodels.train.TrainConfig` overrides).
 
     A key is looked up in the model config first, then in ``TrainConfig``; unknown keys raise
-    ``ValueError`` naming the valid ones (and close matches).
+    ``ValueError`` naming the valid ones (and close matches), values are checked against the field's type
+    (:func:`typed_value`).
     """
     from worldmodels.train import TrainConfig
 
     model_keys = [f.name for f in dataclasses.fields(config_cls)]
     train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
+    model_hints, train_hints = typing.get_type_hints(config_cls), typing.get_type_hints(TrainConfig)
     model_over: dict[str, Any] = {}
     train_over: dict[str, Any] = {}
     for pair in pairs:
@@ -218,9 +357,9 @@ def split_overrides(pairs: Iterable[str], config_cls: type) -> tuple[dict[str, A
         key, text = pair.split("=", 1)
         key = key.strip()
         if key in model_keys:
-            model_over[key] = parse_value(text)
+            model_over[key] = typed_value(text, model_hints[key], key)
         elif key in train_keys:
-            train_over[key] = parse_value(text)
+            train_over[key] = typed_value(text, train_hints[key], key)
         else:
             close = difflib.get_close_matches(key, model_keys + train_keys, n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -285,13 +424,13 @@ COMMANDS["train"] = (
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, e.g. runs/rnn-default/last")
     p.add_argument("--data", required=True, help="dataset folder written by `worldmodels collect`")
-    p.add_argument("--window", type=int, default=20, help="frames per window (default 20)")
+    p.add_argument("--window", type=positive_int, default=20, help="frames per window (default 20)")
     p.add_argument(
-        "--context", type=int, default=None, help="observed frames before prediction (default: half)"
+        "--context", type=positive_int, default=None, help="observed frames before prediction (default: half)"
     )
-    p.add_argument("--horizon", type=int, default=None, help="predicted frames (default: the rest)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--horizon", type=positive_int, default=None, help="predicted frames (default: the rest)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", default=None, help="also write the report to this JSON file")
     p.add_argument("--plots", default=None, help="folder for prediction_error.png and rollout.gif")
 
@@ -333,18 +472,18 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env-kwargs", type=_json_dict, default={}, help="JSON kwargs of gymnasium.make")
     p.add_argument("--task", default="auto", help="goal-image, ball-region, swing-up (default: the env's)")
     p.add_argument("--agents", default="model", help="comma list of model, true (simulator), random")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--max-steps", type=int, default=None, help="real steps per episode (default: the task's)")
+    p.add_argument("--episodes", type=positive_int, default=10)
+    p.add_argument("--max-steps", type=positive_int, default=None, help="real steps per episode (default: the task's)")
     p.add_argument("--planner", default="auto", help="random, cem, categorical-cem, mppi (default: by space)")
-    p.add_argument("--horizon", type=int, default=10)
-    p.add_argument("--candidates", type=int, default=500)
-    p.add_argument("--iterations", type=int, default=3)
-    p.add_argument("--elites", type=int, default=50)
-    p.add_argument("--max-context", type=int, default=None, help="frames the model filters (default: episode)")
-    p.add_argument("--explore", type=int, default=None,
+    p.add_argument("--horizon", type=positive_int, default=10)
+    p.add_argument("--candidates", type=positive_int, default=500)
+    p.add_argument("--iterations", type=positive_int, default=3)
+    p.add_argument("--elites", type=positive_int, default=50)
+    p.add_argument("--max-context", type=positive_int, default=None, help="frames the model filters (default: episode)")
+    p.add_argument("--explore", type=nonnegative_int, default=None,
                    help="exploration steps at the start of each episode, memorised by a model with memory "
                         "(default: what the task asks for, 256 for ImageNavGoal-v0, else 0)")
-    p.add_argument("--seed", type=int, default=0, help="env seeds seed .. seed + episodes - 1 (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="env seeds seed .. seed + episodes - 1 (default 0)")
     p.add_argument("--out", default="runs/plan", help="folder for metrics.json and <agent>.gif")
     p.add_argument("--no-progress", action="store_true")
 
@@ -393,9 +532,9 @@ COMMANDS["plan"] = ("run the MPC agent with a checkpoint in the real env (succes
 def _imagine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, e.g. runs/gtmsm-debug/last")
     p.add_argument("--data", required=True, help="dataset folder written by `worldmodels collect`")
-    p.add_argument("--episode", type=int, default=0, help="episode index (default 0)")
-    p.add_argument("--context", type=int, default=20, help="observed frames (GTM-SM: its memorisation τ)")
-    p.add_argument("--horizon", type=int, default=100, help="imagined frames under the episode's actions")
+    p.add_argument("--episode", type=nonnegative_int, default=0, help="episode index (default 0)")
+    p.add_argument("--context", type=positive_int, default=20, help="observed frames (GTM-SM: its memorisation τ)")
+    p.add_argument("--horizon", type=positive_int, default=100, help="imagined frames under the episode's actions")
     p.add_argument("--out", default="runs/imagine", help="folder for imagination.gif/.png/.json")
 
 
@@ -421,13 +560,13 @@ COMMANDS["imagine"] = (
 def _impute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder, e.g. runs/kvae-box/last")
     p.add_argument("--data", required=True, help="dataset folder written by `worldmodels collect`")
-    p.add_argument("--episode", type=int, default=0, help="episode index (default 0)")
-    p.add_argument("--window", type=int, default=20, help="frames of the episode used (default 20)")
+    p.add_argument("--episode", type=nonnegative_int, default=0, help="episode index (default 0)")
+    p.add_argument("--window", type=positive_int, default=20, help="frames of the episode used (default 20)")
     hide = p.add_mutually_exclusive_group(required=True)
-    hide.add_argument("--drop", type=float, help="hide each frame after the first ones with this probability")
-    hide.add_argument("--gap", type=int, help="hide this many consecutive frames in the middle")
-    p.add_argument("--first-observed", type=int, default=4, help="frames always observed first (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random drop mask")
+    hide.add_argument("--drop", type=probability, help="hide each frame after the first ones with this probability")
+    hide.add_argument("--gap", type=positive_int, help="hide this many consecutive frames in the middle")
+    p.add_argument("--first-observed", type=nonnegative_int, default=4, help="frames always observed first (default 4)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the random drop mask")
     p.add_argument("--out", default="runs/impute", help="folder for imputation.gif/.json")
 
 

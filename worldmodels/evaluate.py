@@ -47,6 +47,12 @@ __all__ = [
 MaskFn = Callable[[int, int, torch.Generator], Tensor]
 
 
+def _check_count(who: str, name: str, value: Any, low: int) -> None:
+    """Refuse ``value`` unless it is an int (not a bool) ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{who}: expected {name} an int >= {low}, received {value!r}")
+
+
 @torch.no_grad()
 def elbo_per_step(model: nn.Module, data: Any, batch_size: int = 32, seed: int = 0) -> float:
     """``metrics["elbo"]`` (unweighted ELBO per observed time step) averaged over ``data``, weighted by
@@ -116,6 +122,10 @@ def drop_mask(p: float, first_observed: int = 4) -> MaskFn:
         [[1, 1, 0, 0, 0, 1]]
     """
 
+    if isinstance(p, bool) or not isinstance(p, int | float | np.floating) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"drop_mask: expected a probability p in [0, 1], received {p!r}")
+    _check_count("drop_mask", "first_observed", first_observed, 0)
+
     def fn(B_: int, T_: int, g: torch.Generator) -> Tensor:
         m = torch.rand(B_, T_, generator=g) >= p
         m[:, :first_observed] = True
@@ -136,7 +146,9 @@ def gap_mask(gap: int, first_observed: int = 4, middle_of: str = "window") -> Ma
       the whole window, frames ``start .. start + gap - 1`` with ``start = max(first_observed, (T - gap) // 2)``;
     * ``middle_of="after_first"`` (the KVAE ball experiments, ``worldmodels experiment kvae-ball``): centred
       in the ``T - first_observed`` frames after the first ones,
-      ``start = first_observed + (T - first_observed - gap) // 2``; needs ``gap <= T - first_observed``.
+      ``start = first_observed + (T - first_observed - gap) // 2``.
+
+    Either way ``gap <= T - first_observed`` (the mask function raises ``ValueError`` otherwise).
 
     The generator argument is unused (the mask is deterministic).
 
@@ -149,15 +161,17 @@ def gap_mask(gap: int, first_observed: int = 4, middle_of: str = "window") -> Ma
     """
     if middle_of not in GAP_PLACEMENTS:
         raise ValueError(f"gap_mask: expected middle_of in {GAP_PLACEMENTS}, received {middle_of!r}")
+    _check_count("gap_mask", "gap", gap, 1)
+    _check_count("gap_mask", "first_observed", first_observed, 0)
 
     def fn(B: int, T: int, g: torch.Generator) -> Tensor:
         m = torch.ones(B, T, dtype=torch.bool)
+        if gap > T - first_observed:
+            raise ValueError(f"gap_mask: expected a gap of at most T - first_observed = {T - first_observed} "
+                             f"frames, received {gap}")
         if middle_of == "window":
             start = max(first_observed, (T - gap) // 2)
         else:
-            if gap > T - first_observed:
-                raise ValueError(f"gap_mask: expected a gap of at most T - first_observed = {T - first_observed} "
-                                 f"frames, received {gap}")
             start = first_observed + (T - first_observed - gap) // 2
         m[:, start : start + gap] = False
         return m
@@ -204,10 +218,16 @@ def evaluate(
 ) -> dict[str, Any]:
     """The standard report: ELBO per step, open-loop prediction MSE over the horizon (half the window
     as context by default), imputation error with half the frames dropped at random."""
+    _check_count("evaluate", "batch_size", batch_size, 1)
     first = next(iter(iterate_batches(data, batch_size)))
     T = first.shape[1]
     context = context if context is not None else max(1, T // 2)
     horizon = horizon if horizon is not None else T - context
+    _check_count("evaluate", "context", context, 1)
+    _check_count("evaluate", "horizon", horizon, 1)
+    if context + horizon > T:
+        raise ValueError(f"evaluate: expected context + horizon <= the window's {T} frames, received "
+                         f"{context} + {horizon} = {context + horizon}")
     mse = prediction_error(model, data, context, horizon, "mse", batch_size)
     return {
         "elbo_per_step": elbo_per_step(model, data, batch_size, seed),
@@ -329,6 +349,8 @@ def imagine_checkpoint(
     Returns:
         ``{"mse": [horizon] per-step MSE, "mean_mse", "context", "horizon", "episode", ...}``.
     """
+    _check_count("imagine", "context", context, 1)
+    _check_count("imagine", "horizon", horizon, 1)
     model, b = _episode_window(checkpoint, data_dir, episode, context + horizon, "imagine")
     pred = cast(WorldModel, model).predict(b.obs[:, :context], b.action[:, :context], b.action[:, context:])
     mse = ((pred.obs - b.obs[:, context:]) ** 2).flatten(2).mean(-1)[0]  # [H]
@@ -367,6 +389,18 @@ def impute_checkpoint(
     if (drop is None) == (gap is None):
         raise ValueError(f"impute: expected exactly one of drop (a probability) or gap (frames), received "
                          f"drop={drop!r}, gap={gap!r}")
+    _check_count("impute", "window", window, 1)
+    _check_count("impute", "first_observed", first_observed, 0)
+    if first_observed >= window:
+        raise ValueError(f"impute: expected first_observed < window = {window}, received {first_observed}")
+    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, int | float | np.floating)
+                             or not 0.0 <= drop < 1.0):
+        raise ValueError(f"impute: expected drop a probability in [0, 1), received {drop!r}")
+    if gap is not None:
+        _check_count("impute", "gap", gap, 1)
+        if gap > window - first_observed:
+            raise ValueError(f"impute: expected gap <= window - first_observed = {window} - {first_observed} = "
+                             f"{window - first_observed} frames, received {gap}")
     model, b = _episode_window(checkpoint, data_dir, episode, window, "impute")
     mask_fn = drop_mask(drop, first_observed) if drop is not None else gap_mask(int(gap or 0), first_observed)
     mask = mask_fn(1, window, torch.Generator().manual_seed(seed))  # [1, T]

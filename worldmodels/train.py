@@ -77,6 +77,11 @@ __all__ = [
 ]
 
 
+_TRAIN_FLOATS = ("lr", "lr_final", "decay_rate", "grad_clip", "beta0", "weight_decay")
+_TRAIN_INTS = ("lr_decay_steps", "decay_every", "beta_anneal_steps", "epochs", "max_steps", "batch_size", "seed",
+               "checkpoint_every", "log_every", "val_every", "num_workers")
+
+
 @dataclass
 class TrainConfig:
     """Everything the trainer needs; model hyper-parameters live in the model config.
@@ -140,7 +145,20 @@ class TrainConfig:
                 f"TrainConfig.lr_schedule: expected one of {LR_SCHEDULES}, received "
                 f"{self.lr_schedule!r}{hint}"
             )
-        for name in ("lr", "batch_size", "epochs", "decay_every", "log_every", "val_every"):
+        for name in _TRAIN_FLOATS + _TRAIN_INTS:
+            v, kind = getattr(self, name), "an int" if name in _TRAIN_INTS else "a finite number"
+            if v is None and name in ("grad_clip", "max_steps"):
+                continue
+            ok = isinstance(v, int | np.integer) if name in _TRAIN_INTS else isinstance(v, int | float | np.number)
+            if isinstance(v, bool) or not ok or not math.isfinite(v):
+                raise ValueError(f"TrainConfig.{name}: expected {kind}, received {v!r}")
+        for name in ("lr_final", "lr_decay_steps", "beta_anneal_steps", "checkpoint_every", "weight_decay",
+                     "num_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name}: expected >= 0, received {getattr(self, name)}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"TrainConfig.grad_clip: expected > 0 or None, received {self.grad_clip}")
+        for name in ("lr", "decay_rate", "batch_size", "epochs", "decay_every", "log_every", "val_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name}: expected > 0, received {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 0:

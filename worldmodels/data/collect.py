@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -738,6 +739,10 @@ def collect(
     if "render_mode" in env_kwargs:
         raise ValueError("collect: do not pass render_mode; frames come from render() only when needed")
     source = _EnvSource(env_id, int(num_envs), env_kwargs)
+    limit = env_kwargs.get("max_episode_steps", getattr(source.spec, "max_episode_steps", None))
+    if isinstance(limit, int) and steps > limit:
+        warnings.warn(f"collect: steps {steps} > the env's max_episode_steps {limit}: every episode ends after "
+                      f"{limit} actions (pass env_kwargs max_episode_steps to change the limit)", stacklevel=2)
     out = Path(out_dir)
     want = {
         "format": FORMAT_NAME,
