@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from gymnasium import spaces
@@ -292,8 +292,9 @@ class ImageNavEnv(CoreEnv):
         goal = np.asarray(cell, dtype=np.int64)
         if goal.shape != (2,) or not ((goal >= 0) & (goal < self.config.n_positions)).all():
             raise ValueError(f"ImageNav.set_goal: expected a cell (row, col) on the grid, received {cell!r}")
-        self.core.goal[0] = goal
-        return self.core.crops(goal[None])[0]
+        core = cast(ImageNavCore, self.core)
+        core.goal[0] = goal
+        return core.crops(goal[None])[0]
 
 
 class ImageNavVectorEnv(CoreVectorEnv):
