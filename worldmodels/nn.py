@@ -673,8 +673,9 @@ class GTMSMConvEncoder(nn.Module):
         hidden: width of the MLP head.
         channels: channels of every conv layer.
         channels_last: run the convs in ``torch.channels_last`` memory format (the same numbers up to float
-            rounding; forward + backward on the 2,912 frames of a MiniWorld walking update in ~0.6x the time on
-            CPU: ``make bench``, group ``gtmsm_miniworld_train``).
+            rounding; on CPU the encoder's forward + backward on the 2,912 frames of a MiniWorld walking update
+            take ~0.7x the time with glibc's default malloc, and the whole update ~0.94x once freed memory is kept:
+            ``make bench``, group ``gtmsm_miniworld_train``).
 
     Example:
         >>> GTMSMConvEncoder((3, 32, 32), 8, hidden=16, channels=4)(torch.rand(2, 5, 3, 32, 32)).shape
