@@ -126,6 +126,28 @@ def test_gtmsm_conv_stacks_shapes_and_depth(size: int, layers: int) -> None:
     assert dec(z).shape == (2, 3, 3, size, size)
 
 
+def test_gtmsm_conv_stacks_channels_last_give_the_same_numbers_and_gradients() -> None:
+    """The channels-last convs (the default) against the contiguous-format ones with the same weights."""
+    torch.manual_seed(0)
+    enc_ref = GTMSMConvEncoder((3, 32, 32), 10, hidden=16, channels=8, channels_last=False)
+    dec_ref = GTMSMConvDecoder(5, (3, 32, 32), hidden=16, channels=8, channels_last=False)
+    enc, dec = GTMSMConvEncoder((3, 32, 32), 10, hidden=16, channels=8), GTMSMConvDecoder(5, (3, 32, 32), 16, 8)
+    assert enc.channels_last and dec.channels_last
+    enc.load_state_dict(enc_ref.state_dict())
+    dec.load_state_dict(dec_ref.state_dict())
+    x, z = torch.rand(2, 3, 3, 32, 32), torch.randn(2, 3, 5)
+    out = []
+    for e, d in ((enc, dec), (enc_ref, dec_ref)):
+        h, y = e(x), d(z)
+        assert y.is_contiguous()
+        (h.square().sum() + y.square().sum()).backward()
+        out.append((h, y, [p.grad for p in (*e.parameters(), *d.parameters())]))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-5, atol=1e-6)
+    for g, g_ref in zip(out[0][2], out[1][2]):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
 def test_gtmsm_conv_stacks_reject_frames_that_are_not_square_powers_of_two() -> None:
     for shape in [(1, 24, 24), (1, 4, 4), (1, 16, 32)]:
         with pytest.raises(ValueError, match=r"square power-of-two frames \(C, S, S\) with S >= 8, received"):

@@ -78,6 +78,7 @@ from worldmodels.data import MappedWindows, RolloutDataset, WindowDataset
 from worldmodels.data import collect as collect_rollouts
 from worldmodels.experiments import Experiment, record
 from worldmodels.files import atomic_save
+from worldmodels.malloc import keep_freed_memory
 from worldmodels.models import build_model
 from worldmodels.probes import affine_fit, affine_r2, heldout_probe_r2
 from worldmodels.train import TrainConfig, Trainer
@@ -111,6 +112,8 @@ class Args:
     beta0: float = 1.0  # KL weight at the start (linearly to 1 over beta_anneal_steps)
     beta_anneal_steps: int = 0
     threads: int = 1
+    vae_precision: str = "float32"  # GTM-SM's VAE: float32 | bfloat16 (opt-in: ~1.4x faster updates, other numbers)
+    keep_freed_memory: bool = True  # train phase: glibc malloc keeps freed blocks (worldmodels.malloc; ~2x faster)
     checkpoint_every: int = 200
     baselines: str = "rssm"  # evaluated besides GTM-SM (those with a checkpoint)
 
@@ -183,14 +186,22 @@ def pose_windows(data: WindowDataset) -> MappedWindows:
 def build(args: Args, which: str, action_dim: int) -> torch.nn.Module:
     if which == "gtmsm":
         return build_model("gtmsm", PROTOCOLS[args.agent].preset, action_dim=action_dim,
-                           displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale)
+                           displacement_weight=args.displacement_weight, m_init_scale=args.m_init_scale,
+                           vae_precision=args.vae_precision)
     name, preset = BASELINE_PRESETS[which]
     return build_model(name, preset, obs_shape=(3, 32, 32), action_dim=action_dim)
 
 
 def train_model(args: Args, which: str) -> Path:
-    """Train one model for ``args.steps`` updates on random ``train_len`` windows (resumes from ``last``)."""
+    """Train one model for ``args.steps`` updates on random ``train_len`` windows (resumes from ``last``).
+
+    With ``keep_freed_memory`` the process's ``malloc`` keeps freed blocks for the next update
+    (:func:`worldmodels.malloc.keep_freed_memory`: the walking update's ~1 GB of activations are otherwise faulted in
+    again every update, about half of its time here; ``make bench``, group ``gtmsm_miniworld_train``).
+    """
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        keep_freed_memory()
     train_dir, _ = data_dirs(args)
     windows = pose_windows(WindowDataset(train_dir, args.train_len or PROTOCOLS[args.agent].train_len))
     model = build(args, which, windows.data.action_dim)

@@ -14,8 +14,8 @@ action ``a_t`` through the learned matrix ``M [S, A]`` and the prior knowledge o
 
 Every kind answers the same two calls: :meth:`Transition.step` (one step of the mean, ``[N, S]``) and
 :meth:`Transition.rollout` (a whole window ``[B, T, S]`` with restarts at episode starts and the noise
-``ε_t ~ N(0, r² I)`` added after each step); the linear kind rolls out as one cumulative sum and the wall kind
-as the fused numba scan of :mod:`worldmodels.models.gtmsm_scan` on CPU. :data:`TRANSITIONS` maps the config
+``ε_t ~ N(0, r² I)`` added after each step); the linear kind rolls out as one cumulative sum, the wall and
+momentum kinds as the fused numba scans of :mod:`worldmodels.models.gtmsm_scan` on CPU. :data:`TRANSITIONS` maps the config
 name to the class; :class:`worldmodels.models.gtmsm.GTMSM` picks one once, in its constructor.
 
 A transition holds references to its parameter tensors; GTM-SM registers them on itself under the names of
@@ -44,7 +44,7 @@ from typing import ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
-from worldmodels.models.gtmsm_scan import scan_available, wall_scan
+from worldmodels.models.gtmsm_scan import momentum_scan, scan_available, wall_scan
 
 __all__ = ["TransitionConfig", "Transition", "LinearTransition", "WallTransition", "RotationTransition",
            "MomentumTransition", "TRANSITIONS", "rotate", "wrap_heading", "cumsum_restart"]
@@ -290,7 +290,8 @@ class RotationTransition(Transition):
 
 class MomentumTransition(Transition):
     """Momentum, friction and saturation (§7.4.2.2): ``d_t = c_s ⊙ tanh(σ(c_f) ⊙ d_{t-1} + M a_t)``,
-    ``s_t = s_{t-1} + R(s³_{t-1}) d_t + ε_t``.
+    ``s_t = s_{t-1} + R(s³_{t-1}) d_t + ε_t``; a window rolls out as the fused scan of
+    :func:`worldmodels.models.gtmsm_scan.momentum_scan` on CPU.
 
     Args:
         M: ``[S, A]``; c_f: ``[S]`` friction logits (``σ(c_f)`` of the last move is kept); c_s: ``[S]`` saturation
@@ -322,6 +323,17 @@ class MomentumTransition(Transition):
         Ma = a @ self.M.T  # [N, S]
         d_new = self.c_s * torch.tanh(torch.sigmoid(self.c_f) * d + Ma)  # momentum, friction, saturation
         return s + rotate(d_new, s[..., 2]), d_new
+
+    def rollout(
+        self, action: Tensor, is_first: Tensor | None, s0: Tensor, d0: Tensor, eps: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        if not scan_available(action):  # other devices, or inside gtmsm_scan.step_by_step()
+            return super().rollout(action, is_first, s0, d0, eps)
+        B, T, S = action.shape[0], action.shape[1], s0.shape[-1]
+        first = torch.zeros(B, T, dtype=torch.bool) if is_first is None else is_first
+        eps = torch.zeros(B, T, S, dtype=action.dtype) if eps is None else eps
+        f = torch.sigmoid(self.c_f)  # [S]
+        return momentum_scan(action @ self.M.T, eps, first, s0, d0, f, self.c_s)  # one fused scan (gtmsm_scan)
 
 
 #: ``config.transition`` -> class.

@@ -28,7 +28,8 @@ def test_report_regenerates_the_committed_page(tmp_path: Path) -> None:
 
 
 def _tiny(tmp_path: Path, **kw: object) -> gm.Args:
-    tiny = {"train_episodes": 2, "test_episodes": 2, "steps": 2, "batch_size": 2, "checkpoint_every": 1, **kw}
+    tiny = {"train_episodes": 2, "test_episodes": 2, "steps": 2, "batch_size": 2, "checkpoint_every": 1,
+            "keep_freed_memory": False, **kw}  # leave the test process's malloc as it is (tests/worldmodels/test_malloc.py)
     return gm.Args(out=str(tmp_path / "runs"), data=str(tmp_path / "data" / "mw"), results=str(tmp_path / "res"),
                    **tiny)  # type: ignore[arg-type]
 
@@ -60,11 +61,14 @@ def test_phases_end_to_end_on_a_tiny_budget(tmp_path: Path, one_thread: None) ->
     assert torch.equal(gm.relative_pose(batches[0].state)[:, 0], torch.zeros(2, 3))
 
 
-def test_one_model_is_trained_per_name_and_names_are_checked(tmp_path: Path, one_thread: None) -> None:
-    args = _tiny(tmp_path, model="rssm", train_episodes=1, test_episodes=1, steps=1)
+def test_one_model_is_trained_per_name_and_names_are_checked(tmp_path: Path, one_thread: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    args = _tiny(tmp_path, model="rssm", train_episodes=1, test_episodes=1, steps=1, keep_freed_memory=True)
+    kept: list[bool] = []
+    monkeypatch.setattr(gm, "keep_freed_memory", lambda: kept.append(True) or True)  # the process-wide call
     gm.EXPERIMENT.run(args, "collect")
     gm.EXPERIMENT.run(args, "train")
-    assert sorted(p.name for p in (tmp_path / "runs" / "rotate").iterdir()) == ["rssm"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "rotate").iterdir()) == ["rssm"] and kept == [True]
     with pytest.raises(ValueError, match=r"--model: expected models among \['gtmsm', 'rssm', 'vrnn', 'srnn'\], "
                                          r"received \['kvae'\]"):
         gm.EXPERIMENT.run(replace(args, model="rssm,kvae"), "train")
