@@ -118,6 +118,14 @@ def _as_parameter(t: Tensor) -> nn.Parameter:
     return t
 
 
+def _scan_inputs(action: Tensor, is_first: Tensor | None, s0: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The restart flags ``[B, T]`` and state noise ``[B, T, S]`` a fused scan takes (no restarts / zero noise
+    where not given)."""
+    B, T, S = action.shape[0], action.shape[1], s0.shape[-1]
+    first = torch.zeros(B, T, dtype=torch.bool) if is_first is None else is_first
+    return first, torch.zeros(B, T, S, dtype=action.dtype) if eps is None else eps
+
+
 class Transition(abc.ABC):
     """Mean of ``p(s_t | s_{t-1}, a_t)`` and the displacement ``d_t`` for one kind of agent physics.
 
@@ -263,9 +271,7 @@ class WallTransition(Transition):
     ) -> tuple[Tensor, Tensor]:
         if not scan_available(action):  # other devices, or inside gtmsm_scan.step_by_step()
             return super().rollout(action, is_first, s0, d0, eps)
-        B, T, S = action.shape[0], action.shape[1], s0.shape[-1]
-        first = torch.zeros(B, T, dtype=torch.bool) if is_first is None else is_first
-        eps = torch.zeros(B, T, S, dtype=action.dtype) if eps is None else eps
+        first, eps = _scan_inputs(action, is_first, s0, eps)
         return wall_scan(action @ self.M.T, eps, first, s0, self.gate, self.gate_act)  # one fused scan (gtmsm_scan)
 
 
@@ -329,9 +335,7 @@ class MomentumTransition(Transition):
     ) -> tuple[Tensor, Tensor]:
         if not scan_available(action):  # other devices, or inside gtmsm_scan.step_by_step()
             return super().rollout(action, is_first, s0, d0, eps)
-        B, T, S = action.shape[0], action.shape[1], s0.shape[-1]
-        first = torch.zeros(B, T, dtype=torch.bool) if is_first is None else is_first
-        eps = torch.zeros(B, T, S, dtype=action.dtype) if eps is None else eps
+        first, eps = _scan_inputs(action, is_first, s0, eps)
         f = torch.sigmoid(self.c_f)  # [S]
         return momentum_scan(action @ self.M.T, eps, first, s0, d0, f, self.c_s)  # one fused scan (gtmsm_scan)
 
